@@ -1,0 +1,3 @@
+from compara.cli import main
+
+main()

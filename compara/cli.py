@@ -1,0 +1,58 @@
+"""The `compara` command. Each subcommand is a thin function over the library.
+
+Subcommands are registered by each package (`ingest.cli`, `rag.cli`, ...), whose modules
+import only typer at import time, so `compara --help` stays instant; heavy libraries (torch,
+transformers, faiss) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from compara import __version__
+
+app = typer.Typer(
+    name="compara",
+    help="Compare how a language model answers questions about Portuguese Wikipedia: base, "
+         "retrieval (RAG), fine-tuned (QLoRA) and fine-tuned + retrieval, side by side.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"compara {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q",
+                                        help="Warnings and errors only; no progress bars.")] = False,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = None,
+) -> None:
+    from compara.logs import setup_logging
+
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+def _register_commands() -> None:
+    from compara import commands
+    from ingest import cli as ingest_cli
+
+    for module in (ingest_cli, commands):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    app()

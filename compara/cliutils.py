@@ -1,0 +1,63 @@
+"""Pieces shared by the subcommands: config options, errors, JSON summaries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+log = logging.getLogger("compara")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Experiment YAML (default: configs/sample.yaml).",
+                 show_default=False),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config value: -s finetune.lr=1e-4 (repeatable).",
+                 show_default=False),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a clear one-line error (no traceback) and exit."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_experiment(config: Path | None, sets: list[str] | None, **flags: Any):
+    """Load the experiment config; ``flags`` are dotted keys set by command-line options
+    (None values are ignored, so an option left out keeps the YAML's value)."""
+    from compara.config import load_config
+    from compara.configbase import ConfigError
+
+    overrides = list(sets or [])
+    try:
+        cfg = load_config(config, overrides)
+        extra = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
+        if extra:
+            source, paths = cfg.source, cfg.paths
+            cfg = cfg.with_overrides(extra)
+            cfg.source = source
+            # Paths given on the command line are relative to the current directory.
+            path_flags = {k.split(".", 1)[1]: str(Path(v).resolve())
+                          for k, v in extra.items() if k.startswith("paths.")}
+            cfg.paths = paths.replace(**path_flags) if path_flags else paths
+    except (ConfigError, FileNotFoundError) as exc:
+        fail(str(exc))
+    return cfg
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,99 @@
+"""The experiment config: one YAML file holds every stage's settings.
+
+``configs/sample.yaml`` is the shipped demo; ``configs/ci.yaml`` a tiny one for tests;
+``configs/llama2-7b-gpu.yaml`` the real thing on a GPU. Relative paths in a config file are
+resolved against the folder of that file. Load with :func:`load_config`, which also applies
+``key=value`` overrides (``--set finetune.lr=1e-4``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compara.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
+from finetune.config import FinetuneConfig
+from ingest.config import IngestConfig
+from rag.config import IndexConfig, RetrievalConfig
+
+PATH_FIELDS = ("dump", "data", "index", "adapter", "runs", "questions")
+
+
+@dataclass
+class PathsConfig(ConfigBase):
+    """Inputs and outputs of the pipeline. Relative paths: relative to the config file."""
+
+    dump: str | None = opt(None, "The ptwiki XML dump (.xml, .xml.bz2).")
+    data: str | None = opt(None, "Ingest output folder (articles.jsonl, instructions.*.jsonl).")
+    index: str | None = opt(None, "FAISS index folder.")
+    adapter: str | None = opt(None, "Fine-tuned adapter folder.")
+    runs: str | None = opt(None, "Folder of batch runs.")
+    questions: str | None = opt(None, "Default question file.")
+
+    def resolved(self, base: Path) -> PathsConfig:
+        values = {}
+        for name in PATH_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                p = Path(value).expanduser()
+                value = str(p if p.is_absolute() else (base / p).resolve())
+            values[name] = value
+        return PathsConfig(**values)
+
+
+@dataclass
+class ModelConfig(ConfigBase):
+    """The base model every arm shares."""
+
+    base: str = opt("gemma3-270m", "Registry name, local Hugging Face folder, or hub id.")
+
+
+@dataclass
+class GenerationConfig(ConfigBase):
+    """Decoding settings, identical for every arm."""
+
+    max_new_tokens: int = opt(128, "Tokens generated at most per answer.")
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError("generation.max_new_tokens must be >= 1")
+
+
+@dataclass
+class ExperimentConfig(ConfigBase):
+    """Everything one experiment needs, from the dump to the comparison."""
+
+    name: str = opt("amostra", "Experiment name (used in output folder names and reports).")
+    seed: int = opt(42, "Global seed.")
+    paths: PathsConfig = opt(PathsConfig, "Inputs and outputs.")
+    ingest: IngestConfig = opt(IngestConfig, "Dump reading, cleaning, instruction generation.")
+    index: IndexConfig = opt(IndexConfig, "Chunking and embedding.")
+    retrieval: RetrievalConfig = opt(RetrievalConfig, "Retrieval for the RAG arms.")
+    model: ModelConfig = opt(ModelConfig, "The shared base model.")
+    finetune: FinetuneConfig = opt(FinetuneConfig, "QLoRA training.")
+    generation: GenerationConfig = opt(GenerationConfig, "Decoding, shared by all arms.")
+    source: str | None = opt(None, "The YAML file this config was loaded from (set on load).")
+
+
+def load_config(path: str | Path | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load an experiment YAML (default: the shipped sample), apply overrides, resolve paths."""
+    from compara.paths import default_config_path, project_root
+
+    if path is None:
+        path = default_config_path()
+        data = load_yaml(path) if Path(path).is_file() else {}
+        base = Path(path).parent if Path(path).is_file() else project_root()
+    else:
+        data = load_yaml(path)
+        base = Path(path).resolve().parent
+    apply_overrides(data, overrides)
+    data.pop("source", None)
+    try:
+        cfg = ExperimentConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    cfg.paths = cfg.paths.resolved(base)
+    cfg.source = str(Path(path).resolve()) if Path(path).is_file() else None
+    return cfg

@@ -1,0 +1,1 @@
+"""Fine-tuning: instruction records to tokens (prompt masked, EOS learned), QLoRA, merge."""

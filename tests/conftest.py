@@ -1,0 +1,34 @@
+"""Shared fixtures. Tests never touch the network: a missing file must fail fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Converted models and caches go to a per-session temp folder, not the user's cache,
+    unless COMPARA_TEST_CACHE points at a persistent one (speeds up slow tests locally)."""
+    persistent = os.environ.get("COMPARA_TEST_CACHE")
+    cache = Path(persistent) if persistent else tmp_path_factory.getbasetemp() / "compara-cache"
+    monkeypatch.setenv("COMPARA_CACHE", str(cache))
