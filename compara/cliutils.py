@@ -44,7 +44,8 @@ def load_experiment(config: Path | None, sets: list[str] | None, **flags: Any):
     overrides = list(sets or [])
     try:
         cfg = load_config(config, overrides)
-        extra = {k.replace("__", "."): v for k, v in flags.items() if v is not None}
+        extra = {k.replace("__", "."): str(v) if isinstance(v, Path) else v
+                 for k, v in flags.items() if v is not None}
         if extra:
             source, paths = cfg.source, cfg.paths
             cfg = cfg.with_overrides(extra)

@@ -26,6 +26,12 @@ class InputError(ValueError):
     """Bad input that the user must fix; the message names the file and line/page."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def dumps(obj: Any) -> str:
     """One JSON line, UTF-8 characters kept readable."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
@@ -38,6 +44,7 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
     try:
         kwargs = {"encoding": encoding} if "b" not in mode else {}
         with open(tmp, mode, **kwargs) as fh:
@@ -171,6 +178,11 @@ class JsonlAppender:
             if self._since_sync >= self._fsync_every:
                 os.fsync(self._fh.fileno())
                 self._since_sync = 0
+
+    def sync(self) -> None:
+        """Flush to disk: lines written so far survive a crash of the machine too."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if not self._fh.closed:

@@ -19,7 +19,7 @@ class InstructionConfig(ConfigBase):
         3, "Phrasings generated for each fact question (models absorb a fact only when they "
            "see it several ways).")
     template: str = opt("alpaca-pt", "Prompt template (name in compara/templates or a JSON path).")
-    min_output_chars: int = opt(20, "Drop records whose answer is shorter than this.")
+    min_output_chars: int = opt(3, "Drop records whose answer is shorter than this.")
     max_output_chars: int = opt(
         900, "Answers longer than this are cut at the last sentence end before it.")
     max_input_chars: int = opt(1500, "Inputs (passages) longer than this are cut likewise.")

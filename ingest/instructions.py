@@ -1,0 +1,389 @@
+"""The instruction set: Alpaca-style records in Portuguese derived from each article.
+
+Task types (``task`` field):
+
+* ``definition`` — "Quem foi X?" / "O que é X?" -> the lead's first sentences;
+* ``summary`` — "Resuma o artigo sobre X." -> the lead;
+* ``section`` — "O que o artigo sobre X diz em "Seção"?" -> the section's text; long sections
+  continue as "Continue o texto..." records whose input is the preceding sentences;
+* ``infobox`` — "Quando nasceu X?", "Qual é a capital de X?" -> an answer sentence;
+* ``table`` — a table row's value -> "Linha — Coluna: valor.";
+* ``passage_title`` — a passage with the title masked -> the title.
+
+Fact questions (definition, infobox, table) come in several phrasings: models absorb a new fact
+only when they see it phrased several ways. Records are deduplicated and split into train/val by
+a stable hash of their id, so adding pages never reshuffles the split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ingest.config import InstructionConfig
+
+_ABBREVIATIONS = ("Sr", "Sra", "Dr", "Dra", "Prof", "Profa", "Sto", "Sta", "S", "D", "Dom", "Pe",
+                  "Fr", "Gen", "Cel", "Cap", "Ten", "Av", "Mt", "etc", "p", "pp", "ed", "vol",
+                  "n", "nº", "a.C", "d.C", "séc", "aprox", "cf", "ex", "fig", "jan", "fev", "mar",
+                  "abr", "jun", "jul", "ago", "set", "out", "nov", "dez", "St", "Jr", "Ltda",
+                  "Cia", "Mr", "Mrs", "Ph.D", "EUA", "U.S")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]?\s+(?=[\"“«(]?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9])")
+_ABBREV_TAIL = re.compile(
+    r"(?:\b(?:" + "|".join(re.escape(a) for a in _ABBREVIATIONS) + r")|\b[A-ZÁÉÍÓÚ])\.$")
+_TABLE_LINE = re.compile(r"^([^:;\n]{1,60}): ([^;\n]+)((?:; [^:;\n]{1,60}: [^;\n]+)+)$")
+
+PERSON_TYPES = ("biografia", "pessoa", "personalidade", "escritor", "político", "politico",
+                "cientista", "músico", "musico", "artista", "militar", "monarca", "nobre",
+                "presidente", "futebolista", "ator", "atriz", "santo", "religioso", "filósofo")
+EVENT_TYPES = ("conflito", "evento", "guerra", "batalha", "revolução", "revolucao", "revolta",
+               "acontecimento", "eleição", "eleicao")
+
+# Infobox fields with their own questions. {T} is the title, {v} the value.
+FIELD_QUESTIONS: dict[tuple[str, ...], tuple[list[str], str]] = {
+    ("nascimento_data", "data_nascimento", "data_de_nascimento", "nascimento"): (
+        ["Quando nasceu {T}?", "Em que data nasceu {T}?", "Qual é a data de nascimento de {T}?",
+         "{T} nasceu em que data?"], "{T} nasceu em {v}."),
+    ("nascimento_local", "local_nascimento", "local_de_nascimento", "naturalidade"): (
+        ["Onde nasceu {T}?", "Em que lugar nasceu {T}?", "Qual é o local de nascimento de {T}?",
+         "{T} nasceu em que lugar?"], "{T} nasceu em {v}."),
+    ("morte_data", "data_morte", "falecimento_data", "data_falecimento", "morte"): (
+        ["Quando morreu {T}?", "Em que data morreu {T}?", "Qual é a data de morte de {T}?",
+         "{T} morreu em que data?"], "{T} morreu em {v}."),
+    ("morte_local", "local_morte", "falecimento_local", "local_falecimento"): (
+        ["Onde morreu {T}?", "Em que lugar morreu {T}?", "Qual é o local de morte de {T}?",
+         "{T} morreu em que lugar?"], "{T} morreu em {v}."),
+    ("ocupação", "ocupacao", "profissão", "profissao", "atividade"): (
+        ["Qual era a ocupação de {T}?", "Em que trabalhava {T}?", "Qual foi a profissão de {T}?",
+         "A que se dedicou {T}?"], "A ocupação de {T} era: {v}."),
+    ("nacionalidade",): (
+        ["Qual era a nacionalidade de {T}?", "De que nacionalidade era {T}?",
+         "Qual a nacionalidade de {T}?"], "A nacionalidade de {T} era {v}."),
+    ("conhecido_por", "conhecido por", "principais_trabalhos", "obras"): (
+        ["Pelo que {T} é conhecido?", "Por que {T} ficou conhecido?",
+         "Qual é a fama de {T}?"], "{T} é conhecido por: {v}."),
+    ("capital",): (
+        ["Qual é a capital de {T}?", "Qual cidade é a capital de {T}?", "Onde fica a capital de {T}?",
+         "Qual a capital de {T}?"], "A capital de {T} é {v}."),
+    ("população", "populacao", "população_total", "pop", "habitantes"): (
+        ["Qual é a população de {T}?", "Quantos habitantes tem {T}?", "Quantas pessoas vivem em {T}?",
+         "Qual o número de habitantes de {T}?"], "A população de {T} é de {v}."),
+    ("área", "area", "área_total", "area_total", "área_km2"): (
+        ["Qual é a área de {T}?", "Qual o tamanho da área de {T}?", "Quantos quilômetros quadrados tem {T}?"],
+        "A área de {T} é de {v}."),
+    ("moeda",): (
+        ["Qual é a moeda de {T}?", "Que moeda se usa em {T}?", "Qual a moeda oficial de {T}?"],
+        "A moeda de {T} é {v}."),
+    ("língua_oficial", "lingua_oficial", "línguas_oficiais", "idioma_oficial", "idioma", "língua"): (
+        ["Qual é a língua oficial de {T}?", "Que língua se fala oficialmente em {T}?",
+         "Qual o idioma oficial de {T}?"], "A língua oficial de {T} é {v}."),
+    ("gentílico", "gentilico"): (
+        ["Qual é o gentílico de {T}?", "Como se chama quem nasce em {T}?",
+         "Qual o gentílico de quem nasce em {T}?"], "O gentílico de {T} é {v}."),
+    ("fundação", "fundacao", "data_fundação", "fundação_data", "fundada", "fundado"): (
+        ["Quando ocorreu a fundação de {T}?", "Em que data se deu a fundação de {T}?",
+         "Qual é a data de fundação de {T}?"], "A fundação de {T} ocorreu em {v}."),
+    ("independência", "independencia"): (
+        ["Quando {T} conquistou a independência?", "Qual é a data da independência de {T}?",
+         "Em que data {T} se tornou independente?"], "A independência de {T} ocorreu em {v}."),
+    ("nascente",): (
+        ["Onde nasce {T}?", "Qual é a nascente de {T}?", "Onde fica a nascente de {T}?"],
+        "A nascente de {T} fica em {v}."),
+    ("foz",): (
+        ["Onde deságua {T}?", "Qual é a foz de {T}?", "Onde fica a foz de {T}?"],
+        "A foz de {T} é {v}."),
+    ("comprimento", "extensão", "extensao"): (
+        ["Qual é o comprimento de {T}?", "Quantos quilômetros tem {T}?", "Qual a extensão de {T}?"],
+        "O comprimento de {T} é de {v}."),
+    ("autor", "autores", "autoria"): (
+        ["Quem é o autor de {T}?", "Quem escreveu {T}?", "De quem é a autoria de {T}?"],
+        "O autor de {T} é {v}."),
+    ("lançamento", "lancamento", "publicação", "publicacao", "data_publicação", "ano"): (
+        ["Quando foi publicada a obra {T}?", "Em que ano saiu {T}?", "Qual é a data de publicação de {T}?"],
+        "{T} foi publicado em {v}."),
+    ("data", "período", "periodo", "data_início", "data_inicio", "início", "inicio"): (
+        ["Quando ocorreu {T}?", "Em que época aconteceu {T}?", "Qual é a data de {T}?"],
+        "{T} ocorreu em {v}."),
+    ("local", "localização", "localizacao", "lugar", "estado", "país", "pais", "região", "regiao"): (
+        ["Onde fica {T}?", "Qual é a localização de {T}?", "Em que lugar se situa {T}?"],
+        "{T} fica em {v}."),
+}
+_FIELD_INDEX = {key: value for keys, value in FIELD_QUESTIONS.items() for key in keys}
+_FEMININE_LABELS = {"capital", "foz", "nascente", "sede", "cor", "pele", "fé", "lei", "ordem",
+                    "classe", "família", "espécie", "data", "idade", "altura", "altitude",
+                    "superfície", "origem"}
+_SKIP_FIELDS = {"nome", "título", "titulo", "cor", "estilo", "tipo", "coordenadas", "site",
+                "website", "url", "mapa", "legenda", "assinatura", "imagem", "notas", "nota",
+                "wikidata", "commons"}
+
+
+def split_sentences(text: str) -> list[str]:
+    """Portuguese sentences (abbreviations such as "D. Pedro" and "a.C." do not split)."""
+    parts: list[str] = []
+    for piece in _SENTENCE_END.split(text.strip()):
+        if parts and _ABBREV_TAIL.search(parts[-1]):
+            parts[-1] = f"{parts[-1]} {piece}"
+        else:
+            parts.append(piece)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def take_sentences(text: str, max_chars: int, max_sentences: int | None = None) -> str:
+    """Whole sentences from the start up to ``max_chars`` (the first one even if longer,
+    when it is at most 1.5x the limit; otherwise "")."""
+    out: list[str] = []
+    size = 0
+    for paragraph in text.split("\n"):
+        for sentence in split_sentences(paragraph):
+            extra = len(sentence) + (1 if out else 0)
+            if out and size + extra > max_chars:
+                return " ".join(out)
+            if not out and len(sentence) > max_chars * 1.5:
+                return ""
+            out.append(sentence)
+            size += extra
+            if max_sentences and len(out) >= max_sentences:
+                return " ".join(out)
+    return " ".join(out)
+
+
+def record_id(task: str, instruction: str, input: str) -> str:
+    key = f"{task}\x1f{instruction}\x1f{input}".encode()
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def split_of(rec_id: str, val_fraction: float, salt: str) -> str:
+    """'train' or 'val', stable for a record whatever else is in the set."""
+    digest = hashlib.sha256(f"{salt}\x1f{rec_id}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+
+
+def _kind(article: dict[str, Any]) -> str:
+    itype = (article.get("infobox_type") or "").lower()
+    box = article.get("infobox") or {}
+    if itype.startswith(PERSON_TYPES) or "nascimento_data" in box or "nascimento_local" in box:
+        return "person"
+    if itype.startswith(EVENT_TYPES):
+        return "event"
+    return "thing"
+
+
+def _field_label(key: str) -> tuple[str, str, bool]:
+    """(label, article, plural) of an infobox field: "variações" -> ("variações", "as", True)."""
+    label = key.replace("_", " ").strip()
+    word = label.split()[0]
+    plural = word.endswith("s") and not word.endswith(("ês", "ás", "ís", "ós", "ús"))
+    base = word[:-1] if plural else word
+    if base.endswith("õe"):
+        base = base[:-2] + "ão"
+    feminine = (base in _FEMININE_LABELS
+                or re.search(r"(?:a|ão|dade|gem|ie|ção|são|ua)$", base) is not None)
+    article = ("a" if feminine else "o") + ("s" if plural else "")
+    return label, article, plural
+
+
+def _lower_first(heading: str) -> str:
+    """Lower-case a heading's first letter unless it starts an acronym or a name ("OEA")."""
+    if len(heading) > 1 and heading[1].islower():
+        return heading[0].lower() + heading[1:]
+    return heading
+
+
+class _Builder:
+    def __init__(self, article: dict[str, Any], cfg: InstructionConfig):
+        self.article = article
+        self.cfg = cfg
+        self.title = article["title"]
+        self.records: list[dict[str, Any]] = []
+        self._seen: set[tuple[str, str]] = set()
+
+    def add(self, task: str, instruction: str, output: str, input: str = "",
+            fact: str | None = None) -> None:
+        output = output.strip()
+        input = input.strip()
+        if len(output) < self.cfg.min_output_chars or len(input) > self.cfg.max_input_chars * 1.5:
+            return
+        if len(output) > self.cfg.max_output_chars * 1.5:
+            return
+        key = (instruction, input)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        rec = {"id": record_id(task, instruction, input), "instruction": instruction,
+               "input": input, "output": output, "source_title": self.title, "task": task}
+        if fact:
+            rec["fact"] = fact
+        self.records.append(rec)
+
+    def phrasings(self, options: list[str], n: int | None = None) -> list[str]:
+        n = self.cfg.paraphrases if n is None else n
+        return options[: max(1, n)]
+
+
+def _lead(article: dict[str, Any]) -> str:
+    sections = article.get("sections") or []
+    if sections and sections[0].get("level", 0) == 0 and not sections[0].get("heading"):
+        return sections[0].get("text", "")
+    return ""
+
+
+def _definition_and_summary(b: _Builder, tasks: set[str]) -> None:
+    lead = _lead(b.article)
+    if not lead:
+        return
+    title = b.title
+    kind = _kind(b.article)
+    aliases = [a for a in (b.article.get("aliases") or []) if a != title][:2]
+    definition = take_sentences(lead, min(b.cfg.max_output_chars, 400), max_sentences=2)
+    if "definition" in tasks and definition:
+        if kind == "person":
+            options = ["Quem foi {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
+                       "Explique quem foi {T}.", "Quem era {T}?"]
+        elif kind == "event":
+            options = ["O que foi {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
+                       "Explique o que foi {T}.", "Do que se trata {T}?"]
+        else:
+            options = ["O que é {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
+                       "Explique o que é {T}.", "Do que se trata {T}?"]
+        for q in b.phrasings(options):
+            b.add("definition", q.format(T=title), definition, fact=f"definition:{title}")
+        for alias in aliases:
+            b.add("definition", options[0].format(T=alias), definition, fact=f"definition:{title}")
+    if "summary" in tasks:
+        summary = take_sentences(lead, b.cfg.max_output_chars)
+        if summary and summary != definition:
+            for q in b.phrasings(["Resuma o artigo sobre {T}.", "Faça um resumo sobre {T}."], 2):
+                b.add("summary", q.format(T=title), summary)
+
+
+def _sections(b: _Builder) -> None:
+    sections = [s for s in (b.article.get("sections") or [])[1:] if s.get("text")]
+    title = b.title
+    for section in sections[: b.cfg.max_sections]:
+        heading = section["heading"]
+        text = "\n".join(line for line in section["text"].split("\n")
+                         if not _TABLE_LINE.match(line))  # table rows have their own task
+        first = take_sentences(text, b.cfg.max_output_chars)
+        if not first:
+            continue
+        options = [f'O que o artigo sobre {title} diz em "{heading}"?',
+                   f"Fale sobre {_lower_first(heading)} de {title}.",
+                   f'Sobre {title}, explique o tópico "{heading}".']
+        for q in b.phrasings(options, min(2, b.cfg.paraphrases)):
+            b.add("section", q, first)
+        # The rest of a long section: continuation records, each with its own context.
+        sentences = split_sentences(" ".join(text.split("\n")))
+        used = len(split_sentences(first))
+        while used < len(sentences):
+            context = " ".join(sentences[max(0, used - 2):used])
+            part = take_sentences(" ".join(sentences[used:]), b.cfg.max_output_chars)
+            if not part:
+                break
+            b.add("section", f'Continue o texto do artigo {title}, seção "{heading}".', part,
+                  input=context[-b.cfg.max_input_chars:])
+            used += len(split_sentences(part))
+
+
+def _infobox(b: _Builder) -> None:
+    title = b.title
+    for key, value in (b.article.get("infobox") or {}).items():
+        norm = key.strip().lower()
+        if (norm in _SKIP_FIELDS or norm.startswith("nome") or len(value) > 160
+                or not value.strip() or value.strip().casefold() == title.casefold()):
+            continue
+        spec = _FIELD_INDEX.get(norm) or _FIELD_INDEX.get(norm.replace(" ", "_"))
+        if spec:
+            questions, answer = spec
+        else:
+            label, art, plural = _field_label(key)
+            if plural:
+                questions = [f"Quais são {art} {label} de {{T}}?", f"Quais {art} {label} de {{T}}?",
+                             f"Informe {art} {label} de {{T}}.", f"{{T}}: quais são {art} {label}?"]
+            else:
+                questions = [f"Qual é {art} {label} de {{T}}?", f"Qual {art} {label} de {{T}}?",
+                             f"Informe {art} {label} de {{T}}.", f"{{T}}: qual é {art} {label}?"]
+            answer = f"{art.capitalize()} {label} de {{T}}: {{v}}."
+        output = answer.format(T=title, v=value.strip().rstrip("."))
+        for q in b.phrasings(questions):
+            b.add("infobox", q.format(T=title), output, fact=f"infobox:{title}:{key}")
+
+
+def _tables(b: _Builder) -> None:
+    title = b.title
+    for section in (b.article.get("sections") or []):
+        rows = 0
+        for line in section.get("text", "").split("\n"):
+            m = _TABLE_LINE.match(line)
+            if not m or rows >= b.cfg.max_table_rows:
+                continue
+            rows += 1
+            key_col, key_val = m.group(1).strip(), m.group(2).strip()
+            for pair in m.group(3).split("; ")[1:]:
+                col, _, val = pair.partition(": ")
+                col, val = col.strip(), val.strip()
+                if not col or not val:
+                    continue
+                options = [f"No artigo sobre {title}, qual é o valor de \"{col}\" para {key_val}?",
+                           f"Segundo a tabela de {title}, o que consta em \"{col}\" para {key_val}?",
+                           f'Em {title}, qual é "{col}" quando "{key_col}" é {key_val}?']
+                output = f"{key_val} — {col}: {val}."
+                for q in b.phrasings(options):
+                    b.add("table", q, output, fact=f"table:{title}:{key_val}:{col}")
+
+
+def _passage_title(b: _Builder) -> None:
+    title = b.title
+    name_re = re.compile(re.escape(re.sub(r"\s*\([^)]*\)$", "", title)), re.IGNORECASE)
+    picked = 0
+    for section in (b.article.get("sections") or [])[1:]:
+        for paragraph in section.get("text", "").split("\n"):
+            if len(paragraph) < 150 or _TABLE_LINE.match(paragraph):
+                continue
+            passage = take_sentences(paragraph, b.cfg.max_input_chars)
+            passage = name_re.sub("___", passage)
+            b.add("passage_title", "De qual artigo da Wikipédia é este trecho?", title,
+                  input=passage)
+            picked += 1
+            break
+        if picked >= 2:
+            return
+
+
+def article_instructions(article: dict[str, Any], cfg: InstructionConfig) -> list[dict[str, Any]]:
+    """All instruction records of one article (deduplicated within it)."""
+    b = _Builder(article, cfg)
+    tasks = set(cfg.tasks)
+    if tasks & {"definition", "summary"}:
+        _definition_and_summary(b, tasks)
+    if "section" in tasks:
+        _sections(b)
+    if "infobox" in tasks:
+        _infobox(b)
+    if "table" in tasks:
+        _tables(b)
+    if "passage_title" in tasks:
+        _passage_title(b)
+    return b.records
+
+
+def generate(articles: Iterable[dict[str, Any]], cfg: InstructionConfig,
+             stats: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(split, record) for every article, deduplicated across the whole set."""
+    seen: set[int] = set()
+    stats = stats if stats is not None else {}
+    by_task = stats.setdefault("by_task", {})
+    stats.setdefault("duplicates_removed", 0)
+    for article in articles:
+        for rec in article_instructions(article, cfg):
+            digest = int.from_bytes(hashlib.blake2b(
+                f"{rec['instruction']}\x1f{rec['input']}".encode(), digest_size=8).digest(), "big")
+            if digest in seen:
+                stats["duplicates_removed"] += 1
+                continue
+            seen.add(digest)
+            split = split_of(rec["id"], cfg.val_fraction, cfg.split_salt)
+            task = by_task.setdefault(rec["task"], {"train": 0, "val": 0, "output_chars": 0})
+            task[split] += 1
+            task["output_chars"] += len(rec["output"])
+            yield split, rec

@@ -1,0 +1,401 @@
+"""`compara ingest`: dump -> articles.jsonl, redirects.jsonl, instructions.{train,val}.jsonl.
+
+The run writes into ``OUT/.ingest-partial/`` line by line (each line flushed) and records how
+far it got in ``state.json``; only when the dump has been read does it attach redirect aliases,
+derive the instruction set and move the finished files into ``OUT``. A killed run leaves the
+previous outputs untouched, and ``--resume`` continues from the last saved page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from compara.io import (
+    InputError,
+    JsonlAppender,
+    atomic_write_json,
+    atomic_writer,
+    dumps,
+    iter_jsonl,
+    repair_jsonl_tail,
+)
+from ingest.config import IngestConfig
+from ingest.dump import DumpProblem, DumpReader, RawPage
+from ingest.namespaces import normalize_title, redirect_target
+
+log = logging.getLogger(__name__)
+
+PARTIAL = ".ingest-partial"
+OUTPUTS = ("articles.jsonl", "redirects.jsonl", "instructions.train.jsonl",
+           "instructions.val.jsonl", "ingest_report.json")
+_STATE_EVERY_S = 5.0
+
+
+class IngestFailed(RuntimeError):
+    """The dump could not be read to its end; ``report`` says what was kept."""
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class PageResult:
+    kind: str  # "article", "redirect", "skipped"
+    reason: str | None = None
+    article: dict[str, Any] | None = None
+    redirect: dict[str, Any] | None = None
+    leftover_markup: int = 0
+    dropped_templates: Counter | None = None
+    warning: str | None = None
+
+
+def article_url(base_url: str, title: str) -> str:
+    return base_url + quote(title.replace(" ", "_"), safe="()_,:'!-./*;@$")
+
+
+def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
+    """Classify and clean one page (runs in worker processes)."""
+    from ingest.wikitext import parse_wikitext
+
+    text = page.text
+    target = normalize_title(page.redirect) if page.redirect else redirect_target(text or "")
+    if target:
+        return PageResult("redirect", redirect={"title": page.title, "target": target,
+                                                "id": page.id, "namespace": page.namespace})
+    if page.namespace not in cfg.namespaces:
+        return PageResult("skipped", "namespace")
+    if text is None or not text.strip():
+        return PageResult("skipped", "empty", warning=f"page {page.title!r} (id {page.id}) has no text")
+    size = len(text.encode("utf-8"))
+    if size > cfg.max_page_bytes:
+        return PageResult("skipped", "too_large", warning=(
+            f"page {page.title!r} (id {page.id}) has {size:,} bytes of wikitext, over "
+            f"ingest.max_page_bytes={cfg.max_page_bytes:,}: skipped"))
+    try:
+        parsed = parse_wikitext(text, page.title, tables=cfg.tables)
+    except Exception as exc:  # a cleaner bug must not end a run over millions of pages
+        return PageResult("skipped", "clean_error",
+                          warning=f"page {page.title!r} (id {page.id}): cleaning failed: {exc!r}")
+    if parsed.is_disambiguation and cfg.skip_disambiguation:
+        return PageResult("skipped", "disambiguation")
+    body = parsed.text
+    if len(body) < cfg.min_article_chars:
+        return PageResult("skipped", "stub")
+    article = {
+        "id": page.id,
+        "title": page.title,
+        "url": article_url(cfg.base_url, page.title),
+        "revision_id": page.revision_id,
+        "timestamp": page.timestamp,
+        "sections": [{"heading": s.heading, "level": s.level, "text": s.text}
+                     for s in parsed.sections],
+        "text": body,
+        "infobox_type": parsed.infobox_type,
+        "infobox": parsed.infobox,
+        "categories": parsed.categories,
+        "aliases": [],
+    }
+    return PageResult("article", article=article, leftover_markup=parsed.leftover_markup,
+                      dropped_templates=parsed.dropped_templates)
+
+
+def _process_batch(args: tuple[list[RawPage], IngestConfig]) -> list[PageResult]:
+    pages, cfg = args
+    return [process_page(p, cfg) for p in pages]
+
+
+def _light(page: RawPage, cfg: IngestConfig) -> RawPage:
+    """Pages that cannot become articles travel to workers without their text."""
+    if page.namespace in cfg.namespaces or page.redirect:
+        return page
+    if page.text and page.text.lstrip()[:1] == "#" and redirect_target(page.text):
+        return page
+    return RawPage(page.id, page.namespace, page.title, page.redirect, page.revision_id,
+                   page.timestamp, "")
+
+
+def _batches(pages: Iterable[RawPage], size: int, cfg: IngestConfig) -> Iterator[list[RawPage]]:
+    batch: list[RawPage] = []
+    for page in pages:
+        batch.append(_light(page, cfg))
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
+    st = dump.stat()
+    return {"dump": str(dump.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
+            "config": cfg.to_dict()}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("compara", "mwxml", "mwparserfromhell"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "?"
+    return out
+
+
+class _Run:
+    """The state of one ingest run (counters, writers) and its steps."""
+
+    def __init__(self, dump: Path, out: Path, cfg: IngestConfig, resume: bool):
+        self.dump, self.out, self.cfg = dump, out, cfg
+        self.work = out / PARTIAL
+        self.state_path = self.work / "state.json"
+        self.fingerprint = _fingerprint(dump, cfg)
+        self.counts: Counter = Counter()
+        self.skipped: Counter = Counter()
+        self.dropped: Counter = Counter()
+        self.problems: list[dict[str, Any]] = []
+        self.pages_done = 0
+        self.elapsed_before = 0.0
+        self._prepare(resume)
+
+    def _prepare(self, resume: bool) -> None:
+        if self.work.exists() and resume and self.state_path.exists():
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if state.get("fingerprint") != self.fingerprint:
+                raise InputError(
+                    f"{self.work}: the interrupted run used another dump or other settings; "
+                    f"run without --resume to start over")
+            self.pages_done = state["pages_done"]
+            self.counts.update(state["counts"])
+            self.skipped.update(state["skipped"])
+            self.dropped.update(state.get("dropped_templates", {}))
+            self.problems = state.get("problems", [])
+            self.elapsed_before = state.get("elapsed_s", 0.0)
+            # Lines written after the last saved state are dropped and redone.
+            for name, key in (("articles.partial.jsonl", "articles"), ("redirects.jsonl", "redirects")):
+                _truncate_lines(self.work / name, state["lines"][key])
+            log.info("resuming %s after %d pages (%d articles)", self.dump, self.pages_done,
+                     self.counts["article"])
+            return
+        if self.work.exists():
+            if not resume:
+                log.warning("%s holds an interrupted run; starting over (use --resume to continue it)",
+                            self.work)
+            shutil.rmtree(self.work)
+        elif resume:
+            log.warning("nothing to resume in %s; starting from the beginning", self.out)
+        self.work.mkdir(parents=True)
+
+    def save_state(self, elapsed: float) -> None:
+        atomic_write_json(self.state_path, {
+            "fingerprint": self.fingerprint,
+            "pages_done": self.pages_done,
+            "lines": {"articles": self.counts["article"], "redirects": self.counts["redirect"]},
+            "counts": dict(self.counts),
+            "skipped": dict(self.skipped),
+            "dropped_templates": dict(self.dropped.most_common(200)),
+            "problems": self.problems[-200:],
+            "elapsed_s": elapsed,
+        }, indent=None)
+
+    def problem(self, p: DumpProblem) -> None:
+        self.problems.append(p.to_dict())
+        (log.error if p.fatal else log.warning)("%s", p.describe(self.dump))
+
+    def warn(self, message: str) -> None:
+        self.problems.append({"kind": "page", "message": message})
+        log.warning("%s: %s", self.dump, message)
+
+
+def _truncate_lines(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` lines: those the saved state vouches for."""
+    repair_jsonl_tail(path)
+    with open(path, "rb+") as fh:
+        for n in range(keep):
+            if not fh.readline():
+                raise InputError(
+                    f"{path}: holds {n} lines but the saved state counts {keep}; the partial "
+                    f"run cannot be resumed, run without --resume to start over")
+        fh.truncate(fh.tell())
+
+
+def _read_pages(run: _Run, reader: DumpReader) -> Iterator[RawPage]:
+    for i, page in enumerate(reader):
+        if run.cfg.max_pages is not None and i >= run.cfg.max_pages:
+            return
+        if i < run.pages_done:
+            continue  # done before the interruption
+        yield page
+
+
+def _map(batches: Iterator[list[RawPage]], cfg: IngestConfig) -> Iterator[list[RawPage | PageResult]]:
+    """(pages, results) batch by batch, in dump order, cleaned in worker processes."""
+    workers = cfg.workers or os.cpu_count() or 1
+    if workers == 1:
+        for batch in batches:
+            yield batch, _process_batch((batch, cfg))
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pending: list[list[RawPage]] = []
+
+    def tagged() -> Iterator[tuple[list[RawPage], IngestConfig]]:
+        for batch in batches:
+            pending.append(batch)
+            yield batch, cfg
+
+    with ctx.Pool(workers) as pool:
+        for results in pool.imap(_process_batch, tagged(), chunksize=1):
+            yield pending.pop(0), results
+
+
+def _scan(run: _Run) -> DumpReader:
+    """Read the dump and write articles/redirects incrementally."""
+    from compara.logs import progress
+
+    reader = DumpReader(run.dump, on_problem=run.problem)
+    start = time.monotonic()
+    last_save = start
+    bar = progress(desc="ingest", unit=" pages", initial=run.pages_done)
+    with JsonlAppender(run.work / "articles.partial.jsonl") as articles, \
+            JsonlAppender(run.work / "redirects.jsonl") as redirects:
+        pages = _read_pages(run, reader)
+        for batch, results in _map(_batches(pages, run.cfg.batch_pages, run.cfg), run.cfg):
+            for res in results:
+                run.counts[res.kind] += 1
+                if res.kind == "article":
+                    articles.write(res.article)
+                    if res.leftover_markup:
+                        run.counts["pages_with_leftover_markup"] += 1
+                    if res.dropped_templates:
+                        run.dropped.update(res.dropped_templates)
+                elif res.kind == "redirect":
+                    redirects.write(res.redirect)
+                else:
+                    run.skipped[res.reason] += 1
+                if res.warning:
+                    run.warn(res.warning)
+            run.pages_done += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(articles=run.counts["article"], refresh=False)
+            now = time.monotonic()
+            if now - last_save > _STATE_EVERY_S:
+                articles.sync()
+                redirects.sync()
+                run.save_state(run.elapsed_before + now - start)
+                last_save = now
+        articles.sync()
+        redirects.sync()
+        run.save_state(run.elapsed_before + time.monotonic() - start)
+    bar.close()
+    return reader
+
+
+def _finalize(run: _Run) -> dict[str, Any]:
+    """Attach aliases, derive instructions, write the report, publish into OUT."""
+    from ingest.instructions import generate
+
+    aliases: dict[str, list[str]] = {}
+    for _, rec in iter_jsonl(run.work / "redirects.jsonl"):
+        aliases.setdefault(rec["target"], []).append(rec["title"])
+
+    def articles_with_aliases() -> Iterator[dict[str, Any]]:
+        with atomic_writer(run.work / "articles.jsonl") as fh:
+            for _, art in iter_jsonl(run.work / "articles.partial.jsonl"):
+                art["aliases"] = sorted(set(aliases.get(art["title"], [])))
+                fh.write(dumps(art) + "\n")
+                yield art
+
+    stats: dict[str, Any] = {}
+    counts = Counter()
+    with atomic_writer(run.work / "instructions.train.jsonl") as train, \
+            atomic_writer(run.work / "instructions.val.jsonl") as val:
+        for split, rec in generate(articles_with_aliases(), run.cfg.instructions, stats):
+            (train if split == "train" else val).write(dumps(rec) + "\n")
+            counts[split] += 1
+    titles = {a for a in aliases}
+    return {"train": counts["train"], "val": counts["val"], **stats,
+            "alias_targets": len(titles)}
+
+
+def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
+               resume: bool = False) -> dict[str, Any]:
+    """Ingest a dump into ``out``; returns the report (also written as ingest_report.json)."""
+    dump, out = Path(dump), Path(out)
+    if not dump.is_file():
+        raise InputError(f"dump not found: {dump}")
+    t0 = time.monotonic()
+    run = _Run(dump, out, cfg, resume)
+    reader = _scan(run)
+    instructions = _finalize(run)
+    fatal = [p for p in run.problems if p.get("fatal")]
+    elapsed = run.elapsed_before + time.monotonic() - t0
+    pages = run.pages_done
+    report = {
+        "status": "incomplete" if fatal else "complete",
+        "dump": str(dump.resolve()),
+        "dump_bytes": dump.stat().st_size,
+        "site": {"name": reader.site_name, "dbname": reader.db_name},
+        "pages_seen": pages,
+        "articles": run.counts["article"],
+        "redirects": run.counts["redirect"],
+        "skipped": dict(sorted(run.skipped.items())),
+        "pages_with_leftover_markup": run.counts["pages_with_leftover_markup"],
+        "instructions": instructions,
+        "problems": run.problems[:200],
+        "problem_count": len(run.problems),
+        "dropped_templates_top": run.dropped.most_common(30),
+        "elapsed_s": round(elapsed, 2),
+        "pages_per_s": round(pages / elapsed, 1) if elapsed else None,
+        "mb_per_s": round(reader.bytes_read / 1e6 / elapsed, 2) if elapsed else None,
+        "workers": cfg.workers or os.cpu_count(),
+        "config": cfg.to_dict(),
+        "versions": _versions(),
+    }
+    atomic_write_json(run.work / "ingest_report.json", report)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUTS:
+        os.replace(run.work / name, out / name)
+    shutil.rmtree(run.work, ignore_errors=True)
+    if fatal:
+        raise IngestFailed(
+            f"{dump}: {fatal[0]['message']}; kept the {report['articles']} articles read before "
+            f"it (see {out / 'ingest_report.json'})", report)
+    return report
+
+
+def print_report(report: dict[str, Any], out: str | Path) -> None:
+    """A short human summary of an ingest report."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ins = report["instructions"]
+    table = Table(title=f"ingest of {Path(report['dump']).name}", show_header=False)
+    table.add_row("pages read", f"{report['pages_seen']:,}")
+    table.add_row("articles kept", f"{report['articles']:,}")
+    table.add_row("redirects (aliases)", f"{report['redirects']:,}")
+    skipped = ", ".join(f"{k} {v:,}" for k, v in report["skipped"].items()) or "none"
+    table.add_row("skipped", skipped)
+    table.add_row("instructions", f"{ins['train']:,} train + {ins['val']:,} val")
+    table.add_row("by task", ", ".join(f"{t} {c['train'] + c['val']:,}"
+                                       for t, c in sorted(ins.get("by_task", {}).items())))
+    table.add_row("problems", f"{report['problem_count']:,}")
+    table.add_row("speed", f"{report['pages_per_s']:,} pages/s, {report['mb_per_s']} MB/s "
+                           f"({report['elapsed_s']} s, {report['workers']} worker(s))")
+    console.print(table)
+    console.print(f"outputs in {out}: " + ", ".join(OUTPUTS))

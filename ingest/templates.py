@@ -1,0 +1,182 @@
+"""Inline templates rendered to the text a reader sees (the rest are dropped).
+
+Dropping every template, as most extractors do, turns "{{lang|de|Berlin}}" into "()" and
+"no {{séc|XVIII}}" into "no ,". The templates below are common in ptwiki's running text and
+carry words a reader needs, so they are rendered the way the wiki shows them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+MONTHS = ("janeiro", "fevereiro", "março", "abril", "maio", "junho", "julho", "agosto",
+          "setembro", "outubro", "novembro", "dezembro")
+_MONTH_BY_NAME = {m: i for i, m in enumerate(MONTHS, start=1)}
+
+UNITS = {
+    "km2": "km²", "m2": "m²", "ha": "ha", "km": "km", "m": "m", "cm": "cm", "mm": "mm",
+    "mi": "mi", "ft": "ft", "kg": "kg", "t": "t", "l": "L", "m3": "m³", "km3": "km³",
+    "m3/s": "m³/s", "c": "°C", "°c": "°C", "f": "°F", "km/h": "km/h", "mi2": "mi²", "sqmi": "mi²",
+    "hab/km2": "hab./km²",
+}
+
+Params = tuple[list[str], dict[str, str]]
+
+# Templates whose first positional parameter is the visible text.
+_FIRST_ARG = {
+    "nowrap", "nobr", "small", "smaller", "big", "sc", "versalete", "nobold", "noitalic",
+    "citação", "citacao", "quote", "blockquote", "cquote", "unicode", "ipa", "ipa2", "afi",
+    "nowrap begin", "texto pequeno", "centro", "center", "em", "strong", "ênfase", "sem negrito",
+    "abbr", "abreviatura", "sigla", "tooltip", "nota oculta",
+}
+# Templates that name a language and then give the text: {{lang|en|text}}.
+_LANG_TEXT = {"lang", "llang", "língua", "lingua", "idioma", "transl", "transliteração"}
+_CENTURY = {"séc", "sec", "séc.", "sec.", "século", "seculo", "séc xx", "sécs"}
+_CONVERT = {"converter", "convert", "conv", "cvt"}
+_DATE_DMY = {"dni", "dnibr", "dtlink", "dtlink2", "dtnasc", "dma", "data", "dat", "dtlink3",
+             "fdni", "dtm", "dti"}
+_DATE_YMD = {"data de nascimento", "data de nascimento e idade", "birth date",
+             "birth date and age", "data de morte", "death date", "data de morte e idade",
+             "death date and age", "dni-ymd", "start date", "data de início", "data inicial"}
+_LITERAL = {"!": "|", "=": "=", "!!": "||", "·": " · ", "•": " • ", "-": "", "clear": "",
+            "nbsp": " ", "spaces": " ", "nnbsp": " ", "ndash": "–", "mdash": "—", "'": "'"}
+
+
+def format_number(raw: str) -> str:
+    """Number as ptwiki prints it: a space between thousands, a decimal comma."""
+    raw = raw.strip().replace(" ", "")
+    m = re.fullmatch(r"(-?)(\d+)(?:[.,](\d+))?", raw)
+    if not m:
+        return raw
+    sign, whole, frac = m.groups()
+    groups = []
+    while len(whole) > 3:
+        groups.insert(0, whole[-3:])
+        whole = whole[:-3]
+    groups.insert(0, whole)
+    out = sign + " ".join(groups)
+    return f"{out},{frac}" if frac else out
+
+
+def format_date(day: str, month: str, year: str) -> str:
+    day, month, year = day.strip(), month.strip(), year.strip()
+    if month.isdigit() and 1 <= int(month) <= 12:
+        month = MONTHS[int(month) - 1]
+    elif month.lower() in _MONTH_BY_NAME:
+        month = month.lower()
+    parts = []
+    if day and month:
+        parts.append(f"{int(day) if day.isdigit() else day} de {month}")
+    elif month:
+        parts.append(month)
+    if year:
+        parts.append(year)
+    return " de ".join(parts)
+
+
+def _positional(params: Params) -> list[str]:
+    return [p.strip() for p in params[0]]
+
+
+def _render_convert(params: Params) -> str:
+    pos = _positional(params)
+    if not pos:
+        return ""
+    value = format_number(pos[0]) if re.fullmatch(r"-?[\d.,]+", pos[0]) else pos[0]
+    unit_index = 1
+    # {{converter|10|-|20|km}}: ranges
+    if len(pos) >= 4 and pos[1] in {"-", "–", "a", "to", "e", "and"}:
+        value = f"{value} {pos[1] if pos[1] not in {'-', '–'} else 'a'} {format_number(pos[2])}"
+        unit_index = 3
+    unit = pos[unit_index] if len(pos) > unit_index else ""
+    return f"{value} {UNITS.get(unit.lower(), unit)}".strip()
+
+
+def _render_century(params: Params) -> str:
+    pos = _positional(params)
+    return f"século {pos[0]}" if pos and pos[0] else "século"
+
+
+def _render_dmy(params: Params) -> str:
+    pos = _positional(params) + ["", "", ""]
+    if not any(pos[:3]):
+        return ""
+    return format_date(pos[0], pos[1], pos[2])
+
+
+def _render_ymd(params: Params) -> str:
+    pos = [p for p in _positional(params) if p.lower() not in {"df=yes", "mf=yes"}] + ["", "", ""]
+    year, month, day = pos[0], pos[1], pos[2]
+    return format_date(day, month, year) if year else ""
+
+
+def _render_lang(params: Params) -> str:
+    pos = _positional(params)
+    return pos[1] if len(pos) >= 2 else ""
+
+
+def _render_link_template(params: Params) -> str:
+    # {{Link|en|Original title|texto}} / {{Ill|Title|en|Original}}: the local text.
+    pos = _positional(params)
+    if len(pos) >= 3 and len(pos[0]) <= 3:
+        return pos[2] or pos[1]
+    if len(pos) >= 2 and len(pos[0]) <= 3:
+        return pos[1]
+    return pos[0] if pos else ""
+
+
+def _render_first(params: Params) -> str:
+    pos = _positional(params)
+    if pos:
+        return pos[0]
+    named = params[1]
+    return (named.get("texto") or named.get("text") or named.get("1") or "").strip()
+
+
+RENDERERS: dict[str, Callable[[Params], str]] = {}
+for _name in _FIRST_ARG:
+    RENDERERS[_name] = _render_first
+for _name in _LANG_TEXT:
+    RENDERERS[_name] = _render_lang
+for _name in _CENTURY:
+    RENDERERS[_name] = _render_century
+for _name in _CONVERT:
+    RENDERERS[_name] = _render_convert
+for _name in _DATE_DMY:
+    RENDERERS[_name] = _render_dmy
+for _name in _DATE_YMD:
+    RENDERERS[_name] = _render_ymd
+for _name in ("link", "ill", "interlink", "link-interwiki", "ligação interlíngua"):
+    RENDERERS[_name] = _render_link_template
+
+
+def render_magic(name: str, arg: str, title: str) -> str | None:
+    """Parser functions and magic words written ``{{name:arg}}``; None when not one."""
+    key = name.strip().lower()
+    if key == "formatnum":
+        return format_number(arg)
+    if key in {"lc", "lcfirst"}:
+        return arg.lower() if key == "lc" else arg[:1].lower() + arg[1:]
+    if key in {"uc", "ucfirst"}:
+        return arg.upper() if key == "uc" else arg[:1].upper() + arg[1:]
+    if key.startswith("#") or key in {"defaultsort", "ordenacaopadrao", "ordenaçãopadrão",
+                                      "ordempadrao", "ordempadrão", "displaytitle", "exibetitulo",
+                                      "exibetítulo", "defaultsortkey", "subst", "safesubst",
+                                      "msgnw", "int", "fullurl", "localurl", "urlencode"}:
+        return ""
+    return None
+
+
+def render(name: str, params: Params, title: str = "") -> str | None:
+    """The visible text of an inline template, or None when it is not rendered (dropped)."""
+    key = name.strip().replace("_", " ").lower()
+    if key in _LITERAL:
+        return _LITERAL[key]
+    if key in {"pagename", "nomedapágina", "nomedapagina", "pagenamee"}:
+        return title
+    if key.startswith("lang-") and len(key) <= 12:
+        pos = _positional(params)
+        return pos[0] if pos else ""
+    fn = RENDERERS.get(key)
+    return fn(params) if fn else None
