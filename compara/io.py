@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +35,11 @@ def _umask() -> int:
 
 
 def dumps(obj: Any) -> str:
-    """One JSON line, UTF-8 characters kept readable."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """One JSON line, UTF-8 characters kept readable (orjson: ~10x faster than json)."""
+    try:
+        return orjson.dumps(obj).decode("utf-8")
+    except TypeError:  # types orjson does not know (e.g. Path): fall back to str()
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 @contextlib.contextmanager
@@ -158,20 +163,30 @@ def repair_jsonl_tail(path: str | Path) -> int:
 
 
 class JsonlAppender:
-    """Append JSON lines, each flushed as soon as it is written (resumable outputs)."""
+    """Append JSON lines, each flushed as soon as it is written (resumable outputs).
 
-    def __init__(self, path: str | Path, fsync_every: int = 0):
+    With ``flush_each_line=False`` the caller flushes (``sync()``) at its own checkpoints,
+    which is much cheaper for hundreds of thousands of small lines.
+    """
+
+    def __init__(self, path: str | Path, fsync_every: int = 0, flush_each_line: bool = True):
         self.path = Path(path)
+        self._flush_each_line = flush_each_line
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_jsonl_tail(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives with the object)
         self._fsync_every = fsync_every
         self._since_sync = 0
         self.written = 0
 
     def write(self, record: dict) -> None:
-        self._fh.write(dumps(record) + "\n")
-        self._fh.flush()
+        self.write_line(dumps(record))
+
+    def write_line(self, line: str) -> None:
+        """Append one already-serialised JSON line (no newline inside)."""
+        self._fh.write(line + "\n")
+        if self._flush_each_line:
+            self._fh.flush()
         self.written += 1
         if self._fsync_every:
             self._since_sync += 1

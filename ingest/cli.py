@@ -18,7 +18,8 @@ def ingest(
         "--out", "-o", help="Output folder. Default: the config's paths.data.",
         show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", "-w", help="Cleaning processes (0 = one per core). Output order is stable.",
+        "--workers", "-w", help="Cleaning processes beside the reader (0 = clean in the reading process). "
+             "Output order is stable.",
         show_default=False)] = None,
     max_pages: Annotated[int | None, typer.Option(
         "--max-pages", help="Stop after this many pages (quick runs).", show_default=False)] = None,

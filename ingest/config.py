@@ -44,8 +44,9 @@ class InstructionConfig(ConfigBase):
 class IngestConfig(ConfigBase):
     """Reading the dump and cleaning the pages."""
 
-    workers: int = opt(1, "Processes that clean pages (0 = one per CPU core). Output order is "
-                          "the dump's order whatever the count.")
+    workers: int = opt(1, "Processes that clean pages beside the one reading the dump (0 = clean "
+                          "in the reading process, for debugging). Output order is the dump's "
+                          "whatever the count.")
     batch_pages: int = opt(64, "Pages sent to a worker at a time.")
     max_pages: int | None = opt(None, "Stop after this many pages of the dump (quick runs).")
     min_article_chars: int = opt(

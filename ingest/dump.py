@@ -14,7 +14,6 @@ can be helped:
 from __future__ import annotations
 
 import bz2
-import codecs
 import gzip
 import io
 import logging
@@ -205,8 +204,8 @@ class DumpReader:
                         self._read_siteinfo(dump)
                     for page in dump:
                         revision = None
-                        for revision in page:
-                            pass
+                        for rev in page:  # pages-articles dumps hold one revision per page
+                            revision = rev
                         last = (page.title, page.id)
                         text = revision.text if revision is not None else None
                         if len(stream.bad_bytes) > bad_seen and (

@@ -30,8 +30,14 @@ _ABBREVIATIONS = ("Sr", "Sra", "Dr", "Dra", "Prof", "Profa", "Sto", "Sta", "S", 
                   "abr", "jun", "jul", "ago", "set", "out", "nov", "dez", "St", "Jr", "Ltda",
                   "Cia", "Mr", "Mrs", "Ph.D", "EUA", "U.S")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]?\s+(?=[\"“«(]?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9])")
-_ABBREV_TAIL = re.compile(
-    r"(?:\b(?:" + "|".join(re.escape(a) for a in _ABBREVIATIONS) + r")|\b[A-ZÁÉÍÓÚ])\.$")
+_ABBREV_SET = frozenset(a + "." for a in _ABBREVIATIONS)
+
+
+def _ends_with_abbreviation(piece: str) -> bool:
+    """"D.", "Sr.", "a.C." or an initial ("J.") end this piece: no sentence break here."""
+    last = piece[piece.rfind(" ") + 1:]
+    last = last.lstrip("(\"“«")
+    return last in _ABBREV_SET or (len(last) == 2 and last[0].isupper()) or last.endswith(".C.")
 _TABLE_LINE = re.compile(r"^([^:;\n]{1,60}): ([^;\n]+)((?:; [^:;\n]{1,60}: [^;\n]+)+)$")
 
 PERSON_TYPES = ("biografia", "pessoa", "personalidade", "escritor", "político", "politico",
@@ -122,41 +128,63 @@ def split_sentences(text: str) -> list[str]:
     """Portuguese sentences (abbreviations such as "D. Pedro" and "a.C." do not split)."""
     parts: list[str] = []
     for piece in _SENTENCE_END.split(text.strip()):
-        if parts and _ABBREV_TAIL.search(parts[-1]):
+        if parts and _ends_with_abbreviation(parts[-1]):
             parts[-1] = f"{parts[-1]} {piece}"
         else:
             parts.append(piece)
     return [p.strip() for p in parts if p.strip()]
 
 
-def take_sentences(text: str, max_chars: int, max_sentences: int | None = None) -> str:
-    """Whole sentences from the start up to ``max_chars`` (the first one even if longer,
-    when it is at most 1.5x the limit; otherwise "")."""
+def sentences_of(text: str) -> list[str]:
+    """The sentences of a multi-line text (each line, e.g. a list item, splits on its own)."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        if line.strip():
+            out.extend(split_sentences(line))
+    return out
+
+
+def pack_sentences(sentences: list[str], start: int, max_chars: int,
+                   max_sentences: int | None = None) -> tuple[int, str]:
+    """Whole sentences from ``start`` up to ``max_chars``: (index after the last one, text).
+
+    The first sentence is taken even if longer, when it is at most 1.5x the limit (else
+    nothing is). A sentence that introduces a list ("... foram:") keeps at least its next item
+    when that fits in 1.5x the limit; an introduction whose items were all cut is left for the
+    next pack, so an answer never ends on a colon.
+    """
     out: list[str] = []
     size = 0
-    for paragraph in text.split("\n"):
-        for sentence in split_sentences(paragraph):
-            extra = len(sentence) + (1 if out else 0)
-            if out and size + extra > max_chars:
-                return " ".join(out)
-            if not out and len(sentence) > max_chars * 1.5:
-                return ""
-            out.append(sentence)
-            size += extra
-            if max_sentences and len(out) >= max_sentences:
-                return " ".join(out)
-    return " ".join(out)
+    for sentence in sentences[start:]:
+        extra = len(sentence) + (1 if out else 0)
+        intro = bool(out) and out[-1].endswith(":")
+        if out and size + extra > max_chars and not (intro and size + extra <= max_chars * 1.5):
+            break
+        if max_sentences and len(out) >= max_sentences and not intro:
+            break
+        if not out and len(sentence) > max_chars * 1.5:
+            return start, ""
+        out.append(sentence)
+        size += extra
+    while out and out[-1].endswith(":"):
+        out.pop()
+    return start + len(out), " ".join(out)
+
+
+def take_sentences(text: str, max_chars: int, max_sentences: int | None = None) -> str:
+    """Whole sentences from the start of ``text`` up to ``max_chars`` (see pack_sentences)."""
+    return pack_sentences(sentences_of(text), 0, max_chars, max_sentences)[1]
 
 
 def record_id(task: str, instruction: str, input: str) -> str:
     key = f"{task}\x1f{instruction}\x1f{input}".encode()
-    return hashlib.sha256(key).hexdigest()[:16]
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 
 def split_of(rec_id: str, val_fraction: float, salt: str) -> str:
     """'train' or 'val', stable for a record whatever else is in the set."""
-    digest = hashlib.sha256(f"{salt}\x1f{rec_id}".encode()).digest()
-    return "val" if int.from_bytes(digest[:8], "big") / 2**64 < val_fraction else "train"
+    digest = hashlib.blake2b(rec_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+    return "val" if int.from_bytes(digest, "big") / 2**64 < val_fraction else "train"
 
 
 def _kind(article: dict[str, Any]) -> str:
@@ -228,28 +256,31 @@ def _lead(article: dict[str, Any]) -> str:
     return ""
 
 
+def _definition_options(kind: str) -> list[str]:
+    if kind == "person":
+        return ["Quem foi {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
+                "Explique quem foi {T}.", "Quem era {T}?"]
+    if kind == "event":
+        return ["O que foi {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
+                "Explique o que foi {T}.", "Do que se trata {T}?"]
+    return ["O que é {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
+            "Explique o que é {T}.", "Do que se trata {T}?"]
+
+
+def _definition(b: _Builder) -> str:
+    return take_sentences(_lead(b.article), min(b.cfg.max_output_chars, 400), max_sentences=2)
+
+
 def _definition_and_summary(b: _Builder, tasks: set[str]) -> None:
     lead = _lead(b.article)
     if not lead:
         return
     title = b.title
-    kind = _kind(b.article)
-    aliases = [a for a in (b.article.get("aliases") or []) if a != title][:2]
-    definition = take_sentences(lead, min(b.cfg.max_output_chars, 400), max_sentences=2)
+    definition = _definition(b)
     if "definition" in tasks and definition:
-        if kind == "person":
-            options = ["Quem foi {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
-                       "Explique quem foi {T}.", "Quem era {T}?"]
-        elif kind == "event":
-            options = ["O que foi {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
-                       "Explique o que foi {T}.", "Do que se trata {T}?"]
-        else:
-            options = ["O que é {T}?", "Fale brevemente sobre {T}.", "O que você sabe sobre {T}?",
-                       "Explique o que é {T}.", "Do que se trata {T}?"]
-        for q in b.phrasings(options):
+        for q in b.phrasings(_definition_options(_kind(b.article))):
             b.add("definition", q.format(T=title), definition, fact=f"definition:{title}")
-        for alias in aliases:
-            b.add("definition", options[0].format(T=alias), definition, fact=f"definition:{title}")
+        _alias_definitions(b, definition)
     if "summary" in tasks:
         summary = take_sentences(lead, b.cfg.max_output_chars)
         if summary and summary != definition:
@@ -257,14 +288,32 @@ def _definition_and_summary(b: _Builder, tasks: set[str]) -> None:
                 b.add("summary", q.format(T=title), summary)
 
 
+def _alias_definitions(b: _Builder, definition: str) -> None:
+    """The definition asked under the article's other names (its redirects)."""
+    question = _definition_options(_kind(b.article))[0]
+    for alias in [a for a in (b.article.get("aliases") or []) if a != b.title][:2]:
+        b.add("definition", question.format(T=alias), definition, fact=f"definition:{b.title}")
+
+
+def alias_instructions(article: dict[str, Any], cfg: InstructionConfig) -> list[dict[str, Any]]:
+    """Only the records that depend on the article's aliases (known once the dump is read)."""
+    if "definition" not in cfg.tasks or not article.get("aliases"):
+        return []
+    b = _Builder(article, cfg)
+    definition = _definition(b)
+    if definition:
+        _alias_definitions(b, definition)
+    return b.records
+
+
 def _sections(b: _Builder) -> None:
     sections = [s for s in (b.article.get("sections") or [])[1:] if s.get("text")]
     title = b.title
+    limit = b.cfg.max_output_chars
     for section in sections[: b.cfg.max_sections]:
         heading = section["heading"]
-        text = "\n".join(line for line in section["text"].split("\n")
-                         if not _TABLE_LINE.match(line))  # table rows have their own task
-        first = take_sentences(text, b.cfg.max_output_chars)
+        sentences = sentences_of(_prose(section["text"]))  # table rows have their own task
+        used, first = pack_sentences(sentences, 0, limit)
         if not first:
             continue
         options = [f'O que o artigo sobre {title} diz em "{heading}"?',
@@ -273,16 +322,29 @@ def _sections(b: _Builder) -> None:
         for q in b.phrasings(options, min(2, b.cfg.paraphrases)):
             b.add("section", q, first)
         # The rest of a long section: continuation records, each with its own context.
-        sentences = split_sentences(" ".join(text.split("\n")))
-        used = len(split_sentences(first))
         while used < len(sentences):
-            context = " ".join(sentences[max(0, used - 2):used])
-            part = take_sentences(" ".join(sentences[used:]), b.cfg.max_output_chars)
+            end, part = pack_sentences(sentences, used, limit)
             if not part:
-                break
+                used += 1  # an over-long sentence or a bare list introduction: step past it
+                continue
+            context = " ".join(sentences[max(0, used - 2):used])
             b.add("section", f'Continue o texto do artigo {title}, seção "{heading}".', part,
                   input=context[-b.cfg.max_input_chars:])
-            used += len(split_sentences(part))
+            used = end
+
+
+def _prose(text: str) -> str:
+    """A section's text without its table rows and their captions."""
+    lines = text.split("\n")
+    keep = []
+    for i, line in enumerate(lines):
+        if _TABLE_LINE.match(line):
+            continue
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if _TABLE_LINE.match(nxt) and line and line[-1] not in ".!?…:;":
+            continue  # the table's caption
+        keep.append(line)
+    return "\n".join(keep)
 
 
 def _infobox(b: _Builder) -> None:
@@ -337,8 +399,8 @@ def _passage_title(b: _Builder) -> None:
     name_re = re.compile(re.escape(re.sub(r"\s*\([^)]*\)$", "", title)), re.IGNORECASE)
     picked = 0
     for section in (b.article.get("sections") or [])[1:]:
-        for paragraph in section.get("text", "").split("\n"):
-            if len(paragraph) < 150 or _TABLE_LINE.match(paragraph):
+        for paragraph in _prose(section.get("text", "")).split("\n"):
+            if len(paragraph) < 150:
                 continue
             passage = take_sentences(paragraph, b.cfg.max_input_chars)
             passage = name_re.sub("___", passage)
@@ -367,23 +429,40 @@ def article_instructions(article: dict[str, Any], cfg: InstructionConfig) -> lis
     return b.records
 
 
+def dedup_key(rec: dict[str, Any]) -> int:
+    """Records asking the same thing (task, instruction, input: the record id) are duplicates."""
+    return int(rec["id"], 16)
+
+
+class InstructionStats:
+    """Counts per task and split, and duplicates removed."""
+
+    def __init__(self, data: dict[str, Any] | None = None):
+        data = data or {}
+        self.by_task: dict[str, dict[str, int]] = data.get("by_task", {})
+        self.duplicates_removed: int = data.get("duplicates_removed", 0)
+
+    def add(self, task: str, split: str, output_chars: int) -> None:
+        entry = self.by_task.setdefault(task, {"train": 0, "val": 0, "output_chars": 0})
+        entry[split] += 1
+        entry["output_chars"] += output_chars
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"by_task": self.by_task, "duplicates_removed": self.duplicates_removed}
+
+
 def generate(articles: Iterable[dict[str, Any]], cfg: InstructionConfig,
-             stats: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+             stats: InstructionStats | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """(split, record) for every article, deduplicated across the whole set."""
     seen: set[int] = set()
-    stats = stats if stats is not None else {}
-    by_task = stats.setdefault("by_task", {})
-    stats.setdefault("duplicates_removed", 0)
+    stats = stats if stats is not None else InstructionStats()
     for article in articles:
         for rec in article_instructions(article, cfg):
-            digest = int.from_bytes(hashlib.blake2b(
-                f"{rec['instruction']}\x1f{rec['input']}".encode(), digest_size=8).digest(), "big")
-            if digest in seen:
-                stats["duplicates_removed"] += 1
+            key = dedup_key(rec)
+            if key in seen:
+                stats.duplicates_removed += 1
                 continue
-            seen.add(digest)
+            seen.add(key)
             split = split_of(rec["id"], cfg.val_fraction, cfg.split_salt)
-            task = by_task.setdefault(rec["task"], {"train": 0, "val": 0, "output_chars": 0})
-            task[split] += 1
-            task["output_chars"] += len(rec["output"])
+            stats.add(rec["task"], split, len(rec["output"]))
             yield split, rec

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -54,7 +55,8 @@ class IngestFailed(RuntimeError):
 class PageResult:
     kind: str  # "article", "redirect", "skipped"
     reason: str | None = None
-    article: dict[str, Any] | None = None
+    article_line: str | None = None  # the article as a JSON line (aliases filled in at the end)
+    instructions: list[tuple[int, str, str, int, str]] | None = None  # (key, split, task, chars, line)
     redirect: dict[str, Any] | None = None
     leftover_markup: int = 0
     dropped_templates: Counter | None = None
@@ -65,8 +67,18 @@ def article_url(base_url: str, title: str) -> str:
     return base_url + quote(title.replace(" ", "_"), safe="()_,:'!-./*;@$")
 
 
+def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig
+                       ) -> list[tuple[int, str, str, int, str]]:
+    from ingest.instructions import dedup_key, split_of
+
+    icfg = cfg.instructions
+    return [(dedup_key(r), split_of(r["id"], icfg.val_fraction, icfg.split_salt), r["task"],
+             len(r["output"]), dumps(r)) for r in records]
+
+
 def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
-    """Classify and clean one page (runs in worker processes)."""
+    """Classify and clean one page, and derive its instructions (runs in worker processes)."""
+    from ingest.instructions import article_instructions
     from ingest.wikitext import parse_wikitext
 
     text = page.text
@@ -107,7 +119,9 @@ def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
         "categories": parsed.categories,
         "aliases": [],
     }
-    return PageResult("article", article=article, leftover_markup=parsed.leftover_markup,
+    return PageResult("article", article_line=dumps(article),
+                      instructions=_instruction_lines(article_instructions(article, cfg.instructions), cfg),
+                      leftover_markup=parsed.leftover_markup,
                       dropped_templates=parsed.dropped_templates)
 
 
@@ -139,8 +153,11 @@ def _batches(pages: Iterable[RawPage], size: int, cfg: IngestConfig) -> Iterator
 
 def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
     st = dump.stat()
+    settings = cfg.to_dict()
+    settings.pop("workers")  # a resumed run may use another number of workers
+    settings.pop("batch_pages")
     return {"dump": str(dump.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
-            "config": cfg.to_dict()}
+            "config": settings}
 
 
 def _versions() -> dict[str, str]:
@@ -155,10 +172,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+_PARTS = {"articles": "articles.partial.jsonl", "redirects": "redirects.jsonl",
+          "train": "instructions.train.partial.jsonl", "val": "instructions.val.partial.jsonl"}
+
+
 class _Run:
-    """The state of one ingest run (counters, writers) and its steps."""
+    """One ingest run: its partial files, counters and saved state."""
 
     def __init__(self, dump: Path, out: Path, cfg: IngestConfig, resume: bool):
+        from ingest.instructions import InstructionStats
+
         self.dump, self.out, self.cfg = dump, out, cfg
         self.work = out / PARTIAL
         self.state_path = self.work / "state.json"
@@ -166,12 +189,19 @@ class _Run:
         self.counts: Counter = Counter()
         self.skipped: Counter = Counter()
         self.dropped: Counter = Counter()
+        self.lines: Counter = Counter()
+        self.stats = InstructionStats()
+        self.seen: set[int] = set()
         self.problems: list[dict[str, Any]] = []
         self.pages_done = 0
         self.elapsed_before = 0.0
         self._prepare(resume)
+        self.writers = {name: JsonlAppender(self.work / fname, flush_each_line=False)
+                        for name, fname in _PARTS.items()}
 
     def _prepare(self, resume: bool) -> None:
+        from ingest.instructions import InstructionStats, dedup_key
+
         if self.work.exists() and resume and self.state_path.exists():
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
             if state.get("fingerprint") != self.fingerprint:
@@ -184,9 +214,14 @@ class _Run:
             self.dropped.update(state.get("dropped_templates", {}))
             self.problems = state.get("problems", [])
             self.elapsed_before = state.get("elapsed_s", 0.0)
+            self.stats = InstructionStats(state.get("instructions"))
             # Lines written after the last saved state are dropped and redone.
-            for name, key in (("articles.partial.jsonl", "articles"), ("redirects.jsonl", "redirects")):
-                _truncate_lines(self.work / name, state["lines"][key])
+            for name, fname in _PARTS.items():
+                _truncate_lines(self.work / fname, state["lines"][name])
+                self.lines[name] = state["lines"][name]
+            for split in ("train", "val"):
+                for _, rec in iter_jsonl(self.work / _PARTS[split]):
+                    self.seen.add(dedup_key(rec))
             log.info("resuming %s after %d pages (%d articles)", self.dump, self.pages_done,
                      self.counts["article"])
             return
@@ -199,17 +234,34 @@ class _Run:
             log.warning("nothing to resume in %s; starting from the beginning", self.out)
         self.work.mkdir(parents=True)
 
+    def write_instructions(self, lines: list[tuple[int, str, str, int, str]]) -> None:
+        for key, split, task, chars, line in lines:
+            if key in self.seen:
+                self.stats.duplicates_removed += 1
+                continue
+            self.seen.add(key)
+            self.writers[split].write_line(line)
+            self.lines[split] += 1
+            self.stats.add(task, split, chars)
+
     def save_state(self, elapsed: float) -> None:
+        for writer in self.writers.values():
+            writer.sync()
         atomic_write_json(self.state_path, {
             "fingerprint": self.fingerprint,
             "pages_done": self.pages_done,
-            "lines": {"articles": self.counts["article"], "redirects": self.counts["redirect"]},
+            "lines": {name: self.lines[name] for name in _PARTS},
             "counts": dict(self.counts),
             "skipped": dict(self.skipped),
+            "instructions": self.stats.to_dict(),
             "dropped_templates": dict(self.dropped.most_common(200)),
             "problems": self.problems[-200:],
             "elapsed_s": elapsed,
         }, indent=None)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
 
     def problem(self, p: DumpProblem) -> None:
         self.problems.append(p.to_dict())
@@ -223,6 +275,8 @@ class _Run:
 def _truncate_lines(path: Path, keep: int) -> None:
     """Keep the first ``keep`` lines: those the saved state vouches for."""
     repair_jsonl_tail(path)
+    if not path.exists():
+        path.touch()
     with open(path, "rb+") as fh:
         for n in range(keep):
             if not fh.readline():
@@ -241,10 +295,10 @@ def _read_pages(run: _Run, reader: DumpReader) -> Iterator[RawPage]:
         yield page
 
 
-def _map(batches: Iterator[list[RawPage]], cfg: IngestConfig) -> Iterator[list[RawPage | PageResult]]:
-    """(pages, results) batch by batch, in dump order, cleaned in worker processes."""
-    workers = cfg.workers or os.cpu_count() or 1
-    if workers == 1:
+def _map(batches: Iterator[list[RawPage]], cfg: IngestConfig) -> Iterator[tuple[list[RawPage], list[PageResult]]]:
+    """Results batch by batch, in dump order; with workers, cleaning runs in other processes
+    while this one reads the dump and writes the outputs."""
+    if cfg.workers == 0:
         for batch in batches:
             yield batch, _process_batch((batch, cfg))
         return
@@ -258,78 +312,77 @@ def _map(batches: Iterator[list[RawPage]], cfg: IngestConfig) -> Iterator[list[R
             pending.append(batch)
             yield batch, cfg
 
-    with ctx.Pool(workers) as pool:
+    with ctx.Pool(cfg.workers) as pool:
         for results in pool.imap(_process_batch, tagged(), chunksize=1):
             yield pending.pop(0), results
 
 
 def _scan(run: _Run) -> DumpReader:
-    """Read the dump and write articles/redirects incrementally."""
+    """Read the dump; write articles, redirects and instructions incrementally."""
     from compara.logs import progress
 
     reader = DumpReader(run.dump, on_problem=run.problem)
     start = time.monotonic()
     last_save = start
     bar = progress(desc="ingest", unit=" pages", initial=run.pages_done)
-    with JsonlAppender(run.work / "articles.partial.jsonl") as articles, \
-            JsonlAppender(run.work / "redirects.jsonl") as redirects:
-        pages = _read_pages(run, reader)
-        for batch, results in _map(_batches(pages, run.cfg.batch_pages, run.cfg), run.cfg):
-            for res in results:
-                run.counts[res.kind] += 1
-                if res.kind == "article":
-                    articles.write(res.article)
-                    if res.leftover_markup:
-                        run.counts["pages_with_leftover_markup"] += 1
-                    if res.dropped_templates:
-                        run.dropped.update(res.dropped_templates)
-                elif res.kind == "redirect":
-                    redirects.write(res.redirect)
-                else:
-                    run.skipped[res.reason] += 1
-                if res.warning:
-                    run.warn(res.warning)
-            run.pages_done += len(batch)
-            bar.update(len(batch))
-            bar.set_postfix(articles=run.counts["article"], refresh=False)
-            now = time.monotonic()
-            if now - last_save > _STATE_EVERY_S:
-                articles.sync()
-                redirects.sync()
-                run.save_state(run.elapsed_before + now - start)
-                last_save = now
-        articles.sync()
-        redirects.sync()
-        run.save_state(run.elapsed_before + time.monotonic() - start)
+    pages = _read_pages(run, reader)
+    for batch, results in _map(_batches(pages, run.cfg.batch_pages, run.cfg), run.cfg):
+        for res in results:
+            run.counts[res.kind] += 1
+            if res.kind == "article":
+                run.writers["articles"].write_line(res.article_line)
+                run.lines["articles"] += 1
+                run.write_instructions(res.instructions)
+                if res.leftover_markup:
+                    run.counts["pages_with_leftover_markup"] += 1
+                if res.dropped_templates:
+                    run.dropped.update(res.dropped_templates)
+            elif res.kind == "redirect":
+                run.writers["redirects"].write(res.redirect)
+                run.lines["redirects"] += 1
+            else:
+                run.skipped[res.reason] += 1
+            if res.warning:
+                run.warn(res.warning)
+        run.pages_done += len(batch)
+        bar.update(len(batch))
+        bar.set_postfix(articles=run.counts["article"], refresh=False)
+        now = time.monotonic()
+        if now - last_save > _STATE_EVERY_S:
+            run.save_state(run.elapsed_before + now - start)
+            last_save = now
+    run.save_state(run.elapsed_before + time.monotonic() - start)
     bar.close()
     return reader
 
 
+_TITLE_FIELD = re.compile(r'"title":("(?:[^"\\]|\\.)*")')
+
+
 def _finalize(run: _Run) -> dict[str, Any]:
-    """Attach aliases, derive instructions, write the report, publish into OUT."""
-    from ingest.instructions import generate
+    """Attach aliases to their articles and add the instructions that use them."""
+    from ingest.instructions import alias_instructions
 
     aliases: dict[str, list[str]] = {}
-    for _, rec in iter_jsonl(run.work / "redirects.jsonl"):
+    for _, rec in iter_jsonl(run.work / _PARTS["redirects"]):
         aliases.setdefault(rec["target"], []).append(rec["title"])
-
-    def articles_with_aliases() -> Iterator[dict[str, Any]]:
-        with atomic_writer(run.work / "articles.jsonl") as fh:
-            for _, art in iter_jsonl(run.work / "articles.partial.jsonl"):
-                art["aliases"] = sorted(set(aliases.get(art["title"], [])))
-                fh.write(dumps(art) + "\n")
-                yield art
-
-    stats: dict[str, Any] = {}
-    counts = Counter()
-    with atomic_writer(run.work / "instructions.train.jsonl") as train, \
-            atomic_writer(run.work / "instructions.val.jsonl") as val:
-        for split, rec in generate(articles_with_aliases(), run.cfg.instructions, stats):
-            (train if split == "train" else val).write(dumps(rec) + "\n")
-            counts[split] += 1
-    titles = {a for a in aliases}
-    return {"train": counts["train"], "val": counts["val"], **stats,
-            "alias_targets": len(titles)}
+    with atomic_writer(run.work / "articles.jsonl") as fh, \
+            open(run.work / _PARTS["articles"], encoding="utf-8") as partial:
+        for line in partial:
+            m = _TITLE_FIELD.search(line, 0, 4096)
+            names = aliases.get(json.loads(m.group(1))) if m else None
+            if names:
+                art = json.loads(line)
+                art["aliases"] = sorted(set(names))
+                line = dumps(art) + "\n"
+                run.write_instructions(_instruction_lines(alias_instructions(art, run.cfg.instructions),
+                                                          run.cfg))
+            fh.write(line)
+    run.close()
+    os.replace(run.work / _PARTS["train"], run.work / "instructions.train.jsonl")
+    os.replace(run.work / _PARTS["val"], run.work / "instructions.val.jsonl")
+    return {"train": run.lines["train"], "val": run.lines["val"], **run.stats.to_dict(),
+            "alias_targets": len(aliases)}
 
 
 def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
@@ -340,8 +393,11 @@ def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
         raise InputError(f"dump not found: {dump}")
     t0 = time.monotonic()
     run = _Run(dump, out, cfg, resume)
-    reader = _scan(run)
-    instructions = _finalize(run)
+    try:
+        reader = _scan(run)
+        instructions = _finalize(run)
+    finally:
+        run.close()
     fatal = [p for p in run.problems if p.get("fatal")]
     elapsed = run.elapsed_before + time.monotonic() - t0
     pages = run.pages_done
@@ -362,7 +418,7 @@ def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
         "elapsed_s": round(elapsed, 2),
         "pages_per_s": round(pages / elapsed, 1) if elapsed else None,
         "mb_per_s": round(reader.bytes_read / 1e6 / elapsed, 2) if elapsed else None,
-        "workers": cfg.workers or os.cpu_count(),
+        "workers": cfg.workers,
         "config": cfg.to_dict(),
         "versions": _versions(),
     }

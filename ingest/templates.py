@@ -168,6 +168,12 @@ def render_magic(name: str, arg: str, title: str) -> str | None:
     return None
 
 
+def is_rendered(key: str) -> bool:
+    """Whether :func:`render` gives text for this (normalised) template name."""
+    return (key in RENDERERS or key in _LITERAL or key.startswith("lang-")
+            or key in {"pagename", "nomedapágina", "nomedapagina", "pagenamee"})
+
+
 def render(name: str, params: Params, title: str = "") -> str | None:
     """The visible text of an inline template, or None when it is not rendered (dropped)."""
     key = name.strip().replace("_", " ").lower()

@@ -186,9 +186,10 @@ def _template_sub(ctx: _Context):
         if key in DISAMBIGUATION_TEMPLATES:
             ctx.disambiguation = True
             return ""
+        if not tpl.is_rendered(key):
+            ctx.dropped[key[:60]] += 1
+            return ""
         parts = split_params(body)
-        if len(parts) == 1 and key in tpl._LITERAL:
-            return tpl._LITERAL[key]
         rendered = tpl.render(key, parse_params(parts[1:]), ctx.title)
         if rendered is None:
             ctx.dropped[key[:60]] += 1
@@ -366,38 +367,38 @@ def clean_inline(text: str, ctx: _Context, sep: str = " ") -> str:
     return text.strip(" ,;")
 
 
+_LINE_CLEANUPS = (
+    (re.compile(r"^[*#:;]+[ \t]*", re.MULTILINE), ""),  # list and indent markers
+    (re.compile(r"^-{4,}[ \t]*", re.MULTILINE), ""),  # horizontal rules
+    (_SPACES, " "),
+    (re.compile(r"^ +| +$", re.MULTILINE), ""),
+    (_EMPTY_PARENS, ""),
+    (_SPACE_BEFORE_PUNCT, r"\1"),
+    (re.compile(r"^ +| +$", re.MULTILINE), ""),
+    (re.compile(r"\n{3,}"), "\n\n"),
+)
+_HEADING_LINE = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.MULTILINE)
+
+
+def _tidy(text: str) -> str:
+    for pattern, repl in _LINE_CLEANUPS:
+        text = pattern.sub(repl, text)
+    return text.strip()
+
+
 def _lines_to_sections(text: str) -> list[Section]:
+    """Split at heading lines; tidy each section's text with whole-text passes."""
     sections: list[Section] = []
-    heading, level, buf = "", 0, []
-
-    def flush() -> None:
-        body = "\n".join(buf).strip()
-        body = re.sub(r"\n{3,}", "\n\n", body)
+    bounds = [(m.start(), m.end(), len(m.group(1)), _SPACES.sub(" ", m.group(2)).strip(" ="))
+              for m in _HEADING_LINE.finditer(text)]
+    starts = [(0, 0, 0, "")] + bounds
+    for i, (_, body_start, level, heading) in enumerate(starts):
+        body_end = bounds[i][0] if i < len(bounds) else len(text)
         if heading.casefold() in SKIPPED_SECTIONS:
-            return
-        if body or (not heading and not sections):
-            sections.append(Section(heading, level, body))
-
-    for raw in text.split("\n"):
-        m = _HEADING.match(raw)
-        if m:
-            flush()
-            heading = _SPACES.sub(" ", m.group(2)).strip(" =")
-            level, buf = len(m.group(1)), []
             continue
-        line = raw
-        if line[:1] in "*#:;":
-            line = _LIST_MARKER.sub("", line)
-        elif line.startswith("----"):
-            line = _HRULE.sub("", line)
-        line = _SPACES.sub(" ", line).strip()
-        if line:
-            line = _EMPTY_PARENS.sub("", line)
-            line = _SPACE_BEFORE_PUNCT.sub(r"\1", line)
-            buf.append(line.strip())
-        elif buf and buf[-1] != "":
-            buf.append("")
-    flush()
+        body = _tidy(text[body_start:body_end])
+        if body or i == 0:
+            sections.append(Section(heading, level, body))
     return sections
 
 
@@ -411,11 +412,12 @@ def parse_wikitext(text: str, title: str = "", tables: str = "text") -> ParsedPa
     text = _expand_templates(text, ctx)
     text = _expand_links(text, ctx)
     text = _expand_tables(text, ctx)
-    text = _finish_inline(text, "\n")
     leftovers = len(_LEFTOVER.findall(text))
     if leftovers:
         # Unbalanced markup the passes could not pair: drop the stray tokens themselves.
+        # (Before entities are decoded, so <nowiki> content stays literal.)
         text = _LEFTOVER.sub("", text)
+    text = _finish_inline(text, "\n")
     sections = _lines_to_sections(text)
     return ParsedPage(
         sections=sections,

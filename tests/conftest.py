@@ -32,3 +32,26 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     persistent = os.environ.get("COMPARA_TEST_CACHE")
     cache = Path(persistent) if persistent else tmp_path_factory.getbasetemp() / "compara-cache"
     monkeypatch.setenv("COMPARA_CACHE", str(cache))
+
+
+@pytest.fixture(scope="session")
+def sample_dump() -> Path:
+    return ROOT / "data/sample/ptwiki-amostra-pages-articles.xml"
+
+
+@pytest.fixture(scope="session")
+def sample_ingest(tmp_path_factory, sample_dump) -> Path:
+    """The shipped sample dump ingested once per test session (default settings)."""
+    from ingest.config import IngestConfig
+    from ingest.pipeline import run_ingest
+
+    out = tmp_path_factory.mktemp("sample-ingest")
+    run_ingest(sample_dump, out, IngestConfig())
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_articles(sample_ingest) -> list[dict]:
+    from compara.io import read_jsonl
+
+    return read_jsonl(sample_ingest / "articles.jsonl")

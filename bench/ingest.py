@@ -1,0 +1,211 @@
+"""Ingest speed and output cleanliness: compara ingest vs wikiextractor vs bzcat (the floor).
+
+    python bench/ingest.py                  # 20,000+ pages, 3 rounds, workers 1 and 2
+    python bench/ingest.py --pages 5000 --rounds 1
+
+Builds a large dump by replicating the shipped sample with unique titles and ids (compressed
+.xml.bz2, like ptwiki's), then times, interleaved round by round so that background load hits
+every tool alike:
+
+* ``bzcat`` alone — reading the compressed dump is the floor no extractor can beat;
+* ``compara ingest`` with 1 and 2 worker processes: the whole command (clean articles,
+  redirects and the instruction set), and with the instruction set turned off (articles only:
+  the same job as wikiextractor's);
+* wikiextractor 3.1.0 with ``--processes`` 1 and 2 and ``--no-templates``, installed into a
+  venv of its own under bench/out/ (it is not a dependency of compara).
+
+Prints pages/s, MB/s (decompressed XML), the ratios ours/wikiextractor and ours/floor (medians
+over the rounds), and counts of markup left in each tool's text. Results: bench/out/ingest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+SAMPLE = ROOT / "data/sample/ptwiki-amostra-pages-articles.xml"
+WIKIEXTRACTOR = "wikiextractor==3.1.0"
+
+LEFTOVERS = {
+    "template braces {{ }}": r"\{\{|\}\}",
+    "link brackets [[ ]]": r"\[\[|\]\]",
+    "table markup {| |}": r"\{\||\|\}",
+    "pipe |": r"\|",
+    "file/thumb residue": r"miniaturadaimagem|\bthumb\b|\bdireita\|",
+    "Categoria:/Ficheiro: text": r"Categoria:|Ficheiro:|Imagem:|Arquivo:",
+    "<ref> / tags": r"<ref|</?[a-z]+[ >/]",
+    "bold/italic quotes": r"''",
+    "heading ==": r"==",
+    "empty parentheses ()": r"\(\s*[,;]?\s*\)",
+}
+
+
+def _copy_of(block: str, k: int) -> str:
+    """The k-th copy of a <page> block: a new title, id, and redirect target."""
+    block = re.sub(r"<title>(.*?)</title>", lambda m: f"<title>{m.group(1)} {k}</title>", block, count=1)
+    block = re.sub(r"(<page>\s*<title>.*?</title>\s*<ns>\d+</ns>\s*<id>)(\d+)",
+                   lambda m: f"{m.group(1)}{int(m.group(2)) + 100_000 * k}", block, count=1)
+    block = re.sub(r'<redirect title="(.*?)" />', lambda m: f'<redirect title="{m.group(1)} {k}" />', block)
+    return re.sub(r"(#REDIRECIONAMENTO|#REDIRECT|#redirecionamento)\s*\[\[([^\]|#]+)",
+                  lambda m: f"{m.group(1)} [[{m.group(2)} {k}", block)
+
+
+def build_dump(pages: int, path: Path) -> tuple[int, int]:
+    """Replicate the sample's pages with unique titles/ids until ``pages``; returns
+    (pages written, decompressed bytes)."""
+    xml = SAMPLE.read_text(encoding="utf-8")
+    head, _, rest = xml.partition("  <page>")
+    body = "  <page>" + rest.rsplit("</mediawiki>", 1)[0]
+    page_blocks = re.findall(r"  <page>.*?</page>\n", body, flags=re.DOTALL)
+    copies = -(-pages // len(page_blocks))
+    written = 0
+    size = 0
+    with bz2.open(path, "wt", encoding="utf-8", compresslevel=6) as fh:
+        fh.write(head)
+        size += len(head.encode())
+        for k in range(copies):
+            for block in page_blocks:
+                if k:
+                    block = _copy_of(block, k)
+                fh.write(block)
+                size += len(block.encode())
+                written += 1
+        fh.write("</mediawiki>\n")
+    return written, size
+
+
+def ensure_wikiextractor() -> Path:
+    venv = OUT / "wxvenv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"installing {WIKIEXTRACTOR} into {venv} (benchmark only) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        WIKIEXTRACTOR], check=True)
+    return python
+
+
+def timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and all its processes)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"failed ({done.returncode}): {cmd}\n{done.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def ours_texts(folder: Path) -> list[str]:
+    out = []
+    with open(folder / "articles.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            art = json.loads(line)
+            out.append(art["text"] + "\n" + "\n".join(art["infobox"].values()))
+    return out
+
+
+def wikiextractor_texts(folder: Path) -> list[str]:
+    out = []
+    for path in sorted(folder.rglob("wiki_*")):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                doc = json.loads(line)
+                if doc.get("text", "").strip():
+                    out.append(doc["text"])
+    return out
+
+
+def leftovers(texts: list[str]) -> dict[str, int]:
+    return {name: sum(len(re.findall(pat, t)) for t in texts) for name, pat in LEFTOVERS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pages", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", default="1,2", help="process counts to compare (default 1,2)")
+    args = ap.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    dump = OUT / f"bench-{args.pages}.xml.bz2"
+    if not dump.exists():
+        print(f"building {dump.name} ...", flush=True)
+        n_pages, xml_bytes = build_dump(args.pages, dump)
+        (OUT / f"{dump.name}.json").write_text(json.dumps({"pages": n_pages, "xml_bytes": xml_bytes}))
+    meta = json.loads((OUT / f"{dump.name}.json").read_text())
+    n_pages, xml_bytes = meta["pages"], meta["xml_bytes"]
+    wx_python = ensure_wikiextractor()
+    workers = [int(w) for w in args.workers.split(",")]
+    print(f"dump: {n_pages:,} pages, {xml_bytes / 1e6:.1f} MB of XML ({dump.stat().st_size / 1e6:.1f} MB bz2); "
+          f"{args.rounds} round(s), interleaved", flush=True)
+
+    tools: dict[str, list[str] | str] = {"bzcat (floor)": f"bzcat {dump} > /dev/null"}
+    for w in workers:
+        tools[f"compara ingest, {w} worker(s)"] = [
+            sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out", str(OUT / f"ours-{w}"),
+            "--workers", str(w)]
+        tools[f"compara, articles only, {w} worker(s)"] = [
+            sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out", str(OUT / f"ours-a-{w}"),
+            "--workers", str(w), "-s", "ingest.instructions.tasks=[]"]
+        tools[f"wikiextractor, {w} process(es)"] = [
+            str(wx_python), "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(OUT / f"wx-{w}"),
+            "--processes", str(w), "--no-templates", "--json", "-q"]
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    cpus: dict[str, list[float]] = {name: [] for name in tools}
+    for r in range(args.rounds):
+        for name, cmd in tools.items():
+            if "wikiextractor" in name:
+                subprocess.run(["rm", "-rf", cmd[cmd.index("-o") + 1]])
+            wall, cpu = timed(cmd, shell=isinstance(cmd, str))
+            times[name].append(wall)
+            cpus[name].append(cpu)
+            print(f"  round {r + 1}: {name:34s} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True)
+
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    med_cpu = {name: statistics.median(ts) for name, ts in cpus.items()}
+    floor = med["bzcat (floor)"]
+    print(f"\n{'tool':34s} {'median s':>9s} {'CPU s':>7s} {'pages/s':>9s} {'MB/s':>7s}")
+    for name, t in med.items():
+        print(f"{name:34s} {t:9.2f} {med_cpu[name]:7.2f} {n_pages / t:9.0f} {xml_bytes / 1e6 / t:7.1f}")
+    ratios = {}
+    for w in workers:
+        ours = med[f"compara ingest, {w} worker(s)"]
+        wx = med[f"wikiextractor, {w} process(es)"]
+        cpu_ratio = med_cpu[f"wikiextractor, {w} process(es)"] / med_cpu[f"compara ingest, {w} worker(s)"]
+        only = med[f"compara, articles only, {w} worker(s)"]
+        only_cpu = med_cpu[f"wikiextractor, {w} process(es)"] / med_cpu[f"compara, articles only, {w} worker(s)"]
+        ratios[w] = {"speed_ours_over_wikiextractor": wx / ours, "time_ours_over_floor": ours / floor,
+                     "cpu_efficiency_ours_over_wikiextractor": cpu_ratio,
+                     "articles_only_speed_over_wikiextractor": wx / only,
+                     "articles_only_cpu_efficiency_over_wikiextractor": only_cpu}
+        print(f"{w} process(es): compara ingest is {wx / ours:.2f}x wikiextractor's speed "
+              f"({cpu_ratio:.2f}x per CPU second), articles only {wx / only:.2f}x ({only_cpu:.2f}x per "
+              f"CPU second); {ours / floor:.2f}x the bzcat floor's time")
+
+    w = workers[0]
+    ours_left = leftovers(ours_texts(OUT / f"ours-{w}"))
+    wx_left = leftovers(wikiextractor_texts(OUT / f"wx-{w}"))
+    print(f"\n{'markup left in the text':34s} {'compara':>9s} {'wikiextractor':>14s}")
+    for name in LEFTOVERS:
+        print(f"{name:34s} {ours_left[name]:9d} {wx_left[name]:14d}")
+    result = {"pages": n_pages, "xml_bytes": xml_bytes, "rounds": args.rounds, "times_s": times,
+              "cpu_s": cpus, "median_s": med, "median_cpu_s": med_cpu, "ratios": ratios, "leftovers": {"compara": ours_left, "wikiextractor": wx_left}}
+    (OUT / "ingest.json").write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {OUT / 'ingest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

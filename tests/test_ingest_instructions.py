@@ -1,0 +1,105 @@
+"""The instruction set: task types, paraphrases, bounds, dedup and a split that never reshuffles."""
+
+from collections import Counter
+
+from compara.io import read_jsonl
+from compara.prompts import PromptTemplate
+from ingest.config import InstructionConfig
+from ingest.instructions import (
+    InstructionStats,
+    article_instructions,
+    generate,
+    split_sentences,
+    take_sentences,
+)
+
+
+def test_sentence_splitting_respects_portuguese_abbreviations():
+    text = "D. Pedro II governou até 1889. Morreu em Paris. O Sr. Silva e a Dra. Ana chegaram no séc. XIX. Fim."
+    assert split_sentences(text) == ["D. Pedro II governou até 1889.", "Morreu em Paris.",
+                                     "O Sr. Silva e a Dra. Ana chegaram no séc. XIX.", "Fim."]
+    assert take_sentences(text, 50) == "D. Pedro II governou até 1889. Morreu em Paris."
+
+
+def test_every_task_type_with_paraphrases(fixtures_dir):
+    art = read_jsonl(fixtures_dir / "articles.jsonl")[1]  # a biography
+    cfg = InstructionConfig(paraphrases=3)
+    recs = article_instructions(art, cfg)
+    tasks = Counter(r["task"] for r in recs)
+    assert {"definition", "section", "infobox"} <= set(tasks)
+    # a one-sentence lead is the definition already: no summary repeating it
+    assert "summary" not in tasks
+    # each infobox fact is asked three ways, all with the same answer
+    facts = Counter(r["fact"] for r in recs if r["task"] == "infobox")
+    assert facts and all(n == 3 for n in facts.values())
+    born = [r for r in recs if r.get("fact") == "infobox:Ana Lúcia Prado:nascimento_local"]
+    assert len({r["instruction"] for r in born}) == 3 and len({r["output"] for r in born}) == 1
+    assert "Recife" in born[0]["output"]
+    assert any(r["instruction"] == "Quem foi Ana Lúcia Prado?" for r in recs)
+    for r in recs:
+        assert r["source_title"] == "Ana Lúcia Prado" and r["output"].strip()
+        assert set(r) >= {"id", "instruction", "input", "output", "source_title", "task"}
+
+
+def test_summary_is_the_lead_when_it_says_more_than_the_definition(sample_articles):
+    art = next(a for a in sample_articles if a["title"] == "Rio Amazonas")
+    recs = article_instructions(art, InstructionConfig())
+    (definition, *_), (summary, *_) = ([r for r in recs if r["task"] == t] for t in ("definition", "summary"))
+    assert len(summary["output"]) > len(definition["output"])
+    assert art["sections"][0]["text"].startswith(summary["output"][:200])
+
+
+def test_tables_become_fact_questions(fixtures_dir):
+    art = read_jsonl(fixtures_dir / "articles.jsonl")[0]
+    recs = [r for r in article_instructions(art, InstructionConfig()) if r["task"] == "table"]
+    answers = {r["output"] for r in recs}
+    assert "Córrego Fundo — Comprimento: 42 km." in answers
+    assert "Ribeirão das Pedras — Margem: direita." in answers
+
+
+def test_lengths_are_bounded_at_sentence_ends(sample_articles):
+    cfg = InstructionConfig(max_output_chars=300)
+    for art in sample_articles[:10]:
+        for r in article_instructions(art, cfg):
+            assert len(r["output"]) <= 450
+            if r["task"] in {"summary", "section", "definition"}:
+                # ends at a sentence or list-item end, never on an introduction of what was cut
+                assert r["output"].rstrip()[-1] in ".!?…»”)\";", r["output"][-40:]
+
+
+def test_split_is_stable_when_pages_are_added(sample_articles):
+    cfg = InstructionConfig()
+    some = dict((r["id"], s) for s, r in generate(sample_articles[:20], cfg))
+    more = dict((r["id"], s) for s, r in generate(sample_articles, cfg))
+    assert all(more[i] == s for i, s in some.items())
+    again = [(s, r["id"]) for s, r in generate(sample_articles, cfg)]
+    assert again == [(s, r["id"]) for s, r in generate(sample_articles, cfg)]
+    salted = dict((r["id"], s) for s, r in generate(sample_articles, cfg.replace(split_salt="x")))
+    assert salted != more  # another salt draws another split
+
+
+def test_duplicates_are_removed_across_articles(sample_articles):
+    twin = dict(sample_articles[0])
+    stats = InstructionStats()
+    recs = list(generate([sample_articles[0], twin], InstructionConfig(), stats))
+    assert stats.duplicates_removed == len(recs)
+    keys = [(r["instruction"], r["input"]) for _, r in recs]
+    assert len(keys) == len(set(keys))
+
+
+def test_records_render_with_the_one_template(sample_ingest):
+    tpl = PromptTemplate.load()
+    for rec in read_jsonl(sample_ingest / "instructions.val.jsonl")[:50]:
+        prompt, response = tpl.render_record(rec)
+        assert prompt.endswith("### Resposta:\n") and response == rec["output"].strip()
+        assert ("### Entrada:" in prompt) == bool(rec["input"])
+
+
+def test_task_selection_and_coverage_of_the_sample(sample_ingest):
+    train = read_jsonl(sample_ingest / "instructions.train.jsonl")
+    tasks = Counter(r["task"] for r in train)
+    assert set(tasks) == {"definition", "summary", "section", "infobox", "table", "passage_title"}
+    assert len({r["source_title"] for r in train}) == 45
+    only = InstructionConfig(tasks=["infobox"])
+    art = read_jsonl(sample_ingest / "articles.jsonl")[0]
+    assert {r["task"] for r in article_instructions(art, only)} == {"infobox"}

@@ -1,0 +1,125 @@
+"""The cleaner: tricky wikitext -> the text a reader sees; no markup survives on the sample."""
+
+import json
+import re
+
+import pytest
+
+from ingest.wikitext import parse_wikitext, split_params
+
+CASES = [
+    # (wikitext, expected clean text)
+    ("'''Brasília''' é a [[capital federal|capital]] do [[Brasil]].",
+     "Brasília é a capital do Brasil."),
+    ("Os [[bandeirante]]s chegaram.", "Os bandeirantes chegaram."),
+    ("Nasceu em [[Salvador (Bahia)|]].", "Nasceu em Salvador."),
+    ("Texto<ref>Fonte, 2001.</ref> final<ref name=\"a\" /> aqui.", "Texto final aqui."),
+    ("A<ref name=x>{{citar web|url=http://x|título=T}}</ref>B", "AB"),
+    ("Antes <!-- comentário [[oculto]] --> depois", "Antes depois"),
+    ("Em {{lang|de|Berlin}} havia.", "Em Berlin havia."),
+    ("No {{séc|XVIII}}, a mina.", "No século XVIII, a mina."),
+    ("Área de {{converter|8516000|km2}}.", "Área de 8 516 000 km²."),
+    ("Tem {{formatnum:1234567}} habitantes.", "Tem 1 234 567 habitantes."),
+    ("Nasceu em {{dni|12|11|1746}}.", "Nasceu em 12 de novembro de 1746."),
+    ("Nasceu em {{data de nascimento|1839|6|21}}.", "Nasceu em 21 de junho de 1839."),
+    ("Um {{nowrap|{{formatnum:5000}} km}} de rio.", "Um 5 000 km de rio."),
+    ("Frase{{carece de fontes|data=2020}}.", "Frase."),
+    ("[[Ficheiro:Mapa.png|miniaturadaimagem|direita|Mapa do [[Brasil]] em 1822.]]Texto.", "Texto."),
+    ("[[Imagem:A.jpg|thumb|legenda]]Texto.", "Texto."),
+    ("Texto.\n[[Categoria:Rios do Brasil|Amazonas]]\n[[en:Amazon River]]", "Texto."),
+    ("Veja [[:Categoria:Rios|a categoria]].", "Veja a categoria."),
+    ("Site [http://example.org oficial] e [http://example.org].", "Site oficial e."),
+    ("''Itálico'' e '''''ambos'''''.", "Itálico e ambos."),
+    ("Linha<br />seguinte", "Linha\nseguinte"),
+    ("<small>pequeno</small> e <sup>2</sup>", "pequeno e 2"),
+    ("A &amp; B&nbsp;C", "A & B C"),
+    ("__NOTOC__\nTexto.", "Texto."),
+    ("* um\n* dois\n# três", "um\ndois\ntrês"),
+    ("Código <nowiki>[[não é link]]</nowiki>.", "Código [[não é link]]."),
+    ("Fórmula <math>x^2</math> fim.", "Fórmula fim."),
+    ("{{Info/Rio|nome=X|foz=[[Mar]]}}Texto do rio.", "Texto do rio."),
+    ("Em Berlim {{lang|de|(Berlin)}}.", "Em Berlim (Berlin)."),
+    ("Em {{sem-template-conhecido|x}} ().", "Em."),
+]
+
+
+@pytest.mark.parametrize(("wikitext", "expected"), CASES)
+def test_tricky_snippets(wikitext, expected):
+    assert parse_wikitext(wikitext, "Teste").text == expected
+
+
+def test_sections_keep_headings_and_levels_and_drop_reference_sections():
+    page = parse_wikitext(
+        "Lead.\n== História ==\nTexto A.\n=== Colônia ===\nTexto B.\n"
+        "== Referências ==\n{{Referências}}\n== Ligações externas ==\n* [http://x site]\n")
+    assert [(s.heading, s.level, s.text) for s in page.sections] == [
+        ("", 0, "Lead."), ("História", 2, "Texto A."), ("Colônia", 3, "Texto B.")]
+
+
+def test_infobox_fields_are_structured_and_clean():
+    page = parse_wikitext(
+        "{{Info/Biografia\n| nome = Tiradentes\n| imagem = T.jpg\n| legenda = Retrato\n"
+        "| nascimento_data = {{dni|12|11|1746}}\n| nascimento_local = [[Ritápolis]], [[Minas Gerais]]"
+        "<ref>x</ref>\n| ocupação = [[dentista]]<br />[[alferes]]\n| altura = 1,70 m\n}}\nTexto.", "Tiradentes")
+    assert page.infobox_type == "Biografia"
+    assert page.infobox == {"nome": "Tiradentes", "nascimento_data": "12 de novembro de 1746",
+                            "nascimento_local": "Ritápolis, Minas Gerais",
+                            "ocupação": "dentista, alferes", "altura": "1,70 m"}
+
+
+def test_tables_become_column_value_lines():
+    page = parse_wikitext(
+        '{| class="wikitable"\n|+ Afluentes\n! Rio !! Margem\n|-\n| [[Rio Negro|Negro]] || esquerda\n'
+        '|-\n| style="color:red" | Madeira || direita<ref>x</ref>\n|}\nDepois.')
+    assert page.sections[0].text == "Afluentes\nRio: Negro; Margem: esquerda\nRio: Madeira; Margem: direita\n\nDepois."
+    dropped = parse_wikitext("{|\n| a || b\n|}\nDepois.", tables="drop")
+    assert dropped.text == "Depois."
+
+
+def test_categories_and_disambiguation():
+    page = parse_wikitext("Texto.\n[[Categoria:Rios do Brasil]]\n[[Category:Rios|*]]")
+    assert page.categories == ["Rios do Brasil", "Rios"]
+    assert parse_wikitext("X pode ser:\n* [[A]]\n{{Desambiguação}}").is_disambiguation
+    assert parse_wikitext("X pode ser:\n* [[A]]", "X (desambiguação)").is_disambiguation
+    assert not parse_wikitext("Texto normal.").is_disambiguation
+
+
+def test_unbalanced_markup_is_counted_and_removed():
+    page = parse_wikitext("Texto {{quebrado sem fim. E [[link aberto também.")
+    assert page.leftover_markup >= 2
+    assert "{{" not in page.text and "[[" not in page.text
+
+
+def test_split_params_respects_links():
+    assert split_params("a|[[B|c]]|d=e") == ["a", "[[B|c]]", "d=e"]
+
+
+LEFTOVER = re.compile(
+    r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<ref|</|<!--|-->|'''|''|==|&[a-z]+;|\||"
+    r"Categoria:|Ficheiro:|Imagem:|Arquivo:|miniaturadaimagem|thumb\b|__[A-Z]+__")
+
+
+def test_no_markup_survives_on_the_whole_sample(sample_articles):
+    leaks = []
+    for art in sample_articles:
+        texts = [art["text"], *art["infobox"].values(), *(s["heading"] for s in art["sections"])]
+        for text in texts:
+            for m in LEFTOVER.finditer(text):
+                leaks.append((art["title"], text[max(0, m.start() - 30):m.end() + 30]))
+    assert not leaks, leaks[:10]
+
+
+def test_every_sample_reference_answer_is_in_its_cleaned_article(sample_articles, repo_root):
+    from compara.text import contains_answer
+
+    by_title = {a["title"]: a for a in sample_articles}
+    missing = []
+    for line in (repo_root / "questions/amostra.jsonl").read_text(encoding="utf-8").splitlines():
+        q = json.loads(line)
+        if q.get("answerable") is False:
+            continue
+        art = by_title[q["source_title"]]
+        hay = art["text"] + "\n" + "\n".join(art["infobox"].values())
+        if not any(contains_answer(hay, ref) for ref in q["reference"]):
+            missing.append(q["id"])
+    assert not missing
