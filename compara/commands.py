@@ -36,15 +36,16 @@ def config(
 def demo(
     config: ConfigOption = None,
     set_: SetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run every stage.")] = False,
 ) -> None:
     """Run the whole pipeline on the shipped sample and print what it produced.
 
-    Stages whose outputs are already up to date are skipped.
+    Stages whose outputs are already up to date (same inputs, same settings) are skipped.
     """
     from compara.demo import run_demo
 
     cfg = load_experiment(config, set_)
-    run_demo(cfg)
+    run_demo(cfg, force=force)
 
 
 def register(app: typer.Typer) -> None:
