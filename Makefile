@@ -43,7 +43,6 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 app: $(STAMP)
 	$(OFFLINE) $(BIN)/compara app

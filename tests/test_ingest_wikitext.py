@@ -123,3 +123,50 @@ def test_every_sample_reference_answer_is_in_its_cleaned_article(sample_articles
         if not any(contains_answer(hay, ref) for ref in q["reference"]):
             missing.append(q["id"])
     assert not missing
+
+
+def test_headings_and_link_texts_agree_with_mwparserfromhell(repo_root):
+    """mwparserfromhell, the reference parser, reads the same headings and link texts."""
+    import mwparserfromhell
+
+    from ingest.namespaces import CATEGORY_NS, FILE_NS, LANGUAGE_PREFIXES, split_title
+    from ingest.wikitext import SKIPPED_SECTIONS
+
+    checked = 0
+    for path in sorted((repo_root / "data/sample/pages").glob("[123]*.wiki")):
+        raw = path.read_text(encoding="utf-8").split("\n---\n", 1)[1]
+        ours = parse_wikitext(raw, path.stem)
+        code = mwparserfromhell.parse(raw)
+        theirs = []
+        for section in code.get_sections(flat=True, include_lead=False):
+            heading = section.filter_headings()[0]
+            own_text = str(section)[len(str(heading)):]
+            has_text = bool(mwparserfromhell.parse(own_text).strip_code().strip())
+            title = heading.title.strip_code().strip()
+            if has_text and title.casefold() not in SKIPPED_SECTIONS:
+                theirs.append(title)
+        assert [s.heading for s in ours.sections[1:]] == theirs, path.name
+        body = ours.text
+        for link in code.filter_wikilinks(recursive=False):
+            target = str(link.title).strip()
+            ns, _ = split_title(target)
+            prefix = target.split(":", 1)[0].lower() if ":" in target else ""
+            if ns in (FILE_NS, CATEGORY_NS) or prefix in LANGUAGE_PREFIXES or link.text and "{{" in str(link.text):
+                continue
+            shown = (link.text.strip_code() if link.text else target).strip()
+            if shown and not _inside_dropped(code, link):
+                assert shown in body, (path.name, shown)
+                checked += 1
+    assert checked > 500
+
+
+def _inside_dropped(code, node) -> bool:
+    """Links in the reference/external-link sections are meant to disappear (links inside
+    refs, tags and templates are not top-level nodes, so they are not checked at all)."""
+    from ingest.wikitext import SKIPPED_SECTIONS
+
+    for section in code.get_sections(levels=[2]):
+        heading = section.filter_headings()[0].title.strip_code().strip()
+        if heading.casefold() in SKIPPED_SECTIONS and node in section.filter_wikilinks(recursive=False):
+            return True
+    return False
