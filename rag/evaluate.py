@@ -120,6 +120,11 @@ def summarise(rows: list[dict[str, Any]], ks: Sequence[int]) -> dict[str, Any]:
     return out
 
 
+def _label(passage: Any) -> str:
+    section = getattr(passage, "section", "")
+    return f"{passage.title} — {section}" if section else passage.title
+
+
 def evaluate(index, questions: list[dict[str, Any]], ks: Sequence[int],
              retrievers: Sequence[str]) -> dict[str, Any]:
     """Metrics per retriever, plus the per-question rows (for a details file)."""
@@ -142,8 +147,7 @@ def evaluate(index, questions: list[dict[str, Any]], ks: Sequence[int],
                                                       "question": q["question"],
                                                       "type": q.get("type")})
             d[name] = {"answer_rank": row["answer_rank"], "title_rank": row["title_rank"],
-                       "top": [f"{p.title} — {p.section}" if p.section else p.title
-                               for p in passages[:3]]}
+                       "top": [_label(p) for p in passages[:3]]}
         results["retrievers"][name] = summarise(rows, ks)
     results["details"] = list(details.values())
     return results
