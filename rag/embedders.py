@@ -119,7 +119,8 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
     """Any sentence-transformers model (local folder or hub id)."""
 
     def __init__(self, model: str, query_prefix: str | None = None,
-                 passage_prefix: str | None = None, threads: int = 0, batch_size: int = 32):
+                 passage_prefix: str | None = None, threads: int = 0, batch_size: int = 32,
+                 device: str | None = None):
         if threads:
             import torch
 
@@ -128,7 +129,7 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
 
         source, key = resolve_st_model(model)
         try:
-            self._model = SentenceTransformer(source, device="cpu")
+            self._model = SentenceTransformer(source, device=device)
         except OSError as exc:
             raise EmbedderError(f"cannot load the sentence-transformers model {model!r}: {exc}. "
                                 "Offline, give a local folder or a model already in the cache."
@@ -180,7 +181,7 @@ def make_embedder(cfg: IndexConfig) -> VectorEmbeddings:
     if cfg.embedder == "sentence-transformers":
         return SentenceTransformerEmbeddings(cfg.embedder_model or "", cfg.query_prefix,
                                              cfg.passage_prefix, threads=cfg.threads,
-                                             batch_size=cfg.batch_size)
+                                             batch_size=cfg.batch_size, device=cfg.device)
     raise EmbedderError(f"unknown embedder {cfg.embedder!r}")
 
 

@@ -197,8 +197,9 @@ def _embed_all(chunks: list[Chunk], embedder, part: Path,
     if embedded:
         log.info("embedded %d chunks in %.1f s (%.1f chunks/s)", embedded, elapsed,
                  embedded / max(elapsed, 1e-9))
-    vectors = np.fromfile(vec_file, dtype=np.float32)
-    return vectors.reshape(len(chunks), embedder.dim), embedded, elapsed
+    # memory-mapped: the FAISS build adds them in slices, so RAM holds one slice at a time
+    vectors = np.memmap(vec_file, dtype=np.float32, mode="r", shape=(len(chunks), embedder.dim))
+    return vectors, embedded, elapsed
 
 
 def _checksums(folder: Path) -> dict[str, dict[str, Any]]:
@@ -244,6 +245,7 @@ def build_index(articles: str | Path, out: str | Path, cfg: IndexConfig, *,
     kind = choose_index_type(cfg, len(chunks))
     log.info("building a %s FAISS index of %d vectors", kind, len(chunks))
     index = make_faiss_index(vectors, kind, cfg)
+    del vectors  # release the memory map before its file is removed
     faiss.write_index(index, str(part / FAISS_FILE))
     log.info("building the BM25 index")
     BM25Index.build([c.text for c in chunks], k1=cfg.bm25_k1, b=cfg.bm25_b).save(part / BM25_DIR)

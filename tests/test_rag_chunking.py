@@ -28,13 +28,14 @@ def test_chunks_never_cross_sections_and_respect_size():
     cfg = IndexConfig(chunk_size=300, chunk_overlap=50)
     art = _long_article()
     chunks = article_chunks(art, cfg)
+    assert any("estado: Minas Gerais" in c.body for c in chunks if c.section == "")
     texts = {"": art["sections"][0]["text"], "Economia": art["sections"][1]["text"],
              "Economia › Agricultura": art["sections"][2]["text"],
              "Cultura": art["sections"][3]["text"]}
-    assert {c.section for c in chunks} == set(texts) | {"Infobox"}
+    assert {c.section for c in chunks} == set(texts)
     for c in chunks:
         assert len(c.body) <= cfg.chunk_size
-        if c.section != "Infobox":
+        if c.section:
             assert c.body in texts[c.section], "a chunk holds text from outside its section"
     # the long sections are split, and consecutive pieces of one section overlap
     economia = [c for c in chunks if c.section == "Economia"]
@@ -64,7 +65,7 @@ def test_every_chunk_stands_alone_with_complete_metadata(articles):
 
 def test_tables_and_infobox_facts_are_indexed_as_text(articles):
     rio = next(a for a in articles if a["title"] == "Rio Verde-Claro")
-    chunks = article_chunks(rio, IndexConfig())
+    chunks = article_chunks(rio, IndexConfig(infobox="chunk"))
     infobox = [c for c in chunks if c.section == "Infobox"]
     assert len(infobox) == 1 and "nascente: Serra do Lajeado" in infobox[0].body
     assert any("Margem: direita" in c.body for c in chunks)  # a table row
