@@ -69,6 +69,9 @@ def index(
                                overwrite=overwrite)
     except (IndexRefused, EmbedderError, InputError, FileNotFoundError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; what was embedded is kept: run the same command with --resume "
+             "to continue", code=130)
     summary = {"index": cfg.paths.index, "articles": str(articles), **manifest["counts"],
                "embedder": manifest["embedder"]["id"], "dim": manifest["embedder"]["dim"],
                "faiss": manifest["faiss"]["type"], "build": manifest["build"]}
