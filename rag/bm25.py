@@ -1,0 +1,110 @@
+"""Keyword retrieval: BM25 over the same chunks, with an inverted index (``bm25s``).
+
+Portuguese text is folded before tokenising (lower case, accents removed: "São Paulo" and "sao
+paulo" match), stop words are dropped, and a light suffix stripper merges plural and gender
+forms ("botânica", "botânicos" → "botanic"). ``bm25s`` stores the index as sparse numpy arrays
+and JSON (no pickle) and scores only documents that share a term with the query, so it scales
+to the millions of chunks of the full ptwiki.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+TOKEN_RE = re.compile(r"\w+", re.UNICODE)
+TOKENIZER_VERSION = "pt-fold-light-stem-1"
+
+
+def fold(text: str) -> str:
+    """Lower case without accents: 'Ribeirão' → 'ribeirao'."""
+    text = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(ch for ch in text if not unicodedata.combining(ch))
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_PORTUGUESE
+
+    return frozenset(fold(w) for w in STOPWORDS_PORTUGUESE)
+
+
+# Longest first; each only when what remains is long enough to stay meaningful.
+_SUFFIXES = ("oes", "aes", "ais", "eis", "ois", "ns", "es", "as", "os", "a", "o", "s", "e")
+
+
+def stem(token: str) -> str:
+    """A light Portuguese stemmer (plural and gender endings only); digits are kept."""
+    if len(token) <= 4 or token.isdigit():
+        return token
+    for suffix in _SUFFIXES:
+        if token.endswith(suffix) and len(token) - len(suffix) >= 4:
+            return token[: -len(suffix)]
+    return token
+
+
+def tokenize(text: str) -> list[str]:
+    stop = stopwords()
+    tokens = []
+    for tok in TOKEN_RE.findall(fold(text)):
+        if tok in stop or (len(tok) < 2 and not tok.isdigit()):
+            continue
+        tokens.append(stem(tok))
+    return tokens
+
+
+class BM25Index:
+    """A BM25 index over chunk texts; ids are positions in the chunk list."""
+
+    def __init__(self, model, n_docs: int):
+        self._model = model
+        self.n_docs = n_docs
+
+    @classmethod
+    def build(cls, texts: list[str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
+        import bm25s
+
+        corpus = [tokenize(t) for t in texts]
+        # bm25s needs at least one token per document to build its vocabulary.
+        corpus = [toks or ["\u2205"] for toks in corpus]
+        model = bm25s.BM25(k1=k1, b=b, method="lucene")
+        model.index(corpus, show_progress=False)
+        return cls(model, len(texts))
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._model.save(str(folder), show_progress=False, allow_pickle=False)
+        (folder / "tokenizer.json").write_text(
+            json.dumps({"tokenizer": TOKENIZER_VERSION, "n_docs": self.n_docs}), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, mmap: bool = False) -> BM25Index:
+        import bm25s
+
+        folder = Path(folder)
+        meta = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        if meta.get("tokenizer") != TOKENIZER_VERSION:
+            raise ValueError(f"{folder}: BM25 index made with tokenizer {meta.get('tokenizer')!r}, "
+                             f"this version uses {TOKENIZER_VERSION!r}; rebuild the index")
+        model = bm25s.BM25.load(str(folder), mmap=mmap, allow_pickle=False,
+                                show_progress=False, verbosity=0)
+        return cls(model, int(meta["n_docs"]))
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, scores) of the best ``k`` chunks that share a term with the query."""
+        tokens = [t for t in tokenize(query) if t in self._model.vocab_dict]
+        if not tokens or k < 1:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        scores = self._model.get_scores(tokens)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        # stable order: score, then position
+        top = top[np.lexsort((top, -scores[top]))]
+        top = top[scores[top] > 0]
+        return top.astype(np.int64), scores[top].astype(np.float32)
