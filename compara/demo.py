@@ -64,8 +64,41 @@ def _ingest_describe(cfg: ExperimentConfig, report: dict[str, Any] | None) -> st
             f"{ins['train']} + {ins['val']} instructions (train + val) in {cfg.paths.data}")
 
 
+def _index_fresh(cfg: ExperimentConfig) -> bool:
+    import json
+
+    from compara.io import sha256_file
+
+    folder = Path(cfg.paths.index)
+    manifest_path, config_path = folder / "manifest.json", folder / "config.json"
+    articles = Path(cfg.paths.data) / "articles.jsonl"
+    if not (manifest_path.exists() and config_path.exists() and articles.exists()):
+        return False
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    built_with = json.loads(config_path.read_text(encoding="utf-8"))
+    return (manifest.get("source", {}).get("sha256") == sha256_file(articles)
+            and built_with == cfg.index.to_dict())
+
+
+def _index_run(cfg: ExperimentConfig) -> dict[str, Any]:
+    from rag.store import build_index
+
+    return build_index(Path(cfg.paths.data) / "articles.jsonl", cfg.paths.index, cfg.index,
+                       overwrite=True)
+
+
+def _index_describe(cfg: ExperimentConfig, manifest: dict[str, Any] | None) -> str:
+    import json
+
+    if manifest is None:
+        manifest = json.loads((Path(cfg.paths.index) / "manifest.json").read_text(encoding="utf-8"))
+    return (f"{manifest['counts']['chunks']} chunks, {manifest['embedder']['id']} "
+            f"({manifest['faiss']['type']}) in {cfg.paths.index}")
+
+
 STAGES = [
     Stage("ingest", _ingest_fresh, _ingest_run, _ingest_describe),
+    Stage("index", _index_fresh, _index_run, _index_describe),
 ]
 
 

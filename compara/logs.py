@@ -23,7 +23,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     # Libraries that are chatty at INFO.
     for noisy in ("httpx", "urllib3", "filelock", "faiss", "faiss.loader", "sentence_transformers",
-                  "datasets", "matplotlib", "PIL", "bitsandbytes"):
+                  "datasets", "matplotlib", "PIL", "bitsandbytes", "bm25s"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
