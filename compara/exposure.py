@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compara.metrics import tokens
+from compara.metrics import ARTICLES, tokens, words
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +47,54 @@ class Exposure:
         return asdict(self)
 
 
-class ReferenceMatcher:
-    """Finds, in one pass over a text, every question whose reference occurs in it."""
+class _NeedleTable:
+    """Token tuples → question indices, and for each first token the lengths starting with it."""
 
-    def __init__(self, references: Mapping[str, Sequence[str]], keep_accents: bool = False):
-        self.keep_accents = keep_accents
-        self.ids: list[str] = list(references)
-        self._needles: dict[tuple[str, ...], set[int]] = {}
-        lengths: dict[str, set[int]] = {}
-        for qi, qid in enumerate(self.ids):
-            for ref in references[qid]:
-                needle = tuple(tokens(ref, keep_accents))
-                if needle:
-                    self._needles.setdefault(needle, set()).add(qi)
-                    lengths.setdefault(needle[0], set()).add(len(needle))
-        self._lengths = {t: tuple(sorted(ls)) for t, ls in lengths.items()}
+    def __init__(self) -> None:
+        self.needles: dict[tuple[str, ...], set[int]] = {}
+        self.lengths: dict[str, set[int]] = {}
 
-    def __len__(self) -> int:
-        return len(self._needles)
+    def add(self, needle: tuple[str, ...], qi: int) -> None:
+        self.needles.setdefault(needle, set()).add(qi)
+        self.lengths.setdefault(needle[0], set()).add(len(needle))
 
-    def match(self, text: str) -> set[int]:
-        """Indices (into ``ids``) of the questions with a reference in ``text``."""
-        toks = tokens(text, self.keep_accents)
-        found: set[int] = set()
-        lengths, needles = self._lengths, self._needles
+    def scan(self, toks: list[str], found: set[int]) -> None:
+        lengths, needles = self.lengths, self.needles
         for i, tok in enumerate(toks):
             for n in lengths.get(tok, ()):
                 hit = needles.get(tuple(toks[i:i + n]))
                 if hit:
                     found |= hit
+
+
+class ReferenceMatcher:
+    """Finds, in one pass over a text, every question whose reference occurs in it (the test
+    of :func:`compara.metrics.contains`, for all questions at once)."""
+
+    def __init__(self, references: Mapping[str, Sequence[str]], keep_accents: bool = False):
+        self.keep_accents = keep_accents
+        self.ids: list[str] = list(references)
+        self._tokens = _NeedleTable()
+        # references made only of articles ("um") are matched with articles kept, as in metrics
+        self._words = _NeedleTable()
+        for qi, qid in enumerate(self.ids):
+            for ref in references[qid]:
+                ws = words(ref, keep_accents)
+                if ws and all(w in ARTICLES for w in ws):
+                    self._words.add(tuple(ws), qi)
+                elif ws:
+                    self._tokens.add(tuple(tokens(ref, keep_accents)), qi)
+
+    def __len__(self) -> int:
+        return len(self._tokens.needles) + len(self._words.needles)
+
+    def match(self, text: str) -> set[int]:
+        """Indices (into ``ids``) of the questions with a reference in ``text``."""
+        found: set[int] = set()
+        if self._tokens.needles:
+            self._tokens.scan(tokens(text, self.keep_accents), found)
+        if self._words.needles:
+            self._words.scan(words(text, self.keep_accents), found)
         return found
 
 

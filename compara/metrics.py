@@ -77,14 +77,23 @@ def _references(references: str | Sequence[str] | None) -> list[str]:
 
 # -- correctness against references ---------------------------------------------------------------
 
+def _token_pair(prediction: str, reference: str, keep_accents: bool) -> tuple[list[str], list[str]]:
+    """Normalised tokens of a prediction and one reference. A reference made only of articles
+    ("um", "A") is compared with articles kept on both sides, or it could never match."""
+    ref = words(reference, keep_accents)
+    if ref and all(w in ARTICLES for w in ref):
+        return words(prediction, keep_accents), ref
+    return tokens(prediction, keep_accents), tokens(reference, keep_accents)
+
+
 def exact_match(prediction: str, references: str | Sequence[str],
                 keep_accents: bool = False) -> float | None:
     """1.0 when the normalised prediction equals a normalised reference; None without one."""
     refs = _references(references)
     if not refs:
         return None
-    pred = tokens(prediction, keep_accents)
-    return float(any(pred == tokens(r, keep_accents) for r in refs))
+    return float(any(p == r for p, r in (_token_pair(prediction, ref, keep_accents)
+                                         for ref in refs)))
 
 
 def _f1(pred: list[str], ref: list[str]) -> float:
@@ -103,8 +112,7 @@ def token_f1(prediction: str, references: str | Sequence[str],
     refs = _references(references)
     if not refs:
         return None
-    pred = tokens(prediction, keep_accents)
-    return max(_f1(pred, tokens(r, keep_accents)) for r in refs)
+    return max(_f1(*_token_pair(prediction, ref, keep_accents)) for ref in refs)
 
 
 def _find(needle: list[str], hay: list[str]) -> bool:
@@ -124,8 +132,13 @@ def contains(answer: str, references: str | Sequence[str], keep_accents: bool = 
     refs = _references(references)
     if not refs:
         return None
-    hay = tokens(answer, keep_accents)
-    return float(any(_find(tokens(r, keep_accents), hay) for r in refs))
+    found = False
+    for ref in refs:
+        hay, needle = _token_pair(answer, ref, keep_accents)
+        if _find(needle, hay):
+            found = True
+            break
+    return float(found)
 
 
 def _lcs(a: list[str], b: list[str]) -> int:
@@ -146,10 +159,9 @@ def rouge_l(prediction: str, references: str | Sequence[str],
     refs = _references(references)
     if not refs:
         return None
-    pred = tokens(prediction, keep_accents)
     best = 0.0
     for ref in refs:
-        ref_tokens = tokens(ref, keep_accents)
+        pred, ref_tokens = _token_pair(prediction, ref, keep_accents)
         lcs = _lcs(pred, ref_tokens) if pred and ref_tokens else 0
         if lcs:
             p, r = lcs / len(pred), lcs / len(ref_tokens)

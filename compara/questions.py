@@ -384,7 +384,7 @@ def load_questions(path: str | Path, max_chars: int | None = DEFAULT_MAX_CHARS,
     if not result.questions:
         if not result.problems:
             raise QuestionFileError(f"{path}: no questions in the file")
-        shown = "; ".join(str(p) for p in result.problems[:3])
+        shown = "; ".join(f"line {p.line}: {p.reason}" for p in result.problems[:3])
         more = f" (and {len(result.problems) - 3} more)" if len(result.problems) > 3 else ""
         raise QuestionFileError(f"{path}: no valid question; {shown}{more}")
     if result.problems:
