@@ -275,13 +275,12 @@ def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: boo
     an answerable question that declines and does not contain a reference is a miss: its
     em, f1, contains and rouge_l are 0 whatever words it shares with the reference.
     ``exposure`` (question id → :class:`compara.exposure.Exposure`, or one of them) adds
-    ``exposure_outputs`` and ``exposure_records``.
+    ``exposure_outputs`` and ``exposure_records``. ``abstain_phrases``: the abstain sentence
+    of the RAG template actually used, when it is not the shipped one.
     """
     answer = record.get("answer") or ""
     refs = _references(record.get("reference"))
-    answerable = record.get("answerable")
-    if answerable is None and refs:
-        answerable = True
+    unanswerable = record.get("answerable") is False
     passages = record.get("passages") or []
     retrieval = bool(passages) or record.get("arm") in RETRIEVAL_ARMS
     extra = record.get("extra") or {}
@@ -297,7 +296,7 @@ def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: boo
         "rouge_l": rouge_l(answer, refs, keep_accents),
         "repetition": repetition_rate(answer),
         "abstained": abstained,
-        "abstained_correctly": abstained if answerable is False else None,
+        "abstained_correctly": abstained if unanswerable else None,
         "support": support(refs, passages, keep_accents) if retrieval else None,
         "retrieval_hit": retrieval_hit(passages, titles) if retrieval else None,
     }

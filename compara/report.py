@@ -76,9 +76,34 @@ def arm_order(arms: Iterable[str]) -> list[str]:
     return [a for a in ARMS if a in present] + sorted(present - set(ARMS))
 
 
+NUMBER_FIELDS = ("latency_s", "tokens_per_s", "tokens_in", "tokens_out")
+
+
+def _clean(rec: dict[str, Any]) -> list[str]:
+    """Give a record's fields the types the summary and the page expect; say what was wrong."""
+    wrong = []
+    for name in NUMBER_FIELDS:
+        v = rec.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            wrong.append(f"{name} is not a number ({v!r:.40})")
+            rec[name] = None
+    for name, tp in (("identity", dict), ("extra", dict), ("passages", list)):
+        if rec.get(name) is not None and not isinstance(rec[name], tp):
+            wrong.append(f"{name} is not a {'mapping' if tp is dict else 'list'}")
+            rec[name] = tp()
+    rec["passages"] = [p for p in rec.get("passages") or [] if isinstance(p, dict)]
+    if rec.get("stopped_on_eos") is not None and not isinstance(rec["stopped_on_eos"], bool):
+        wrong.append("stopped_on_eos is not true/false")
+        rec["stopped_on_eos"] = None
+    if not isinstance(rec.get("answer"), str):
+        rec["answer"] = "" if rec.get("answer") is None else str(rec["answer"])
+    return wrong
+
+
 def load_results(path: str | Path) -> tuple[list[dict], list[BadLine]]:
-    """The records of a results.jsonl and the lines skipped (bad JSON, no question id or arm,
-    repeated question × arm: the last line wins, as a resumed run's newest answer)."""
+    """The records of a results.jsonl and the lines skipped or repaired (bad JSON, no question
+    id or arm, fields of the wrong type, repeated question × arm: the last line wins, as a
+    resumed run's newest answer)."""
     path = Path(path)
     problems: list[BadLine] = []
     latest: dict[tuple[str, str], dict] = {}
@@ -88,6 +113,8 @@ def load_results(path: str | Path) -> tuple[list[dict], list[BadLine]]:
         if qid is None or not isinstance(arm, str) or not arm:
             problems.append(BadLine(str(path), line, "no question_id or arm"))
             continue
+        for wrong in _clean(rec):
+            problems.append(BadLine(str(path), line, f"{wrong}: ignored"))
         key = (str(qid), arm)
         if key in latest:
             problems.append(BadLine(str(path), where[key],
@@ -132,8 +159,9 @@ def _identity_checks(by_arm: Mapping[str, list[dict]]) -> tuple[dict[str, Any], 
         values = {arm: json.dumps(ident.get(name), sort_keys=True)
                   for arm, ident in identities.items() if ident.get(name) is not None}
         if len(set(values.values())) > 1:
-            warnings.append(f"the arms differ in {name} ({', '.join(f'{a}: {v}' for a, v in values.items())}): "
-                            "the comparison is not like for like")
+            which = ", ".join(f"{a}: {v}" for a, v in values.items())
+            warnings.append(f"the arms differ in {name} ({which}): the comparison is not like "
+                            "for like")
     return identities, warnings
 
 
@@ -147,10 +175,12 @@ def _exposure_count(rec: Mapping[str, Any], exposure: Mapping[str, Exposure] | N
 
 def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None = None,
               cfg: EvalConfig | None = None, problems: Sequence[BadLine] = ()) -> dict[str, Any]:
-    """The summary of scored records (``record["metrics"]`` filled by ``score_answer``)."""
+    """The summary of records read by :func:`load_results` (those not scored yet are scored)."""
     cfg = cfg or EvalConfig()
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
+        if not r.get("metrics"):
+            score_answer(r, exposure, keep_accents=cfg.keep_accents)
         by_arm[r["arm"]].append(r)
     arms = arm_order(by_arm)
     by_arm = {a: by_arm[a] for a in arms}
@@ -316,9 +346,7 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
         exposure = compute_exposure(seen.values(), instructions, cfg.keep_accents)
         write_exposure(saved, exposure)
     rescore(records, exposure, cfg)
-    summary = summarize(records, exposure, cfg, problems)
-    for w in summary["warnings"]:
-        log.warning("%s", w)
+    summary = summarize(records, exposure, cfg, problems)  # its warnings: print_summary
     files = {"summary_json": run_dir / "summary.json", "summary_csv": run_dir / "summary.csv",
              "report_html": run_dir / "report.html"}
     summary["files"] = {k: str(v) for k, v in files.items()}

@@ -141,10 +141,13 @@ def _grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[Mapping |
         xs, ys, err_lo, err_hi = [], [], [], []
         for i, iv in enumerate(ivs):
             if iv and iv.get("mean") is not None:
+                mean = iv["mean"]
+                lo = mean if iv.get("lo") is None else iv["lo"]
+                hi = mean if iv.get("hi") is None else iv["hi"]
                 xs.append(i - 0.4 + width * (k + 0.5))
-                ys.append(iv["mean"])
-                err_lo.append(max(0.0, iv["mean"] - (iv.get("lo") if iv.get("lo") is not None else iv["mean"])))
-                err_hi.append(max(0.0, (iv.get("hi") if iv.get("hi") is not None else iv["mean"]) - iv["mean"]))
+                ys.append(mean)
+                err_lo.append(max(0.0, mean - lo))
+                err_hi.append(max(0.0, hi - mean))
         ax.bar(xs, ys, width=width * 0.95, color=colors[arm], label=arm,
                yerr=[err_lo, err_hi], capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_xticks(range(len(groups)), groups)

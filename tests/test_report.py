@@ -209,12 +209,17 @@ def test_bad_and_repeated_lines_are_reported_and_the_newest_answer_kept(run_dir)
         fh.write("{broken\n")
         fh.write(json.dumps({"arm": "base"}) + "\n")
         fh.write(json.dumps(newer) + "\n")
+        fh.write(json.dumps({"question_id": "q9", "arm": "base", "answer": 3, "latency_s": "lento",
+                             "identity": "?", "passages": [{"title": "T"}, "x"]}) + "\n")
     summary = write_report(run_dir, cfg=EvalConfig(bootstrap_resamples=10))
-    assert summary["n_records"] == 12
+    assert summary["n_records"] == 13
     assert summary["per_arm"]["base"]["metrics"]["contains"]["mean"] == 0.5
+    assert summary["per_arm"]["base"]["latency_s"]["n"] == 3
     problems = "\n".join(summary["problems"])
     assert ":13: invalid JSON" in problems and ":14: no question_id" in problems
     assert "q1 × base repeated at line 15" in problems
+    assert ":16: latency_s is not a number" in problems and ":16: identity is not" in problems
+    assert (run_dir / "report.html").is_file()
 
 
 def test_warnings_when_the_comparison_is_not_like_for_like(run_dir):
