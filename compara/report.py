@@ -1,0 +1,429 @@
+"""Summaries of a batch run: ``summary.json``, ``summary.csv``, ``report.html``, terminal table.
+
+A run folder holds ``results.jsonl`` (one line per question × arm, see
+:func:`compara.metrics.score_answer` for the metrics). :func:`write_report` re-scores every
+answer with the current metric definitions, summarises it per arm (mean of every metric with a
+seeded 95% bootstrap interval over questions, latency median and p95, tokens/s, stopped-on-EOS
+rate), per question type and per fact-exposure bin, compares the arms pairwise on the same
+questions, and writes the three files atomically. :func:`print_summary` renders the per-arm
+table with rich. The HTML page is built by :mod:`compara.report_html`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from compara.configbase import ConfigBase, ConfigError, opt
+from compara.exposure import DEFAULT_BIN_EDGES, Exposure, bin_labels, exposure_bin
+from compara.io import BadLine, atomic_write_json, atomic_writer, iter_jsonl
+from compara.metrics import LABELS, METRICS, bootstrap_mean, paired_bootstrap, score_answer
+
+log = logging.getLogger(__name__)
+
+ARMS = ("base", "rag", "finetuned", "finetuned+rag")
+SUMMARY_METRICS = (*METRICS, "stopped_on_eos")
+# Arm pairs compared question by question (a − b), when both arms are in the run.
+PAIRS = (("rag", "base"), ("finetuned", "base"), ("finetuned+rag", "base"),
+         ("finetuned+rag", "rag"), ("finetuned+rag", "finetuned"))
+PAIRED_METRICS = ("contains", "f1")
+# Identity fields that must agree across arms for the comparison to be like for like.
+SHARED_IDENTITY = ("base_model", "decoding")
+RESULTS = "results.jsonl"
+EXPOSURE_FILE = "exposure.jsonl"
+
+
+@dataclass
+class EvalConfig(ConfigBase):
+    """Question files, metrics and reports of `compara batch` / `compara ask`."""
+
+    bootstrap_resamples: int = opt(1000, "Bootstrap resamples for the 95% intervals (0: none).")
+    confidence: float = opt(0.95, "Confidence level of the intervals.")
+    seed: int = opt(0, "Seed of the bootstrap (intervals are reproducible).")
+    keep_accents: bool = opt(False, "Compare answers with accents (default: ignore them).")
+    exposure_count: Literal["outputs", "records"] = opt(
+        "outputs", "Exposure used for the bins: training outputs containing the answer, or "
+                   "records containing it anywhere (instruction, input or output).")
+    exposure_bins: list[int] = opt(list(DEFAULT_BIN_EDGES),
+                                   "Lower edges of the exposure bins (0, 1–2, 3–5, 6–10, 11+).")
+    max_question_chars: int = opt(2000, "Longer questions are cut (or refused, see below).")
+    long_questions: Literal["truncate", "refuse"] = opt(
+        "truncate", "What to do with a question longer than max_question_chars.")
+
+    def validate(self) -> None:
+        if self.bootstrap_resamples < 0:
+            raise ConfigError("eval.bootstrap_resamples must be >= 0")
+        if not 0 < self.confidence < 1:
+            raise ConfigError("eval.confidence must be between 0 and 1")
+        edges = list(self.exposure_bins)
+        if not edges or edges[0] != 0 or edges != sorted(set(edges)):
+            raise ConfigError("eval.exposure_bins must be increasing lower edges starting at 0")
+        if self.max_question_chars < 1:
+            raise ConfigError("eval.max_question_chars must be >= 1")
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def arm_order(arms: Iterable[str]) -> list[str]:
+    """The four arms in their usual order, then any other arm by name."""
+    present = set(arms)
+    return [a for a in ARMS if a in present] + sorted(present - set(ARMS))
+
+
+NUMBER_FIELDS = ("latency_s", "tokens_per_s", "tokens_in", "tokens_out")
+
+
+def _clean(rec: dict[str, Any]) -> list[str]:
+    """Give a record's fields the types the summary and the page expect; say what was wrong."""
+    wrong = []
+    for name in NUMBER_FIELDS:
+        v = rec.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            wrong.append(f"{name} is not a number ({v!r:.40})")
+            rec[name] = None
+    for name, tp in (("identity", dict), ("extra", dict), ("passages", list)):
+        if rec.get(name) is not None and not isinstance(rec[name], tp):
+            wrong.append(f"{name} is not a {'mapping' if tp is dict else 'list'}")
+            rec[name] = tp()
+    rec["passages"] = [p for p in rec.get("passages") or [] if isinstance(p, dict)]
+    if rec.get("stopped_on_eos") is not None and not isinstance(rec["stopped_on_eos"], bool):
+        wrong.append("stopped_on_eos is not true/false")
+        rec["stopped_on_eos"] = None
+    if not isinstance(rec.get("answer"), str):
+        rec["answer"] = "" if rec.get("answer") is None else str(rec["answer"])
+    return wrong
+
+
+def load_results(path: str | Path) -> tuple[list[dict], list[BadLine]]:
+    """The records of a results.jsonl and the lines skipped or repaired (bad JSON, no question
+    id or arm, fields of the wrong type, repeated question × arm: the last line wins, as a
+    resumed run's newest answer)."""
+    path = Path(path)
+    problems: list[BadLine] = []
+    latest: dict[tuple[str, str], dict] = {}
+    where: dict[tuple[str, str], int] = {}
+    for line, rec in iter_jsonl(path, on_error=problems.append):
+        qid, arm = rec.get("question_id"), rec.get("arm")
+        if qid is None or not isinstance(arm, str) or not arm:
+            problems.append(BadLine(str(path), line, "no question_id or arm"))
+            continue
+        for wrong in _clean(rec):
+            problems.append(BadLine(str(path), line, f"{wrong}: ignored"))
+        key = (str(qid), arm)
+        if key in latest:
+            problems.append(BadLine(str(path), where[key],
+                                    f"{key[0]} × {arm} repeated at line {line}; the later kept"))
+            del latest[key]  # re-insert: order of the newest line
+        latest[key] = rec
+        where[key] = line
+    return list(latest.values()), problems
+
+
+# -- summary ------------------------------------------------------------------------------------
+
+def _values(records: Sequence[Mapping[str, Any]], metric: str) -> list[Any]:
+    if metric == "stopped_on_eos":
+        return [r.get("stopped_on_eos") for r in records]
+    return [(r.get("metrics") or {}).get(metric) for r in records]
+
+
+def _interval(values: Iterable[Any], cfg: EvalConfig) -> dict[str, Any]:
+    return bootstrap_mean(values, cfg.bootstrap_resamples, cfg.confidence, cfg.seed).to_dict()
+
+
+def _stats(values: Iterable[Any]) -> dict[str, Any]:
+    import numpy as np
+
+    vals = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    if not len(vals):
+        return {"median": None, "p95": None, "n": 0}
+    return {"median": float(np.median(vals)), "p95": float(np.percentile(vals, 95)),
+            "n": int(len(vals))}
+
+
+def _identity_checks(by_arm: Mapping[str, list[dict]]) -> tuple[dict[str, Any], list[str]]:
+    identities, warnings = {}, []
+    for arm, recs in by_arm.items():
+        seen = Counter(json.dumps(r.get("identity") or {}, sort_keys=True) for r in recs)
+        identities[arm] = json.loads(seen.most_common(1)[0][0])
+        if len(seen) > 1:
+            warnings.append(f"arm {arm}: answers come from {len(seen)} different configurations "
+                            "(model, adapter, index, decoding or template changed during the run)")
+    for name in SHARED_IDENTITY:
+        values = {arm: json.dumps(ident.get(name), sort_keys=True)
+                  for arm, ident in identities.items() if ident.get(name) is not None}
+        if len(set(values.values())) > 1:
+            which = ", ".join(f"{a}: {v}" for a, v in values.items())
+            warnings.append(f"the arms differ in {name} ({which}): the comparison is not like "
+                            "for like")
+    return identities, warnings
+
+
+def _exposure_count(rec: Mapping[str, Any], exposure: Mapping[str, Exposure] | None,
+                    field: str) -> int | None:
+    if exposure is not None:
+        e = exposure.get(str(rec.get("question_id")))
+        return getattr(e, field) if e is not None else None
+    return (rec.get("metrics") or {}).get(f"exposure_{field}")
+
+
+def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None = None,
+              cfg: EvalConfig | None = None, problems: Sequence[BadLine] = ()) -> dict[str, Any]:
+    """The summary of records read by :func:`load_results` (those not scored yet are scored)."""
+    cfg = cfg or EvalConfig()
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if not r.get("metrics"):
+            score_answer(r, exposure, keep_accents=cfg.keep_accents)
+        by_arm[r["arm"]].append(r)
+    arms = arm_order(by_arm)
+    by_arm = {a: by_arm[a] for a in arms}
+    identities, warnings = _identity_checks(by_arm)
+    qsets = {a: {str(r["question_id"]) for r in recs} for a, recs in by_arm.items()}
+    questions = set().union(*qsets.values()) if qsets else set()
+    for arm, qs in qsets.items():
+        if len(qs) < len(questions):
+            warnings.append(f"arm {arm} answered {len(qs)} of {len(questions)} questions: its "
+                            "means are over fewer questions than the others'")
+
+    per_arm = {}
+    for arm, recs in by_arm.items():
+        per_arm[arm] = {
+            "n": len(recs),
+            "metrics": {m: _interval(_values(recs, m), cfg) for m in SUMMARY_METRICS},
+            "latency_s": _stats(r.get("latency_s") for r in recs),
+            "tokens_per_s": _stats(r.get("tokens_per_s") for r in recs),
+            "tokens_out": _stats(r.get("tokens_out") for r in recs),
+            "identity": identities[arm],
+        }
+
+    by_type: dict[str, dict[str, Any]] = {}
+    types = sorted({r.get("type") or "(none)" for r in records})
+    for qtype in types:
+        by_type[qtype] = {}
+        for arm, recs in by_arm.items():
+            sel = [r for r in recs if (r.get("type") or "(none)") == qtype]
+            if sel:
+                by_type[qtype][arm] = {"n": len(sel), "metrics": {
+                    m: _interval(_values(sel, m), cfg) for m in SUMMARY_METRICS}}
+
+    exposure_summary = None
+    counts = {str(r["question_id"]): _exposure_count(r, exposure, cfg.exposure_count)
+              for r in records}
+    if any(c is not None for c in counts.values()):
+        labels = bin_labels(cfg.exposure_bins)
+        bins: dict[str, Any] = {}
+        for label in labels:
+            qids = {q for q, c in counts.items()
+                    if c is not None and exposure_bin(c, cfg.exposure_bins) == label}
+            bins[label] = {"questions": len(qids), "arms": {
+                arm: _interval(_values([r for r in recs if str(r["question_id"]) in qids],
+                                       "contains"), cfg)
+                for arm, recs in by_arm.items()}}
+        exposure_summary = {"count": cfg.exposure_count, "metric": "contains", "bins": bins}
+
+    paired = []
+    for a, b in PAIRS:
+        if a in by_arm and b in by_arm:
+            for m in PAIRED_METRICS:
+                va = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[a]}
+                vb = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[b]}
+                paired.append(paired_bootstrap(va, vb, cfg.bootstrap_resamples, cfg.confidence,
+                                               cfg.seed, names=(a, b), metric=m).to_dict())
+
+    return {
+        "n_records": len(records), "n_questions": len(questions), "arms": arms,
+        "metrics": list(SUMMARY_METRICS),
+        "bootstrap": {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence,
+                      "seed": cfg.seed, "unit": "question"},
+        "per_arm": per_arm, "by_type": by_type, "exposure": exposure_summary, "paired": paired,
+        "warnings": warnings, "problems": [str(p) for p in problems],
+    }
+
+
+# -- files --------------------------------------------------------------------------------------
+
+CSV_STATS = ("latency_median_s", "latency_p95_s", "tokens_per_s_median")
+
+
+def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows (scope, group, arm, n, every metric with lo/hi/n, speed): what summary.csv holds."""
+    rows = []
+
+    def row(scope: str, group: str, arm: str, n: int, metrics: Mapping[str, Any],
+            speed: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"scope": scope, "group": group, "arm": arm, "n": n}
+        for m in SUMMARY_METRICS:
+            iv = metrics.get(m) or {}
+            out.update({m: iv.get("mean"), f"{m}_lo": iv.get("lo"), f"{m}_hi": iv.get("hi"),
+                        f"{m}_n": iv.get("n")})
+        speed = speed or {}
+        out["latency_median_s"] = (speed.get("latency_s") or {}).get("median")
+        out["latency_p95_s"] = (speed.get("latency_s") or {}).get("p95")
+        out["tokens_per_s_median"] = (speed.get("tokens_per_s") or {}).get("median")
+        return out
+
+    for arm, s in summary["per_arm"].items():
+        rows.append(row("all", "", arm, s["n"], s["metrics"], s))
+    for qtype, arms in summary["by_type"].items():
+        for arm, s in arms.items():
+            rows.append(row("type", qtype, arm, s["n"], s["metrics"]))
+    if summary.get("exposure"):
+        for label, b in summary["exposure"]["bins"].items():
+            for arm, iv in b["arms"].items():
+                rows.append(row("exposure", label, arm, iv["n"], {"contains": iv}))
+    return rows
+
+
+def write_summary_csv(summary: Mapping[str, Any], path: str | Path) -> None:
+    columns = ["scope", "group", "arm", "n"]
+    for m in SUMMARY_METRICS:
+        columns += [m, f"{m}_lo", f"{m}_hi", f"{m}_n"]
+    columns += list(CSV_STATS)
+    with atomic_writer(path) as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for r in summary_rows(summary):
+            writer.writerow({k: "" if v is None else (round(v, 6) if isinstance(v, float) else v)
+                             for k, v in r.items()})
+
+
+def rescore(records: Iterable[dict], exposure: Mapping[str, Exposure] | None = None,
+            cfg: EvalConfig | None = None) -> list[dict]:
+    """Score every record again with the current metric definitions (in place). Without
+    ``exposure``, exposure counts already in a record's metrics are kept."""
+    cfg = cfg or EvalConfig()
+    records = list(records)
+    for r in records:
+        old = r.get("metrics") or {}
+        kept = {k: old[k] for k in ("exposure_outputs", "exposure_records") if k in old}
+        score_answer(r, exposure, keep_accents=cfg.keep_accents)
+        if exposure is None:
+            r["metrics"].update(kept)
+    return records
+
+
+def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = None,
+                 instructions: str | Path | None = None, cfg: EvalConfig | None = None,
+                 title: str | None = None) -> dict[str, Any]:
+    """Summarise ``run_dir/results.jsonl`` into summary.json, summary.csv and report.html.
+
+    Fact exposure comes from ``exposure`` (question id → Exposure), else it is computed from
+    ``instructions`` (the training JSONL) and saved as ``run_dir/exposure.jsonl``, else read
+    from that file, else from the counts stored in the records' metrics; without any of them
+    the report has no exposure section. Returns the summary, with the written paths under
+    ``"files"``.
+    """
+    from compara.exposure import compute_exposure, read_exposure, write_exposure
+    from compara.io import InputError
+    from compara.report_html import render_html
+
+    cfg = cfg or EvalConfig()
+    run_dir = Path(run_dir)
+    results = run_dir / RESULTS
+    if not results.is_file():
+        raise InputError(f"{results}: no results in this run folder")
+    records, problems = load_results(results)
+    if not records:
+        raise InputError(f"{results}: no valid result line"
+                         + (f" ({problems[0]})" if problems else ""))
+    for p in problems:
+        log.warning("%s", p)
+    saved = run_dir / EXPOSURE_FILE
+    if exposure is None and instructions is None and saved.is_file():
+        exposure = read_exposure(saved)
+    elif exposure is None and instructions is not None:
+        seen: dict[str, dict[str, Any]] = {}
+        for r in records:
+            seen.setdefault(str(r["question_id"]), {"id": r["question_id"],
+                                                    "reference": r.get("reference")})
+        exposure = compute_exposure(seen.values(), instructions, cfg.keep_accents)
+        write_exposure(saved, exposure)
+    rescore(records, exposure, cfg)
+    summary = summarize(records, exposure, cfg, problems)  # its warnings: print_summary
+    files = {"summary_json": run_dir / "summary.json", "summary_csv": run_dir / "summary.csv",
+             "report_html": run_dir / "report.html"}
+    summary["files"] = {k: str(v) for k, v in files.items()}
+    atomic_write_json(files["summary_json"], summary)
+    write_summary_csv(summary, files["summary_csv"])
+    html = render_html(records, summary, title=title or run_dir.name)
+    with atomic_writer(files["report_html"]) as fh:
+        fh.write(html)
+    return summary
+
+
+# -- terminal -----------------------------------------------------------------------------------
+
+TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
+                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos")
+
+
+def _pct(iv: Mapping[str, Any] | None) -> str:
+    """A mean in percent with its interval: "43% (35–53)"."""
+    if not iv or iv.get("mean") is None:
+        return "—"
+    text = f"{100 * iv['mean']:.0f}%"
+    if iv.get("lo") is not None and iv["lo"] != iv["hi"]:
+        text += f" ({100 * iv['lo']:.0f}–{100 * iv['hi']:.0f})"
+    return text
+
+
+def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool = False) -> None:
+    """The per-arm table in the terminal: one column per arm (so four arms fit 80 columns),
+    one row per metric (mean in percent and its interval), latency and tokens/s; then
+    accuracy by fact exposure when known, and by question type with ``by_type``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    arms = list(summary["per_arm"])
+    conf = round(summary["bootstrap"]["confidence"] * 100)
+
+    def table(title: str) -> Table:
+        t = Table(title=title, title_justify="left", header_style="bold")
+        t.add_column("")
+        for arm in arms:
+            t.add_column(arm, justify="right")
+        return t
+
+    main = table(f"{summary['n_questions']} questions — mean in % ({conf}% interval)")
+    main.add_row("answers", *(str(summary["per_arm"][a]["n"]) for a in arms))
+    for m in TABLE_METRICS:
+        cells = [_pct(summary["per_arm"][a]["metrics"].get(m)) for a in arms]
+        if any(c != "—" for c in cells):
+            main.add_row(LABELS[m], *cells)
+    lat = [summary["per_arm"][a]["latency_s"] for a in arms]
+    if any(x["median"] is not None for x in lat):
+        main.add_row("latency s med/p95", *("—" if x["median"] is None else
+                                                   f"{x['median']:.2f} / {x['p95']:.2f}" for x in lat))
+    tps = [summary["per_arm"][a]["tokens_per_s"] for a in arms]
+    if any(x["median"] is not None for x in tps):
+        main.add_row("tokens/s (median)", *("—" if x["median"] is None else f"{x['median']:.1f}"
+                                            for x in tps))
+    console.print(main)
+
+    exposure = summary.get("exposure")
+    if exposure:
+        what = "training outputs" if exposure["count"] == "outputs" else "training records"
+        t = table(f"{exposure['metric']} by how often the answer was in the {what}")
+        for label, b in exposure["bins"].items():
+            if b["questions"]:
+                t.add_row(f"seen {label}× ({b['questions']})",
+                          *(_pct(b["arms"].get(a)) for a in arms))
+        console.print(t)
+    if by_type:
+        t = table("contains by question type (correct abstention where unanswerable)")
+        for qtype, per in summary["by_type"].items():
+            n = max((s["n"] for s in per.values()), default=0)
+            metric = "abstained_correctly" if qtype == "unanswerable" else "contains"
+            t.add_row(f"{qtype} ({n})", *(_pct((per.get(a) or {}).get("metrics", {}).get(metric))
+                                          for a in arms))
+        console.print(t)
+    for w in summary.get("warnings") or []:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
