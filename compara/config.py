@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from compara.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
+from compara.report import EvalConfig
 from finetune.config import FinetuneConfig
 from ingest.config import IngestConfig
 from rag.config import IndexConfig, RetrievalConfig
@@ -73,6 +74,7 @@ class ExperimentConfig(ConfigBase):
     model: ModelConfig = opt(ModelConfig, "The shared base model.")
     finetune: FinetuneConfig = opt(FinetuneConfig, "QLoRA training.")
     generation: GenerationConfig = opt(GenerationConfig, "Decoding, shared by all arms.")
+    eval: EvalConfig = opt(EvalConfig, "Question files, metrics and reports.")
     source: str | None = opt(None, "The YAML file this config was loaded from (set on load).")
 
 

@@ -1,6 +1,6 @@
 """Fact exposure: the one-pass matcher vs testing every question against every record.
 
-    python notes/bench_exposure.py [DATA_DIR] [--repeats 3]
+    python bench/exposure.py [DATA_DIR] [--repeats 3]
 
 DATA_DIR holds instructions.train.jsonl and articles.jsonl (default: data/amostra, written by
 `compara ingest`). The peer is the direct method with its best shortcut: every record is
