@@ -135,12 +135,54 @@ class _CleanStream(io.RawIOBase):
                 pos = pos + exc.end
         return bytes(out)
 
+    def _start_reader(self) -> None:
+        """Decompress in a background thread: bz2/gzip release the GIL, so decompression
+        overlaps with XML parsing instead of adding to it."""
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._stop = threading.Event()
+
+        def put(item) -> bool:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                while not self._stop.is_set():
+                    data = self.raw.read1(_READ_SIZE)
+                    if not put(data) or not data:
+                        return
+            except BaseException as exc:  # EOFError/OSError: truncated; others: surfaced
+                put(exc)
+
+        self._thread = threading.Thread(target=work, name="dump-decompress", daemon=True)
+        self._thread.start()
+
+    def _next_raw(self) -> bytes:
+        if not hasattr(self, "_queue"):
+            self._start_reader()
+        item = self._queue.get()
+        if isinstance(item, (EOFError, OSError)):
+            raise item
+        if isinstance(item, BaseException):
+            raise item
+        if not item:
+            self._queue.put(item)  # stay at end of stream for later calls
+        return item
+
     def produce(self) -> bytes:
         """Read and clean the next chunk from the compressed side; remember it."""
         if self.truncated is not None:
             return b""
         try:
-            data = self.raw.read1(_READ_SIZE)
+            data = self._next_raw()
         except (EOFError, OSError) as exc:
             self.truncated = str(exc) or type(exc).__name__
             data = b""
@@ -159,6 +201,12 @@ class _CleanStream(io.RawIOBase):
         b[:n] = self.pending[self._pos:self._pos + n]
         self._pos += n
         return n
+
+    def stop(self) -> None:
+        """End the decompression thread (reading finished or was abandoned)."""
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self._thread.join(timeout=5)
 
     def restart_with(self, data: bytes) -> None:
         self.pending, self._pos = data, 0
@@ -266,6 +314,7 @@ class DumpReader:
                     f"damage are missing", fatal=True,
                     page_title=last[0], page_id=last[1], byte_offset=stream.offset))
             self.bytes_read = stream.offset
+            stream.stop()
             raw.close()
 
     # -- helpers ----------------------------------------------------------------------------

@@ -60,7 +60,8 @@ _NOWIKI = re.compile(r"<nowiki\s*>(.*?)</nowiki\s*>|<nowiki\s*/\s*>", re.IGNOREC
 _KEEP_INNER_TAGS = re.compile(r"</?(?:noinclude|onlyinclude|pre|poem|blockquote)\b[^>]*>",
                               re.IGNORECASE)
 _MAGIC_WORD = re.compile(r"__[A-ZÀ-Ú]{3,}__")
-_TEMPLATE = re.compile(r"\{\{((?:[^{}]|\{(?!\{)|\}(?!\}))*)\}\}")
+# Innermost template: no "{{" or "}}" inside (unrolled loop: much faster than an alternation).
+_TEMPLATE = re.compile(r"\{\{([^{}]*(?:(?:\{(?!\{)|\}(?!\}))[^{}]*)*)\}\}")
 _LINK = re.compile(r"\[\[([^\[\]]*)\]\]([a-záâãàçéêẽíóôõúü]*)")
 _EXTERNAL = re.compile(r"\[(?:https?:|ftp:|//)[^\s\]]*(?:\s+([^\]]*))?\]")
 _BOLD_ITALIC = re.compile(r"'{2,5}")
@@ -73,7 +74,6 @@ _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _EMPTY_PARENS = re.compile(r"\(\s*[,;:]?\s*\)")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([,.;:!?)])")
 _LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||^\s*\|\}|^\s*\|-", re.MULTILINE)
-_TABLE = re.compile(r"^[ \t]*\{\|(?:(?!^[ \t]*\{\|).)*?^[ \t]*\|\}[^\n]*", re.MULTILINE | re.DOTALL)
 _CELL_ATTRS = re.compile(
     r"""^\s*(?:[\w:-]+\s*=\s*(?:"[^"]*"|'[^']*'|[^\s|"']+)\s*)+$""")
 _NOWIKI_ESCAPES = str.maketrans({"[": "&#91;", "]": "&#93;", "{": "&#123;", "}": "&#125;",
@@ -322,15 +322,38 @@ def render_table(table: str, ctx: _Context) -> str:
     return "\n" + "\n".join(out) + "\n"
 
 
-def _expand_tables(text: str, ctx: _Context) -> str:
-    def sub(m: re.Match) -> str:
-        return "" if ctx.tables == "drop" else render_table(m.group(0), ctx)
+_TABLE_EDGE = re.compile(r"^[ \t]*(\{\||\|\})", re.MULTILINE)
 
+
+def _innermost_tables(text: str) -> list[tuple[int, int]]:
+    """Spans of the tables that hold no other table ("{|" ... "|}" lines, paired)."""
+    spans: list[tuple[int, int]] = []
+    stack: list[tuple[int, bool]] = []  # (start, holds a nested table)
+    for m in _TABLE_EDGE.finditer(text):
+        if m.group(1) == "{|":
+            if stack:
+                stack[-1] = (stack[-1][0], True)
+            stack.append((m.start(), False))
+        elif stack:
+            start, nested = stack.pop()
+            if not nested:
+                end = text.find("\n", m.end())
+                spans.append((start, len(text) if end < 0 else end))
+    return spans
+
+
+def _expand_tables(text: str, ctx: _Context) -> str:
     while "{|" in text:
-        new = _TABLE.sub(sub, text)
-        if new == text:
+        spans = _innermost_tables(text)
+        if not spans:
             break
-        text = new
+        parts, last = [], 0
+        for start, end in spans:
+            parts.append(text[last:start])
+            parts.append("" if ctx.tables == "drop" else render_table(text[start:end], ctx))
+            last = end
+        parts.append(text[last:])
+        text = "".join(parts)
     return text
 
 
@@ -348,7 +371,8 @@ def _strip_elements(text: str) -> str:
 
 
 def _finish_inline(text: str, sep: str) -> str:
-    text = _BOLD_ITALIC.sub("", text)
+    if "''" in text:
+        text = _BOLD_ITALIC.sub("", text)
     if "<" in text:
         text = _BR.sub(sep, text)
         text = _TAG.sub("", text)
@@ -362,8 +386,11 @@ def clean_inline(text: str, ctx: _Context, sep: str = " ") -> str:
     text = _expand_templates(text, ctx) if "{{" in text else text
     text = _expand_links(text, ctx) if "[" in text else text
     text = _finish_inline(text, sep)
-    text = _SPACES.sub(" ", text.replace("\n", " "))
-    text = _EMPTY_PARENS.sub("", text)
+    if "\n" in text:
+        text = text.replace("\n", " ")
+    text = _SPACES.sub(" ", text)
+    if "(" in text:
+        text = _EMPTY_PARENS.sub("", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     return text.strip(" ,;")
 
@@ -403,6 +430,10 @@ def _lines_to_sections(text: str) -> list[Section]:
     return sections
 
 
+def _may_have_leftovers(text: str) -> bool:
+    return any(token in text for token in ("{{", "}}", "[[", "]]", "{|", "|}", "|-"))
+
+
 def parse_wikitext(text: str, title: str = "", tables: str = "text") -> ParsedPage:
     """Clean one page's wikitext into sections, infobox fields and categories."""
     ctx = _Context(title, tables)
@@ -412,8 +443,8 @@ def parse_wikitext(text: str, title: str = "", tables: str = "text") -> ParsedPa
         text = _MAGIC_WORD.sub("", text)
     text = _expand_templates(text, ctx)
     text = _expand_links(text, ctx)
-    text = _expand_tables(text, ctx)
-    leftovers = len(_LEFTOVER.findall(text))
+    text = _expand_tables(text, ctx) if "{|" in text else text
+    leftovers = len(_LEFTOVER.findall(text)) if _may_have_leftovers(text) else 0
     if leftovers:
         # Unbalanced markup the passes could not pair: drop the stray tokens themselves.
         # (Before entities are decoded, so <nowiki> content stays literal.)
