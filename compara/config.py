@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from compara.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
 from compara.report import EvalConfig
@@ -45,9 +45,25 @@ class PathsConfig(ConfigBase):
 
 @dataclass
 class ModelConfig(ConfigBase):
-    """The base model every arm shares."""
+    """The base model every arm shares: one copy, one quantisation, for training and all arms."""
 
-    base: str = opt("gemma3-270m", "Registry name, local Hugging Face folder, or hub id.")
+    base: str = opt("gemma3-270m", "Registry name (`compara models`), local Hugging Face folder, "
+                                   "or hub id.")
+    revision: str | None = opt(None, "Hub revision (branch, tag or commit) of a hub id.")
+    quantize: Literal["4bit", "8bit", "none"] = opt(
+        "4bit", "Weights: 4bit (NF4, double quantisation, QLoRA), 8bit, or none (dtype).")
+    device: str = opt("auto", "auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = opt(
+        "auto", "Compute dtype: auto = bf16 where the GPU/CPU supports it, else fp16 (GPU) or "
+                "fp32.")
+    attn_implementation: str = opt("auto", "Attention kernel: auto, sdpa, eager, "
+                                           "flash_attention_2.")
+
+    def validate(self) -> None:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"model.device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
