@@ -68,13 +68,41 @@ class ModelConfig(ConfigBase):
 
 @dataclass
 class GenerationConfig(ConfigBase):
-    """Decoding settings, identical for every arm."""
+    """Decoding settings, set once and identical for every arm of the comparison."""
 
-    max_new_tokens: int = opt(128, "Tokens generated at most per answer.")
+    max_new_tokens: int = opt(96, "Tokens generated at most per answer (stopping is on EOS only).")
+    do_sample: bool = opt(False, "Sample instead of greedy decoding (greedy is the default).")
+    temperature: float = opt(0.7, "Sampling temperature (with do_sample).")
+    top_p: float = opt(0.9, "Nucleus sampling mass (with do_sample).")
+    top_k: int = opt(50, "Sample among the k most likely tokens (with do_sample).")
+    repetition_penalty: float = opt(1.0, "1.0 = none. Applied to every arm alike.")
+    seed: int = opt(0, "Seed of sampling (answers are reproducible).")
+    max_prompt_tokens: int = opt(
+        1536, "Longer prompts are cut to fit, with a warning: retrieved passages are trimmed "
+              "first, then the question.")
+    batch_size: int = opt(4, "Prompts generated together (left padding); 1 = one at a time.")
+    threads: int | None = opt(None, "CPU threads for torch (None: torch's default).")
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError("generation.max_new_tokens must be >= 1")
+        if self.temperature <= 0:
+            raise ConfigError("generation.temperature must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("generation.top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ConfigError("generation.repetition_penalty must be > 0")
+        if self.max_prompt_tokens < 32:
+            raise ConfigError("generation.max_prompt_tokens must be >= 32")
+        if self.batch_size < 1:
+            raise ConfigError("generation.batch_size must be >= 1")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change what is generated (not how fast)."""
+        keys = ["max_new_tokens", "do_sample", "repetition_penalty", "max_prompt_tokens"]
+        if self.do_sample:
+            keys += ["temperature", "top_p", "top_k", "seed"]
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass
