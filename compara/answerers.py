@@ -120,6 +120,24 @@ class Comparison:
         self._adapter = adapter_hash(adapter_dir) if adapter_dir and loaded.adapter else None
         self._index = index_id(index_dir) if index_dir and index is not None else None
 
+    def with_settings(self, decoding: GenerationConfig | None = None,
+                      retrieval: RetrievalConfig | None = None) -> Comparison:
+        """The same model, adapter, index and lock with other decoding or retrieval settings.
+
+        The app keeps one comparison per process and gives each request its own settings
+        through a view like this, so a session never changes what another one generates with.
+        """
+        import copy
+
+        view = copy.copy(self)  # shares loaded, index, templates and the lock
+        if decoding is not None:
+            view.decoding = decoding
+            view._identity_base = {**self._identity_base, "decoding": decoding.identity()}
+        if retrieval is not None and retrieval != self.retrieval:
+            view.retrieval = retrieval
+            view._passages = OrderedDict()  # remembered passages are per retrieval setting
+        return view
+
     # -- what is available ----------------------------------------------------------------
     @property
     def arms(self) -> list[str]:

@@ -105,8 +105,26 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
     return [results[i] for i in range(len(prompts))]
 
 
+def _cancel_criteria(event):
+    """A stopping criterion that ends generation as soon as ``event`` is set."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return StoppingCriteriaList([Cancelled()])
+
+
 def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | Generation]:
-    """Yield the text as it is generated (pieces of text), then the final :class:`Generation`."""
+    """Yield the text as it is generated (pieces of text), then the final :class:`Generation`.
+
+    Closing the generator early (the consumer stopped reading: a cancelled request, a browser
+    session gone) stops the generation thread and waits for it, so nothing keeps running on
+    the model after the caller has let go of it (and of its lock).
+    """
     import threading
 
     import torch
@@ -117,6 +135,8 @@ def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | G
     enc = tokenizer([prompt], return_tensors="pt").to(device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = decoding_kwargs(decoding, tokenizer)
+    cancel = threading.Event()
+    kwargs["stopping_criteria"] = _cancel_criteria(cancel)
     holder: dict[str, Any] = {}
 
     def work() -> None:
@@ -132,10 +152,14 @@ def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | G
     t0 = time.perf_counter()
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    for piece in streamer:
-        if piece:
-            yield piece
-    thread.join()
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+    finally:  # also on GeneratorExit: stop the worker before letting go of the model
+        if thread.is_alive():
+            cancel.set()
+        thread.join()
     elapsed = time.perf_counter() - t0
     if "error" in holder:
         raise holder["error"]
