@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from compara.app.config import AppConfig
 from compara.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
 from compara.report import EvalConfig
 from finetune.config import FinetuneConfig
@@ -119,6 +120,7 @@ class ExperimentConfig(ConfigBase):
     finetune: FinetuneConfig = opt(FinetuneConfig, "QLoRA training.")
     generation: GenerationConfig = opt(GenerationConfig, "Decoding, shared by all arms.")
     eval: EvalConfig = opt(EvalConfig, "Question files, metrics and reports.")
+    app: AppConfig = opt(AppConfig, "The Streamlit app (`compara app`).")
     source: str | None = opt(None, "The YAML file this config was loaded from (set on load).")
 
 
