@@ -30,5 +30,6 @@ def test_the_page_answers_a_question_in_chromium(tmp_path, fixtures_dir, repo_ro
     assert code == 0, report
     assert report["columns"] == 2 and report["errors_on_page"] == 0  # base and rag
     assert report["names_in_blind_page"] == []
+    assert len(report["two_sessions"]) == 2  # two tabs asking at once both got their answers
     for shot in (out, out.with_name("app-blind.png")):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -6,10 +6,12 @@ asked, the answers waited for, screenshots saved.
 
 It starts `compara app` on a free localhost port, starts Chromium headless with a fresh
 profile and its DevTools protocol on a localhost port, and drives the page through that
-protocol (a websocket: the `websockets` client, which Streamlit already brings): types the question,
-clicks Ask with real mouse events, waits for every answer, and saves a screenshot; then does the
-same in blind mode and checks the arm names are nowhere in the Ask tab before the vote. `make
-app-check` installs Debian's `chromium` first if it is missing. Exit status 0 when everything
+protocol (a websocket: the `websockets` client, which Streamlit already brings). It types the
+question, clicks Ask with real mouse events, waits for every answer (counting the texts the
+tab showed on the way: streaming) and saves a screenshot; asks again in blind mode, checks no
+arm name is in the Ask tab before the vote and saves a second screenshot; then opens a second
+tab and asks in both at once (both must be answered; one is told to wait its turn). `make
+app-check` installs Debian's `chromium` first if it is missing. Exit status 0 when all of that
 was seen, 1 otherwise; the server's log is saved next to the screenshots.
 """
 
@@ -35,10 +37,16 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars",
                   "--force-device-scale-factor=1", "--remote-debugging-address=127.0.0.1",
+                  # two tabs at once: keep the one in the background running at full speed
+                  "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+                  "--disable-backgrounding-occluded-windows",
                   "--remote-debugging-port=0"]
 HIDDEN_IN_BLIND = ("Base + RAG", "Ajustado (QLoRA)", "Ajustado + RAG", "finetuned",
                    "Fine-tuned", "st-key-rag", "st-key-base")
 WIDTH = 1600
+QUESTIONS = ["Em que data teve lugar a Revolução dos Cravos em Portugal?",
+             "Qual era o nome verdadeiro do inconfidente conhecido como Tiradentes?",
+             "De que instituição Machado de Assis foi fundador e primeiro presidente?"]
 
 
 def free_port() -> int:
@@ -84,12 +92,17 @@ class Page:
         self.next_id = 0
 
     @classmethod
-    async def open(cls, devtools_port: int) -> Page:
+    async def connect(cls, ws_url: str) -> Page:
         from websockets.asyncio.client import connect
 
+        return cls(await connect(ws_url, max_size=1 << 28))
+
+    @classmethod
+    async def open(cls, devtools_port: int) -> Page:
+        """The tab Chromium opened with."""
         targets = json.loads(wait_http(f"http://127.0.0.1:{devtools_port}/json/list", 30))
         page = next(t for t in targets if t.get("type") == "page")
-        return cls(await connect(page["webSocketDebuggerUrl"], max_size=1 << 28))
+        return await cls.connect(page["webSocketDebuggerUrl"])
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         self.next_id += 1
@@ -144,8 +157,13 @@ DONE = ("(() => { const e = document.querySelector('[class*=\"st-key-ask-done-\"
         " return e ? [...e.classList].find(c => c.startsWith('st-key-ask-done-')) : ''; })()")
 
 
-async def ask(page: Page, question: str, timeout: float) -> float:
-    """Type ``question``, click Ask, wait until every answer is on the page; seconds taken."""
+WAITING = ("Outra sessão está usando o modelo", "Another session is using the model")
+
+
+async def ask(page: Page, question: str, timeout: float) -> dict[str, Any]:
+    """Type ``question``, click Ask and watch until every answer is on the page: the seconds it
+    took, how many different texts the tab showed on the way (streaming), whether it was told to
+    wait for another session."""
     await page.wait_for("!!document.querySelector('.st-key-q_text textarea')", 120, "the page")
     before = await page.js(DONE)
     await page.js("(() => { const t = document.querySelector('.st-key-q_text textarea');"
@@ -153,22 +171,41 @@ async def ask(page: Page, question: str, timeout: float) -> float:
     await page.send("Input.insertText", text=question)
     t0 = time.monotonic()
     await page.click(".st-key-ask_run button")
-    await page.wait_for(f"(() => {{ const d = {DONE}; return d && d !== {json.dumps(before)}; }})()",
-                        timeout, "the answers")
+    texts, waited = set(), False
+    while True:
+        state = await page.js(f"(() => ({{done: {DONE}, text: {ASK_TAB}.innerText}}))()")
+        texts.add(state["text"])
+        waited = waited or any(w in state["text"] for w in WAITING)
+        if state["done"] and state["done"] != before:
+            break
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"the answers: not seen within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+    seconds = time.monotonic() - t0
     await page.wait_for("!document.querySelector('[data-testid=\"stStatusWidget\"]')", 60,
                         "an idle page")
-    return time.monotonic() - t0
+    return {"seconds": round(seconds, 1), "texts_seen": len(texts), "waited": waited}
 
 
-async def drive(url: str, devtools_port: int, question: str, out: Path,
+async def second_tab(devtools_port: int, url: str) -> Page:
+    req = urllib.request.Request(f"http://127.0.0.1:{devtools_port}/json/new?{url}", method="PUT")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        target = json.loads(resp.read())
+    page = await Page.connect(target["webSocketDebuggerUrl"])
+    await page.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=1100,
+                    deviceScaleFactor=1, mobile=False)
+    return page
+
+
+async def drive(url: str, devtools_port: int, questions: list[str], out: Path,
                 timeout: float) -> dict[str, Any]:
     page = await Page.open(devtools_port)
     await page.send("Page.enable")
     await page.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=1100,
                     deviceScaleFactor=1, mobile=False)
     await page.send("Page.navigate", url=url)
-    report: dict[str, Any] = {"url": url, "question": question}
-    report["answer_seconds"] = round(await ask(page, question, timeout), 1)
+    report: dict[str, Any] = {"url": url, "question": questions[0]}
+    report["ask"] = await ask(page, questions[0], timeout)
     report["columns"] = await page.js(f"{ASK_TAB}.querySelectorAll('[data-testid=\"stColumn\"]"
                                       " h4').length")
     report["errors_on_page"] = await page.js(
@@ -179,13 +216,20 @@ async def drive(url: str, devtools_port: int, question: str, out: Path,
 
     await page.click(".st-key-blind label")  # blind mode on, the same question again
     await page.wait_for("document.querySelector('.st-key-blind input')?.checked", 30, "blind on")
-    report["blind_answer_seconds"] = round(await ask(page, question, timeout), 1)
+    report["blind_ask"] = await ask(page, questions[0], timeout)
     html = await page.js(f"{ASK_TAB}.innerHTML")
     report["names_in_blind_page"] = [n for n in HIDDEN_IN_BLIND if n in html]
     blind = out.with_name(out.stem + "-blind" + out.suffix)
     await page.screenshot(blind)
     report["blind_screenshot"] = str(blind)
-    await page.ws.close()
+
+    # Two browser sessions asking at the same time: both must get their answers.
+    other = await second_tab(devtools_port, url)
+    both = await asyncio.gather(ask(page, questions[1], timeout),
+                                ask(other, questions[2], timeout))
+    report["two_sessions"] = both
+    for p in (page, other):
+        await p.ws.close()
     return report
 
 
@@ -195,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-c", "--config", help="experiment YAML (default: configs/sample.yaml)")
     p.add_argument("-s", "--set", action="append", default=[], help="override key=value")
-    p.add_argument("--question", default="Em que data teve lugar a Revolução dos Cravos em Portugal?")
+    p.add_argument("--question", action="append", default=[],
+                   help="the question asked (repeat: the 2nd and 3rd are asked by two sessions "
+                        "at once)")
     p.add_argument("--out", default=str(project_root() / "bench/out/app.png"))
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the answers")
     p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
@@ -224,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError("chromium did not open its DevTools port")
             time.sleep(0.2)
         devtools = int(port_file.read_text().split()[0])
-        report = asyncio.run(drive(url, devtools, args.question, out, args.timeout))
+        questions = (args.question + QUESTIONS[len(args.question):])[:3]
+        report = asyncio.run(drive(url, devtools, questions, out, args.timeout))
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"app check failed: {exc}", file=sys.stderr)
         return 1
@@ -234,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(profile, ignore_errors=True)
     print(json.dumps(report, ensure_ascii=False, indent=2))
     ok = report["columns"] >= 1 and not report["errors_on_page"] \
-        and not report["names_in_blind_page"]
+        and not report["names_in_blind_page"] and len(report["two_sessions"]) == 2
     return 0 if ok else 1
 
 

@@ -114,8 +114,20 @@ def _build(key: str, _cfg: ExperimentConfig) -> Comparison:
              _cfg.paths.adapter or "none", _cfg.paths.index or "none")
     log.debug("model key: %s", key)
     comparison = build_comparison(_cfg)
+    warm_up(comparison)
     LOADS += 1
     return comparison
+
+
+def warm_up(comparison: Comparison) -> None:
+    """One token with the adapter off and on, while loading: kernels prepare themselves on first
+    use (bitsandbytes repacks 4-bit weights for the CPU, CUDA sets up its handles), and that
+    should not be counted in the first answer's latency."""
+    view = comparison.with_settings(
+        decoding=comparison.decoding.replace(max_new_tokens=1, do_sample=False, batch_size=1))
+    for arm in ("base", "finetuned"):
+        if arm in comparison.arms:
+            view.generate_prompts(arm, ["Olá"])
 
 
 _cached = None

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
-STREAM_REFRESH_S = 0.08  # at most ~12 page updates per second while an answer streams
+STREAM_REFRESH_S = 0.1  # at most ~10 page updates per second while an answer streams
 
 
 def md(text: str) -> str:
