@@ -264,6 +264,11 @@ def test_the_batch_tab_runs_a_file_like_compara_batch(app, project, tmp_path):
     at.session_state["batch_running"] = str(run)  # as left by a run cut short by a click
     at = ok(at.run())
     assert any("interrompido" in i.value for i in at.tabs[1].info)
+    at.sidebar.multiselect(key="arms").set_value(["base", "rag"]).run()  # other arms: other run
+    at = ok(at.button(key="batch_run").click().run())
+    second = next(p for p in (tmp_path / "runs/app").iterdir() if p != run)
+    assert at.selectbox(key="batch_open").value.endswith(second.name)  # the new run is opened
+    assert len(read_jsonl(second / "results.jsonl")) == 2 * 2
     # the headless runner, same config: the same answers under the same cache keys
     cfg = load_config(project / "app.yaml", [f"paths.runs={tmp_path / 'runs'}"])
     run_batch(cfg, project / "questions/fix.jsonl", tmp_path / "headless", limit=2)

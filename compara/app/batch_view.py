@@ -18,7 +18,7 @@ import streamlit as st
 
 from compara.app import files
 from compara.app.i18n import Tr
-from compara.app.views import answer_details, error_message, md
+from compara.app.views import answer_details, error_message, fit, md
 
 if TYPE_CHECKING:
     from compara.answerers import Comparison
@@ -47,11 +47,13 @@ def batch_tab(cfg: ExperimentConfig, view: Comparison | None, arms: list[str], t
     if not runs:
         return
     st.divider()
-    chosen = st.session_state.get("batch_dir")
-    labels = list(runs)
-    label = files.label_of(runs, chosen)
-    pick = st.selectbox(tr("open_run"), labels, index=labels.index(label) if label else 0,
-                        key="batch_open")
+    finished = files.label_of(runs, st.session_state.pop("batch_finished", None))
+    if finished:  # a run just finished: open it
+        st.session_state["batch_open"] = finished
+    if st.session_state.get("batch_open") not in runs:
+        st.session_state.pop("batch_open", None)
+    pick = st.selectbox(tr("open_run"), list(runs), key="batch_open")
+    st.session_state["batch_dir"] = str(runs[pick])  # the Learn tab plots this run's exposure
     show_run(runs[pick], tr)
 
 
@@ -96,7 +98,7 @@ def _run(cfg, view, arms, questions: Path, out: Path, limit: int | None, tr: Tr)
         st.error(error_message(exc, tr, tr("batch_what", path=questions.name)))
         return
     st.session_state.pop("batch_running", None)
-    st.session_state["batch_dir"] = str(out)
+    st.session_state["batch_finished"] = str(out)
     run = summary.get("run", {})
     bar.progress(1.0, text=tr("batch_done", generated=run.get("generated", 0),
                               cached=run.get("from_cache", 0),
@@ -158,7 +160,7 @@ def show_run(folder: Path, tr: Tr) -> None:
         st.warning(w)
     with st.expander(tr("plots"), expanded=True):
         for img in plots:
-            st.html(img)
+            st.html(fit(img))
     _browse(records, summary["arms"], tr)
     with st.container(horizontal=True):
         for name, mime in (("results.jsonl", "application/jsonl"), ("summary.csv", "text/csv"),

@@ -122,10 +122,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "stop": ("Parar", "Stop"),
     "stop_help": ("Interrompe a geração; as respostas completas ficam.",
                   "Stops the generation; the finished answers stay."),
-    "stopped": ("Geração interrompida. Use «Responder o que falta» para continuar.",
+    "stopped": ("Geração interrompida. Use “Responder o que falta” para continuar.",
                 "Generation stopped. Use “Answer the rest” to go on."),
     "continue": ("Responder o que falta", "Answer the rest"),
-    "ask_hint": ("Digite ou escolha uma pergunta e clique em «Perguntar».",
+    "ask_hint": ("Digite ou escolha uma pergunta e clique em “Perguntar”.",
                  "Type or pick a question and click “Ask”."),
     "err_empty": ("Digite uma pergunta.", "Type a question."),
     "err_too_long": ("A pergunta tem {n} caracteres; o máximo é {limit}.",
@@ -161,7 +161,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "stopped_eos": ("parou no EOS", "stopped at EOS"),
     "stopped_max": ("cortada no limite de tokens", "cut at the token limit"),
     "retrieval_time": ("busca {s:.2f} s", "retrieval {s:.2f} s"),
-    "from_cache": ("da cache", "from the cache"),
+    "from_cache": ("do cache", "from the cache"),
     "prompt_truncated": ("⚠ o prompt passou do limite e foi cortado (trechos primeiro).",
                          "⚠ the prompt was over the limit and was cut (passages first)."),
     "passages": ("Trechos recuperados ({n})", "Retrieved passages ({n})"),
@@ -199,7 +199,7 @@ STRINGS: dict[str, tuple[str, str]] = {
                        "The vote opens once every answer is ready."),
     "revealed_without_vote": ("Nomes revelados sem voto.", "Names revealed without a vote."),
     # leaderboard
-    "no_votes": ("Ainda não há votos em {path}. Vote na aba «Perguntar» com a avaliação às "
+    "no_votes": ("Ainda não há votos em {path}. Vote na aba “Perguntar” com a avaliação às "
                  "cegas ligada.", "No votes in {path} yet. Vote in the “Ask” tab with blind "
                                   "rating on."),
     "board_caption": ("{n} voto(s); intervalos de {conf}% por bootstrap dos votos "
@@ -244,17 +244,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "batch_run": ("Executar o lote", "Run the batch"),
     "batch_stop_help": ("Para entre duas respostas; o que já foi respondido fica salvo.",
                         "Stops between two answers; what was answered stays saved."),
-    "batch_stopped": ("Lote parado. As respostas já escritas ficam em {path}; «Executar o lote» "
+    "batch_stopped": ("Lote parado. As respostas já escritas ficam em {path}; “Executar o lote” "
                       "continua de onde parou.",
                       "Batch stopped. The answers written so far stay in {path}; “Run the "
                       "batch” continues where it stopped."),
     "batch_interrupted": ("O lote foi interrompido por outra ação na página. As respostas já "
-                          "escritas ficam em {path}; «Executar o lote» continua.",
+                          "escritas ficam em {path}; “Executar o lote” continua.",
                           "The batch was interrupted by another action on the page. The answers "
                           "written so far stay in {path}; “Run the batch” continues."),
     "batch_starting": ("Carregando as perguntas…", "Reading the questions…"),
     "batch_progress": ("{done} de {total} respostas", "{done} of {total} answers"),
-    "batch_done": ("Pronto: {generated} geradas, {cached} da cache, {kept} já escritas antes.",
+    "batch_done": ("Pronto: {generated} geradas, {cached} do cache, {kept} já escritas antes.",
                    "Done: {generated} generated, {cached} from the cache, {kept} already written."),
     "batch_what": ("o lote de {path}", "the batch of {path}"),
     "open_run": ("Resultados de", "Results of"),
@@ -270,13 +270,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "teach_why": ("Por que as respostas diferem", "Why the answers differ"),
     "teach_live": ("Na pergunta de agora", "In the question just asked"),
     "teach_exposure": ("O gráfico de exposição", "The exposure plot"),
-    "teach_no_round": ("Faça uma pergunta na aba «Perguntar» para lê-la aqui.",
+    "teach_no_round": ("Faça uma pergunta na aba “Perguntar” para lê-la aqui.",
                        "Ask a question in the “Ask” tab to read it here."),
     "teach_blind": ("A pergunta atual está às cegas: a leitura aparece depois do voto.",
                     "The current question is blind: the reading appears after the vote."),
     "teach_no_reference": ("Sem resposta de referência: digite uma para ver as métricas.",
                            "No reference answer: type one to see the metrics."),
-    "teach_seen": ("A referência aparece em {n} resposta(s) do conjunto de treino.",
+    "teach_seen": ("A referência aparece em {n} resposta(s) do conjunto de treinamento.",
                    "The reference appears in {n} output(s) of the training set."),
     "read_contains": ("a resposta contém a referência", "the answer contains the reference"),
     "read_not_contains": ("a resposta não contém a referência",
@@ -287,7 +287,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "read_eos": ("parou sozinho (EOS)", "stopped on its own (EOS)"),
     "read_cut": ("foi cortado no limite de tokens", "was cut at the token limit"),
     "teach_plot_of": ("Do lote {run}:", "From the run {run}:"),
-    "teach_no_plot": ("Rode um lote com referências (aba «Lote») para ver o gráfico.",
+    "teach_no_plot": ("Rode um lote com referências (aba “Lote”) para ver o gráfico.",
                       "Run a batch with references (“Batch” tab) to see the plot."),
 }
 

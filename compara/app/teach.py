@@ -12,7 +12,7 @@ import streamlit as st
 
 from compara.app import files
 from compara.app.i18n import Tr
-from compara.app.views import md
+from compara.app.views import fit, md
 
 if TYPE_CHECKING:
     from compara.app.ask import Round
@@ -30,7 +30,7 @@ não traz, não há milagre.
 
 **Ajustado (QLoRA).** O mesmo modelo com um pequeno adaptador treinado em pares de pergunta e
 resposta tirados dos mesmos artigos. O ajuste ensina sobretudo a *forma*: responder direto, em
-português, e parar no fim. Um fato só fica na memória quando aparece muitas vezes no treino, e
+português, e parar no fim. Um fato só fica na memória quando aparece muitas vezes no treinamento, e
 mesmo assim o modelo pode misturá-lo com outros.
 
 **Ajustado + RAG.** O adaptador ligado e os trechos no prompt: a forma aprendida mais o fato lido
@@ -61,11 +61,11 @@ WHY_TEXT = {
   mesma decodificação. Só mudam o adaptador (ligado ou desligado) e o contexto (com ou sem
   trechos). Por isso as diferenças entre as colunas vêm dessas duas escolhas.
 - **A recuperação acrescenta informação na hora da pergunta**, sem mudar o modelo. O limite dela é
-  a busca: veja *suporte* (a referência estava nos trechos?) e *acerto da recuperação* (algum
+  a busca: veja *suporte* (a referência estava nos trechos?) e *acerto da busca* (algum
   trecho veio do artigo certo?). Com suporte e resposta errada, o problema é o modelo; sem
   suporte, é a busca.
 - **O ajuste fino muda o comportamento, não vira um banco de dados.** Um fato visto uma ou duas
-  vezes no treino raramente é lembrado. O ajuste ensina estilo, formato e quando parar (veja
+  vezes no treinamento raramente é lembrado. O ajuste ensina estilo, formato e quando parar (veja
   "parou no EOS"), e pode até deixar o modelo mais confiante em respostas erradas.
 """,
     "en": """
@@ -85,7 +85,7 @@ WHY_TEXT = {
 EXPOSURE_TEXT = {
     "pt": """
 Para cada pergunta contamos quantas vezes a resposta de referência aparece nas respostas do
-conjunto de treino do ajuste fino (faixas 0, 1–2, 3–5, 6–10, 11+). O gráfico mostra, em cada
+conjunto de treinamento do ajuste fino (faixas 0, 1–2, 3–5, 6–10, 11+). O gráfico mostra, em cada
 faixa, a taxa de acerto (*contém*) de cada braço, com o intervalo de 95%.
 
 - Se o ajuste fino memoriza fatos, a barra do braço ajustado **sobe nas faixas de maior
@@ -190,6 +190,6 @@ def exposure_plot(cfg: ExperimentConfig, tr: Tr) -> None:
         img = plot_exposure(summary) if summary.get("exposure") else None
         if img:
             st.caption(tr("teach_plot_of", run=folder.name))
-            st.html(img)
+            st.html(fit(img))
             return
     st.info(tr("teach_no_plot"))

@@ -22,6 +22,11 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 STREAM_REFRESH_S = 0.1  # at most ~10 page updates per second while an answer streams
 
 
+def fit(img: str) -> str:
+    """A report plot (an ``<img>`` with an SVG data URI) scaled down to the column's width."""
+    return img.replace("<img ", '<img style="max-width:100%;height:auto" ', 1)
+
+
 def md(text: str) -> str:
     """Model text shown as itself: markdown, HTML and LaTeX characters escaped, lines kept."""
     return _MD_SPECIAL.sub(r"\\\1", text or "").replace("\n", "  \n")
