@@ -4,6 +4,7 @@ strings, streaming under the shared lock, and the `compara app` command line."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -291,5 +292,6 @@ def test_the_app_command_binds_to_localhost_and_hands_over_the_config(tmp_path):
     env = app_environment(tmp_path / "x.yaml", ["model.base=tiny-random-llama"])
     assert env[ENV_CONFIG] == str((tmp_path / "x.yaml").resolve())
     assert json.loads(env[ENV_SET]) == ["model.base=tiny-random-llama"]
+    assert env["OMP_WAIT_POLICY"] in ("PASSIVE", os.environ.get("OMP_WAIT_POLICY"))
     result = CliRunner().invoke(app, ["app", "-s", "app.port=0"])
     assert result.exit_code != 0 and "app.port" in result.output

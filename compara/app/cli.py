@@ -38,6 +38,10 @@ def app_environment(config: Path | None, sets: list[str] | None) -> dict[str, st
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         env.setdefault(var, "1")  # a missing model fails fast instead of hanging on the network
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # OpenMP threads that spin while waiting fight the server's own threads (and a browser on
+    # the same machine) for the cores; sleeping waiters made CPU generation in the app 2-6x
+    # faster on a 2-core machine (notes/BENCHMARKS-app.md). Set OMP_WAIT_POLICY to override.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 
