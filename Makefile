@@ -18,6 +18,7 @@ help:
 	@echo "make bench     run the benchmarks in bench/ (see BENCHMARKS.md)"
 	@echo "make lint      ruff"
 	@echo "make app       open the Streamlit app on localhost"
+	@echo "make app-check open the app in headless Chromium, ask a question, save bench/out/app.png"
 	@echo "make install   create .venv and install everything (done by the targets above)"
 
 $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
@@ -46,6 +47,12 @@ lint: $(STAMP)
 
 app: $(STAMP)
 	$(OFFLINE) $(BIN)/compara app
+
+# The real-browser check: Debian's chromium (installed here if missing), the app on a free
+# localhost port, a question asked, screenshots in bench/out/. APP_CHECK_ARGS="-s model.base=..."
+app-check: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq chromium; }
+	$(OFFLINE) $(BIN)/python -m compara.app.check $(APP_CHECK_ARGS)
 
 sample-bz2: $(STAMP)
 	$(BIN)/python data/sample/build.py --bz2

@@ -44,11 +44,13 @@ def _main(
 
 
 def _register_commands() -> None:
-    from compara import commands
+    from compara import commands, compare_cli
+    from compara.app import cli as app_cli
+    from finetune import cli as finetune_cli
     from ingest import cli as ingest_cli
     from rag import cli as rag_cli
 
-    for module in (ingest_cli, rag_cli, commands):
+    for module in (ingest_cli, rag_cli, finetune_cli, compare_cli, commands, app_cli):
         module.register(app)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from compara.app.config import AppConfig
 from compara.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
 from compara.report import EvalConfig
 from finetune.config import FinetuneConfig
@@ -45,20 +46,64 @@ class PathsConfig(ConfigBase):
 
 @dataclass
 class ModelConfig(ConfigBase):
-    """The base model every arm shares."""
+    """The base model every arm shares: one copy, one quantisation, for training and all arms."""
 
-    base: str = opt("gemma3-270m", "Registry name, local Hugging Face folder, or hub id.")
+    base: str = opt("gemma3-270m", "Registry name (`compara models`), local Hugging Face folder, "
+                                   "or hub id.")
+    revision: str | None = opt(None, "Hub revision (branch, tag or commit) of a hub id.")
+    quantize: Literal["4bit", "8bit", "none"] = opt(
+        "4bit", "Weights: 4bit (NF4, double quantisation, QLoRA), 8bit, or none (dtype).")
+    device: str = opt("auto", "auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = opt(
+        "auto", "Compute dtype: auto = bf16 where the GPU/CPU supports it, else fp16 (GPU) or "
+                "fp32.")
+    attn_implementation: str = opt("auto", "Attention kernel: auto, sdpa, eager, "
+                                           "flash_attention_2.")
+
+    def validate(self) -> None:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"model.device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
 class GenerationConfig(ConfigBase):
-    """Decoding settings, identical for every arm."""
+    """Decoding settings, set once and identical for every arm of the comparison."""
 
-    max_new_tokens: int = opt(128, "Tokens generated at most per answer.")
+    max_new_tokens: int = opt(96, "Tokens generated at most per answer (stopping is on EOS only).")
+    do_sample: bool = opt(False, "Sample instead of greedy decoding (greedy is the default).")
+    temperature: float = opt(0.7, "Sampling temperature (with do_sample).")
+    top_p: float = opt(0.9, "Nucleus sampling mass (with do_sample).")
+    top_k: int = opt(50, "Sample among the k most likely tokens (with do_sample).")
+    repetition_penalty: float = opt(1.0, "1.0 = none. Applied to every arm alike.")
+    seed: int = opt(0, "Seed of sampling (answers are reproducible).")
+    max_prompt_tokens: int = opt(
+        1536, "Longer prompts are cut to fit, with a warning: retrieved passages are trimmed "
+              "first, then the question.")
+    batch_size: int = opt(4, "Prompts generated together (left padding); 1 = one at a time.")
+    threads: int | None = opt(None, "CPU threads for torch (None: torch's default).")
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError("generation.max_new_tokens must be >= 1")
+        if self.temperature <= 0:
+            raise ConfigError("generation.temperature must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("generation.top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ConfigError("generation.repetition_penalty must be > 0")
+        if self.max_prompt_tokens < 32:
+            raise ConfigError("generation.max_prompt_tokens must be >= 32")
+        if self.batch_size < 1:
+            raise ConfigError("generation.batch_size must be >= 1")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that change what is generated (not how fast)."""
+        keys = ["max_new_tokens", "do_sample", "repetition_penalty", "max_prompt_tokens"]
+        if self.do_sample:
+            keys += ["temperature", "top_p", "top_k", "seed"]
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass
@@ -75,6 +120,7 @@ class ExperimentConfig(ConfigBase):
     finetune: FinetuneConfig = opt(FinetuneConfig, "QLoRA training.")
     generation: GenerationConfig = opt(GenerationConfig, "Decoding, shared by all arms.")
     eval: EvalConfig = opt(EvalConfig, "Question files, metrics and reports.")
+    app: AppConfig = opt(AppConfig, "The Streamlit app (`compara app`).")
     source: str | None = opt(None, "The YAML file this config was loaded from (set on load).")
 
 

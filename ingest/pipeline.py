@@ -31,6 +31,7 @@ from compara.io import (
     iter_jsonl,
     repair_jsonl_tail,
 )
+from compara.versions import library_versions
 from ingest.config import IngestConfig
 from ingest.dump import DumpProblem, DumpReader, RawPage
 from ingest.namespaces import normalize_title, redirect_target
@@ -158,18 +159,6 @@ def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
     settings.pop("batch_pages")
     return {"dump": str(dump.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
             "config": settings}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for name in ("compara", "mwxml", "mwparserfromhell"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "?"
-    return out
 
 
 _PARTS = {"articles": "articles.partial.jsonl", "redirects": "redirects.jsonl",
@@ -420,7 +409,7 @@ def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
         "mb_per_s": round(reader.bytes_read / 1e6 / elapsed, 2) if elapsed else None,
         "workers": cfg.workers,
         "config": cfg.to_dict(),
-        "versions": _versions(),
+        "versions": library_versions(("compara", "mwxml", "mwparserfromhell")),
     }
     atomic_write_json(run.work / "ingest_report.json", report)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,202 @@
+"""The comparison's cost: memory of four arms, speed of our answer path, batching.
+
+    python bench/compare.py                         # the demo's base model (gemma3-270m)
+    python bench/compare.py --base smollm2-135m --repeats 5
+
+In one run, interleaved:
+
+1. **Peak memory** (max RSS of a fresh process, medians over --repeats): the base model
+   alone answering one question; the four-arm comparison (one base + the LoRA adapter switched
+   on/off + the index) answering it through every arm; and the design this product replaces,
+   separate models per arm (the base, plus a second copy with the adapter merged in, plus the
+   index). Goal: four arms <= 1.25x the base alone.
+2. **Generation speed**: tokens/s of ``Comparison.answer`` vs calling ``model.generate``
+   directly with the same prompt and settings (greedy, same max_new_tokens), alternating
+   question by question. Goal: >= 0.95x.
+3. **Batching**: answers/s and tokens/s over the same questions one at a time vs in batches.
+
+The adapter comes from the experiment's paths.adapter; when there is none, a short tune
+(3 steps) is made into bench/out/ first. Results: bench/out/compare.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+
+
+def _config(base: str, adapter: Path | None, threads: int):
+    from compara.config import load_config
+
+    sets = [f"model.base={base}", "model.quantize=none", "generation.max_new_tokens=48",
+            f"generation.threads={threads}", "index.threads=1"]
+    if adapter is not None:
+        sets.append(f"paths.adapter={adapter}")
+    return load_config(ROOT / "configs/sample.yaml", sets)
+
+
+def _questions(n: int) -> list[str]:
+    from compara.questions import load_questions
+
+    return [q.question for q in load_questions(ROOT / "questions/amostra.jsonl")][:n]
+
+
+def ensure_adapter(base: str, threads: int) -> Path:
+    cfg = _config(base, None, threads)
+    if cfg.paths.adapter and (Path(cfg.paths.adapter) / "summary.json").exists():
+        summary = json.loads((Path(cfg.paths.adapter) / "summary.json").read_text())
+        if summary.get("base", {}).get("base") == base:
+            return Path(cfg.paths.adapter)
+    out = OUT / f"adapter-{base}"
+    if not (out / "summary.json").exists():
+        print(f"making a 3-step adapter of {base} in {out} ...", flush=True)
+        from finetune.train import run_finetune
+
+        cfg = cfg.with_overrides({"finetune.max_steps": 3, "finetune.eval_steps": 3,
+                                  "finetune.save_steps": 3})
+        run_finetune(cfg, Path(cfg.paths.data), out)
+    return out
+
+
+# -- children (fresh processes, so max RSS is theirs alone) ----------------------------------
+
+def child(kind: str, base: str, adapter: str, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    question = _questions(1)[0]
+    cfg = _config(base, Path(adapter), threads)
+    if kind == "base":
+        from compara.answerers import build_comparison
+
+        comparison = build_comparison(cfg, ["base"])
+        comparison.answer("base", [question])
+    elif kind == "four":
+        from compara.answerers import ARMS, build_comparison
+
+        comparison = build_comparison(cfg, list(ARMS))
+        for arm in ARMS:
+            comparison.answer(arm, [question])
+    elif kind == "separate":
+        # One model per arm, as the research code did: the base, a second full copy with the
+        # adapter merged in, and the index.
+        from peft import PeftModel
+
+        from compara.answerers import Comparison, build_comparison
+        from compara.models import load_base
+
+        with_index = build_comparison(cfg, ["base", "rag"])
+        tuned = load_base(cfg.model)
+        tuned.model = PeftModel.from_pretrained(tuned.model, adapter).merge_and_unload()
+        second = Comparison(tuned, cfg.generation, with_index.template, index=with_index.index,
+                            retrieval=cfg.retrieval)
+        for comp, arm in ((with_index, "base"), (with_index, "rag"), (second, "base"),
+                          (second, "rag")):
+            comp.answer(arm, [question])
+    print(json.dumps({"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def memory(base: str, adapter: Path, threads: int, repeats: int) -> dict:
+    kinds = ["base", "four", "separate"]
+    rss: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(repeats):
+        for kind in kinds:
+            done = subprocess.run([sys.executable, __file__, "--child", kind, "--base", base,
+                                   "--adapter", str(adapter), "--threads", str(threads)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"child {kind} failed:\n{done.stderr[-3000:]}")
+            rss[kind].append(json.loads(done.stdout.strip().splitlines()[-1])["max_rss_mb"])
+            print(f"  round {r + 1}: {kind:9s} peak RSS {rss[kind][-1]:8.0f} MB", flush=True)
+    med = {k: statistics.median(v) for k, v in rss.items()}
+    return {"peak_rss_mb": rss, "median_mb": med, "four_over_base": med["four"] / med["base"],
+            "separate_over_base": med["separate"] / med["base"]}
+
+
+def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
+    import torch
+
+    from compara.answerers import build_comparison
+
+    torch.set_num_threads(threads)
+    cfg = _config(base, adapter, threads)
+    comparison = build_comparison(cfg, ["base"])
+    model, tok = comparison.loaded.model, comparison.loaded.tokenizer
+    questions = _questions(n)
+    ours, raw = [], []
+    comparison.answer("base", questions[:1])  # warm-up
+    for q in questions:
+        a = comparison.answer("base", [q])[0]
+        ours.append(a.tokens_out / a.latency_s)
+        prompt = comparison.prompt("base", q)[0]
+        enc = tok([prompt], return_tensors="pt")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=cfg.generation.max_new_tokens,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+        elapsed = time.perf_counter() - t0
+        new = out.shape[1] - enc["input_ids"].shape[1]
+        raw.append(new / elapsed)
+    ratio = statistics.median(ours) / statistics.median(raw)
+    # batching: the same questions one at a time and in batches of 8
+    seq = comparison.decoding.replace(batch_size=1)
+    bat = comparison.decoding.replace(batch_size=8)
+    results = {}
+    for name, decoding in (("sequential", seq), ("batched (8)", bat), ("sequential ", seq),
+                           ("batched (8) ", bat)):
+        comparison.decoding = decoding
+        t0 = time.perf_counter()
+        answers = comparison.answer("base", questions)
+        elapsed = time.perf_counter() - t0
+        results.setdefault(name.strip(), []).append(
+            {"s": elapsed, "answers_per_s": len(answers) / elapsed,
+             "tokens_per_s": sum(a.tokens_out for a in answers) / elapsed})
+    batching = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+    return {"tokens_per_s": {"ours": ours, "model.generate": raw},
+            "median_tokens_per_s": {"ours": statistics.median(ours), "model.generate": statistics.median(raw)},
+            "ours_over_generate": ratio, "batching": batching,
+            "batching_speedup": batching["batched (8)"]["answers_per_s"] / batching["sequential"]["answers_per_s"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="gemma3-270m")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--questions", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--adapter", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child, args.base, args.adapter, args.threads)
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    adapter = ensure_adapter(args.base, args.threads)
+    print(f"base {args.base}, adapter {adapter}, {args.threads} thread(s)", flush=True)
+    mem = memory(args.base, adapter, args.threads, args.repeats)
+    print(f"\npeak RSS medians: base alone {mem['median_mb']['base']:.0f} MB, four arms "
+          f"{mem['median_mb']['four']:.0f} MB ({mem['four_over_base']:.2f}x), separate models "
+          f"{mem['median_mb']['separate']:.0f} MB ({mem['separate_over_base']:.2f}x)")
+    spd = speed(args.base, adapter, args.threads, args.questions)
+    print(f"generation: ours {spd['median_tokens_per_s']['ours']:.1f} tok/s, model.generate "
+          f"{spd['median_tokens_per_s']['model.generate']:.1f} tok/s ({spd['ours_over_generate']:.2f}x)")
+    for name, row in spd["batching"].items():
+        print(f"  {name:12s} {row['answers_per_s']:.2f} answers/s {row['tokens_per_s']:.1f} tok/s")
+    print(f"batching speed-up: {spd['batching_speedup']:.2f}x")
+    (OUT / "compare.json").write_text(json.dumps({"base": args.base, "memory": mem, "speed": spd}, indent=2))
+    print(f"wrote {OUT / 'compare.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

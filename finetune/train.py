@@ -1,0 +1,485 @@
+"""`compara finetune`: QLoRA (or LoRA) training of an adapter, resumable, self-describing.
+
+The training loop is transformers' ``Trainer`` (so ``accelerate launch`` runs it on several
+GPUs unchanged, and checkpoints carry optimizer, scheduler and RNG state for ``--resume``) with
+a loss over the response tokens only (:mod:`finetune.loss`) and padding-free batches
+(:class:`finetune.data.PackedCollator`). What lands in the output folder:
+
+    adapter_model.safetensors, adapter_config.json   the adapter (best eval loss, or last)
+    prompt_template.json                             the template it was trained with
+    tokenizer files                                  the tokenizer, as prepared at load
+    config.yaml                                      the resolved experiment config
+    metrics.jsonl                                    train loss per step, eval loss per eval
+    loss.png                                         train + eval curves
+    summary.json                                     base model, data, steps, losses, speed
+    checkpoints/checkpoint-N                         best and last checkpoints (resumable)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compara.io import InputError, JsonlAppender, atomic_write_json, iter_jsonl
+
+if TYPE_CHECKING:
+    from compara.config import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+RUN_STATE = "run.json"  # written at the start: what a --resume must match
+
+
+class RunConflict(InputError):
+    """The output folder holds another run (or a finished one) and --resume does not fit."""
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, built before training starts (also used by the benchmark)."""
+
+    loaded: Any  # compara.models.Loaded, model already wrapped by PEFT
+    template: Any
+    train: Any  # ExampleDataset
+    val: Any
+    train_records: list[dict]
+    report: Any  # DataReport
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("compara", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
+                 "tokenizers"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA memory), in MiB."""
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.platform == "darwin":  # bytes there
+        rss_kib /= 1024
+    out = {"peak_rss_mib": round(rss_kib / 1024, 1)}
+    import torch
+
+    if torch.cuda.is_available():
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def load_template(cfg: ExperimentConfig, data: Path):
+    """The template ingest used: the copy in the data folder, else the configured one."""
+    from compara.prompts import TEMPLATE_FILENAME, PromptTemplate
+
+    folder = data if data.is_dir() else data.parent
+    if (folder / TEMPLATE_FILENAME).is_file():
+        return PromptTemplate.from_dir(folder)
+    return PromptTemplate.load(cfg.ingest.instructions.template)
+
+
+def lora_config(ft):
+    from peft import LoraConfig
+
+    targets = ft.target_modules
+    return LoraConfig(
+        r=ft.lora_r, lora_alpha=ft.lora_alpha, lora_dropout=ft.lora_dropout, bias="none",
+        task_type="CAUSAL_LM",
+        target_modules="all-linear" if targets == ["all-linear"] else list(targets))
+
+
+def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
+    """Read and tokenize the data, load the base, wrap it with a fresh LoRA adapter."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from compara.models import load_base
+    from compara.models.loading import set_cpu_4bit_inference_layout
+    from finetune.data import ExampleDataset, encode_all, load_splits
+
+    ft = cfg.finetune
+    data = Path(data)
+    train_records, val_records, report = load_splits(
+        data, val_fraction=ft.val_fraction, tasks=ft.tasks, max_train=ft.max_train_records,
+        max_val=ft.max_val_records)
+    template = load_template(cfg, data)
+    loaded = load_base(cfg.model)
+    tok = loaded.tokenizer
+    train = ExampleDataset(encode_all(tok, template, train_records, ft.max_length, "train", report))
+    val = ExampleDataset(encode_all(tok, template, val_records, ft.max_length, "val", report))
+    model = loaded.model
+    model.config.use_cache = False
+    # Before any forward pass: see set_cpu_4bit_inference_layout (wrong gradients otherwise).
+    set_cpu_4bit_inference_layout(model, False)
+    if cfg.model.quantize != "none" and ft.kbit_upcast:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=ft.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    import torch
+
+    torch.manual_seed(ft.seed)
+    model = get_peft_model(model, lora_config(ft))
+    if ft.gradient_checkpointing:
+        model.enable_input_require_grads()
+    loaded.model = model
+    return Prepared(loaded, template, train, val, train_records, report)
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    from finetune.loss import fusable_head, response_loss
+
+    class ResponseTrainer(Trainer):
+        """Trainer whose loss covers the response tokens only (see finetune.loss)."""
+
+        loss_is_scaled_for_ga = True  # divided by the accumulated batch's response tokens
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Always count the response tokens of the accumulated batch (our loss divides by it).
+            self.model_accepts_loss_kwargs = True
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            self._head = fusable_head(base)
+            self._head_config = base.config
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, _ = response_loss(model, inputs, self._head, self._head_config,
+                                    num_items=num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages the gradients
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return ResponseTrainer
+
+
+def _metrics_callback(out: Path):
+    from transformers import TrainerCallback
+
+    from compara.logs import progress
+
+    class MetricsCallback(TrainerCallback):
+        """metrics.jsonl (one line per log/eval, flushed at once) and a progress bar with
+        loss, tokens/s and ETA. Only the main process writes."""
+
+        def __init__(self):
+            self.bar = None
+            self.writer = None
+            self.step_time = 0.0
+            self.step_tokens = 0
+            self._t0 = 0.0
+            self._tok0 = 0
+            self.last_loss = None
+            self.evals: list[tuple[int, float]] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.writer = JsonlAppender(out / METRICS)
+                self.bar = progress(total=state.max_steps, initial=state.global_step,
+                                    desc="fine-tuning", unit="step")
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._t0 = time.perf_counter()
+            self._tok0 = state.num_input_tokens_seen
+
+        def on_step_end(self, args, state, control, **kw):
+            dt = time.perf_counter() - self._t0
+            self.step_time += dt
+            self.step_tokens += state.num_input_tokens_seen - self._tok0
+            if self.bar is not None:
+                self.bar.update(1)
+                post = {"tok/s": f"{self.tokens_per_second:.0f}"}
+                if self.last_loss is not None:
+                    post["loss"] = f"{self.last_loss:.3f}"
+                self.bar.set_postfix(post, refresh=False)
+
+        @property
+        def tokens_per_second(self) -> float:
+            return self.step_tokens / self.step_time if self.step_time else 0.0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs:
+                return
+            rec: dict[str, Any] = {"step": state.global_step,
+                                   "epoch": round(state.epoch or 0.0, 4)}
+            if "eval_loss" in logs:
+                rec.update(kind="eval", eval_loss=logs["eval_loss"],
+                           seconds=logs.get("eval_runtime"))
+                self.evals.append((state.global_step, logs["eval_loss"]))
+                if self.bar is not None:
+                    self.bar.write(f"step {state.global_step}: eval loss {logs['eval_loss']:.4f}")
+            elif "loss" in logs:
+                self.last_loss = logs["loss"]
+                rec.update(kind="train", loss=logs["loss"], lr=logs.get("learning_rate"),
+                           grad_norm=logs.get("grad_norm"), tokens=state.num_input_tokens_seen,
+                           tokens_per_second=round(self.tokens_per_second, 1))
+            else:
+                return
+            if self.writer is None:  # evaluate() before train(): write directly
+                with JsonlAppender(out / METRICS) as w:
+                    w.write(rec)
+            else:
+                self.writer.write(rec)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    return MetricsCallback()
+
+
+def training_arguments(cfg: ExperimentConfig, out: Path, device: str):
+    from transformers import TrainingArguments
+
+    ft = cfg.finetune
+    cuda = device.startswith("cuda")
+    dtype = cfg.model.dtype
+    return TrainingArguments(
+        output_dir=str(out / CHECKPOINTS),
+        per_device_train_batch_size=ft.batch_size,
+        per_device_eval_batch_size=ft.eval_batch_size or ft.batch_size,
+        gradient_accumulation_steps=ft.grad_accum,
+        learning_rate=ft.lr, lr_scheduler_type=ft.lr_scheduler, warmup_steps=ft.warmup_ratio,
+        weight_decay=ft.weight_decay, optim=ft.optimizer, max_grad_norm=ft.max_grad_norm,
+        num_train_epochs=ft.epochs, max_steps=ft.max_steps or -1,
+        logging_strategy="steps", logging_steps=ft.logging_steps,
+        eval_strategy="steps", eval_steps=ft.eval_steps,
+        save_strategy="steps", save_steps=ft.eval_steps, save_total_limit=2,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False,
+        prediction_loss_only=True,
+        # Autocast on GPU (LoRA weights stay fp32, the optimizer's master copy).
+        bf16=cuda and dtype in ("auto", "bfloat16") and _cuda_bf16(),
+        fp16=cuda and (dtype == "float16" or (dtype == "auto" and not _cuda_bf16())),
+        use_cpu=device == "cpu",
+        activation_checkpointing=ft.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        train_sampling_strategy=("group_by_length" if ft.group_by_length and not ft.packing
+                                 else "random"),
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False, label_names=["labels"],
+        seed=ft.seed, data_seed=ft.seed,
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _last_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / CHECKPOINTS).glob("checkpoint-*"),
+                   key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit()
+                   else -1)
+    ckpts = [c for c in ckpts if (c / "trainer_state.json").is_file()]
+    return ckpts[-1] if ckpts else None
+
+
+def _run_identity(prepared: Prepared, cfg: ExperimentConfig) -> dict[str, Any]:
+    return {"base": prepared.loaded.info.fingerprint, "data": prepared.report.sha256,
+            "used": prepared.report.used, "template": prepared.template.fingerprint,
+            "quantize": cfg.model.quantize, "max_length": cfg.finetune.max_length,
+            "lora": {"r": cfg.finetune.lora_r, "alpha": cfg.finetune.lora_alpha,
+                     "targets": cfg.finetune.target_modules}}
+
+
+def check_output_folder(out: Path, resume: bool) -> Path | None:
+    """Refuse to mix runs; return the checkpoint to resume from (None: start afresh)."""
+    has_run = (out / RUN_STATE).is_file() or (out / CHECKPOINTS).is_dir()
+    if not resume:
+        if has_run or (out / SUMMARY).is_file():
+            raise RunConflict(f"{out} already holds a fine-tuning run: pass --resume to continue "
+                              "it, or choose another --out (or delete the folder)")
+        return None
+    if not has_run:
+        log.info("--resume: nothing to resume in %s, starting a new run", out)
+        return None
+    ckpt = _last_checkpoint(out)
+    if ckpt is None:
+        log.info("--resume: no checkpoint saved yet in %s, starting over", out)
+    return ckpt
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint we resume from: they are redone."""
+    if not path.is_file():
+        return
+    keep = [rec for _, rec in iter_jsonl(path, on_error=lambda bad: None)
+            if rec.get("step", 0) <= step]
+    from compara.io import write_jsonl
+
+    write_jsonl(path, keep)
+
+
+def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
+                 resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
+    """Train an adapter on ``data`` into ``out``; returns the summary (also in summary.json)."""
+    from transformers import set_seed
+
+    from compara.configbase import dump_yaml
+
+    started = time.monotonic()
+    out = Path(out)
+    data = Path(data)
+    resume_from = check_output_folder(out, resume)
+    if resume and (out / SUMMARY).is_file() and resume_from is not None:
+        summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+        state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
+        if state.get("global_step") == summary.get("steps"):
+            log.info("%s: the run is already complete (%d steps)", out, summary["steps"])
+            return summary
+    set_seed(cfg.finetune.seed)
+    prepared = prepare(cfg, data)
+    loaded = prepared.loaded
+    identity = _run_identity(prepared, cfg)
+    if resume_from is not None:
+        before = json.loads((out / RUN_STATE).read_text(encoding="utf-8"))
+        changed = [k for k in identity if before.get(k) != identity[k]]
+        if changed:
+            raise RunConflict(f"{out}: cannot resume, the run was started with other "
+                              f"{', '.join(changed)}; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    trainer_cls = _trainer_class()
+    metrics_cb = _metrics_callback(out)
+    from finetune.data import PackedCollator, PaddedCollator
+
+    ft = cfg.finetune
+    collator = PackedCollator() if ft.packing else PaddedCollator(loaded.tokenizer.pad_token_id)
+    args = training_arguments(cfg, out, loaded.info.device)
+    trainer = trainer_cls(
+        model=loaded.model, args=args, train_dataset=prepared.train, eval_dataset=prepared.val,
+        data_collator=collator, processing_class=loaded.tokenizer,
+        callbacks=[metrics_cb, *(callbacks or [])])
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # our callback logs and draws the progress bar
+    main = trainer.is_world_process_zero()
+    if main:
+        dump_yaml(cfg.to_dict(), out / "config.yaml")
+        prepared.template.save(out)
+        loaded.tokenizer.save_pretrained(out)
+        atomic_write_json(out / RUN_STATE, identity)
+    _log_start(cfg, prepared, trainer)
+    resumed_step = 0
+    if resume_from is None:
+        if main and (out / METRICS).exists():
+            (out / METRICS).unlink()
+        trainer.evaluate()  # the eval loss before any training: step 0 of the curve
+    else:
+        resumed_step = int(json.loads((resume_from / "trainer_state.json").read_text())
+                           ["global_step"])
+        if main:
+            _trim_metrics(out / METRICS, resumed_step)
+        log.info("Resuming from %s (step %d)", resume_from, resumed_step)
+    train_start = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.monotonic() - train_start
+    state = trainer.state
+    best = state.best_model_checkpoint
+    last = _last_checkpoint(out)
+    chosen = Path(best) if (ft.keep == "best" and best) else last
+    if chosen is not None and chosen != (Path(best) if best else None):
+        _load_adapter_weights(trainer.model, chosen)
+    stop = None
+    if main:
+        trainer.model.save_pretrained(out)
+        if ft.stop_check:
+            from compara.models.loading import set_cpu_4bit_inference_layout
+            from finetune.evaluate import stop_check
+
+            # Training is over: generation may use bitsandbytes' faster CPU layout, as the
+            # comparison's arms will.
+            set_cpu_4bit_inference_layout(trainer.model, True)
+            stop = stop_check(trainer.model, loaded.tokenizer, prepared.template, prepared.train_records,
+                              n=ft.stop_check, max_new_tokens=ft.stop_check_max_new_tokens)
+    summary = _summary(cfg, prepared, trainer, data, out, state, result, train_seconds,
+                       time.monotonic() - started, resumed_step, best, last, chosen,
+                       metrics_cb, stop)
+    if main:
+        from finetune.report import plot_losses, write_readme
+
+        plot_losses(out / METRICS, out / "loss.png", title=f"{cfg.model.base} — {out.name}")
+        atomic_write_json(out / SUMMARY, summary)
+        write_readme(out, summary)
+    return summary
+
+
+def _load_adapter_weights(model, checkpoint: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+
+
+def _log_start(cfg: ExperimentConfig, prepared: Prepared, trainer) -> None:
+    ft = cfg.finetune
+    info = prepared.loaded.info
+    trainable, total = prepared.loaded.model.get_nb_trainable_parameters()
+    r = prepared.report
+    steps = trainer.args.max_steps if trainer.args.max_steps > 0 else math.ceil(
+        len(prepared.train) / (ft.batch_size * ft.grad_accum * trainer.args.world_size)
+        * ft.epochs)
+    log.info("Base %s (%s, %s, %s); LoRA r=%d alpha=%d on %s: %s trainable of %s parameters",
+             info.base, info.device, info.dtype, info.quantize, ft.lora_r, ft.lora_alpha,
+             ",".join(ft.target_modules), f"{trainable:,}", f"{total:,}")
+    log.info("Data: %d train / %d val examples, %d / %d tokens (%d train response tokens); "
+             "%d steps of %d x %d examples", r.used["train"], r.used["val"], r.tokens["train"],
+             r.tokens["val"], r.response_tokens["train"], steps, ft.batch_size, ft.grad_accum)
+
+
+def _summary(cfg, prepared: Prepared, trainer, data: Path, out: Path, state, result,
+             train_seconds: float, elapsed: float, resumed_step: int, best, last, chosen,
+             metrics_cb, stop) -> dict[str, Any]:
+    evals = [rec for _, rec in iter_jsonl(out / METRICS, on_error=lambda b: None)
+             if rec.get("kind") == "eval"] if (out / METRICS).is_file() else []
+    trains = [rec for _, rec in iter_jsonl(out / METRICS, on_error=lambda b: None)
+              if rec.get("kind") == "train"] if (out / METRICS).is_file() else []
+    trainable, total = prepared.loaded.model.get_nb_trainable_parameters()
+    info = prepared.loaded.info.to_dict()
+    return {
+        "base": info,
+        "adapter": {"kept": cfg.finetune.keep, "from_checkpoint": chosen.name if chosen else None,
+                    "trainable_parameters": trainable, "total_parameters": total,
+                    "lora_r": cfg.finetune.lora_r, "lora_alpha": cfg.finetune.lora_alpha,
+                    "lora_dropout": cfg.finetune.lora_dropout,
+                    "target_modules": cfg.finetune.target_modules},
+        "quantize": cfg.model.quantize,
+        "template": {"name": prepared.template.name,
+                     "fingerprint": prepared.template.fingerprint},
+        "data": {"source": str(data), **prepared.report.to_dict()},
+        "steps": state.global_step, "max_steps": state.max_steps,
+        "epochs": round(state.epoch or 0.0, 4), "resumed_from_step": resumed_step,
+        "train_loss_first": trains[0]["loss"] if trains else None,
+        "train_loss_last": trains[-1]["loss"] if trains else None,
+        "eval_loss_start": evals[0]["eval_loss"] if evals else None,
+        "eval_loss_best": state.best_metric,
+        "eval_loss_final": evals[-1]["eval_loss"] if evals else None,
+        "best_checkpoint": Path(best).name if best else None,
+        "last_checkpoint": last.name if last else None,
+        "elapsed_seconds": round(elapsed, 1), "train_seconds": round(train_seconds, 1),
+        "train_tokens": state.num_input_tokens_seen,
+        "train_tokens_per_second": round(metrics_cb.tokens_per_second, 1),
+        **peak_memory(),
+        "stop_check": stop,
+        "versions": library_versions(),
+        "world_size": trainer.args.world_size,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+

@@ -1,0 +1,235 @@
+"""The comparison on the tiny random model: arms, prompts, batch runs that resume and cache."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from compara.answerers import ArmUnavailable, Comparison
+from compara.config import ExperimentConfig, GenerationConfig, ModelConfig
+from compara.io import InputError, read_jsonl
+from compara.prompts import PromptTemplate, RagTemplate
+from rag.config import IndexConfig, RetrievalConfig
+
+QUESTIONS = ["Onde nasce o Rio Verde-Claro?", "Qual era a profissão de Ana Lúcia Prado?",
+             "Qual é o gentílico de Vila Serena?"]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    from compara.models import load_base
+
+    return load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, fixtures_dir):
+    from rag.embedders import HashEmbeddings
+    from rag.store import build_index
+
+    out = tmp_path_factory.mktemp("cmp") / "idx"
+    build_index(fixtures_dir / "articles.jsonl", out, IndexConfig(), embedder=HashEmbeddings())
+    return out
+
+
+@pytest.fixture(scope="module")
+def index(index_dir):
+    from rag.embedders import HashEmbeddings
+    from rag.retrieve import load_index
+
+    return load_index(index_dir, IndexConfig(), RetrievalConfig(k=2, fetch_k=10),
+                      embedder=HashEmbeddings())
+
+
+def make_comparison(loaded, index, index_dir, **decoding):
+    settings = {"max_new_tokens": 8, "batch_size": 2, **decoding}
+    return Comparison(loaded, GenerationConfig(**settings), PromptTemplate.load(), RagTemplate.load(),
+                      index, RetrievalConfig(k=2, fetch_k=10), index_dir=str(index_dir))
+
+
+@pytest.fixture(scope="module")
+def comparison(loaded, index, index_dir):
+    return make_comparison(loaded, index, index_dir)
+
+
+def test_each_arm_answers_with_the_record_it_promises(comparison, loaded):
+    assert comparison.arms == ["base", "rag"]  # no adapter loaded
+    for arm in comparison.arms:
+        (ans,) = comparison.answer(arm, [QUESTIONS[0]])
+        assert isinstance(ans.text, str) and 0 < ans.tokens_out <= 8 or ans.stopped_on_eos
+        assert ans.tokens_in == len(loaded.tokenizer(ans.prompt).input_ids)
+        assert ans.latency_s > 0 and isinstance(ans.stopped_on_eos, bool)
+        assert ans.identity["arm"] == arm and ans.identity["base_model"] == "tiny-random-llama"
+        rec = ans.to_record()
+        assert set(rec) >= {"answer", "prompt", "passages", "tokens_in", "tokens_out",
+                            "latency_s", "tokens_per_s", "stopped_on_eos", "identity"}
+    (base,) = comparison.answer("base", [QUESTIONS[0]])
+    (rag,) = comparison.answer("rag", [QUESTIONS[0]])
+    assert base.passages == [] and base.identity["index"] is None
+    assert [p["rank"] for p in rag.passages] == [1, 2] and rag.identity["index"]
+    assert {"title", "section", "score", "url", "text"} <= set(rag.passages[0])
+
+
+def test_prompts_come_from_the_one_template(comparison):
+    tpl, rag_tpl = PromptTemplate.load(), RagTemplate.load()
+    prompt, passages, truncated, _ = comparison.prompt("base", QUESTIONS[1])
+    assert prompt == tpl.render(QUESTIONS[1]) and not truncated
+    prompt, passages, truncated, _ = comparison.prompt("rag", QUESTIONS[1])
+    assert prompt == rag_tpl.render(tpl, QUESTIONS[1], passages)
+    assert "Ana Lúcia Prado" in {p["title"] for p in passages}
+
+
+def test_every_arm_has_the_same_model_and_decoding(comparison):
+    idents = [comparison.identity(arm) for arm in comparison.arms]
+    for key in ("base_model", "fingerprint", "quantize", "dtype", "decoding", "template"):
+        assert len({json.dumps(i[key], sort_keys=True) for i in idents}) == 1
+
+
+def test_batched_generation_gives_the_answers_of_one_at_a_time(loaded, index, index_dir):
+    one = make_comparison(loaded, index, index_dir, batch_size=1)
+    three = make_comparison(loaded, index, index_dir, batch_size=3)
+    assert [a.text for a in one.answer("base", QUESTIONS)] == \
+        [a.text for a in three.answer("base", QUESTIONS)]
+
+
+def test_an_over_long_prompt_loses_passages_before_the_question(loaded, index, index_dir):
+    small = make_comparison(loaded, index, index_dir, max_prompt_tokens=420)
+    full, _, _, _ = small.prompt("base", QUESTIONS[0])
+    prompt, passages, truncated, _ = small.prompt("rag", QUESTIONS[0])
+    assert truncated and len(loaded.tokenizer(prompt).input_ids) <= 420
+    assert QUESTIONS[0] in prompt  # the question survived; the passages paid
+    assert len(passages) <= 2
+    assert len(loaded.tokenizer(full).input_ids) < 420
+
+
+def test_arms_without_their_adapter_or_index_are_refused(loaded):
+    bare = Comparison(loaded, GenerationConfig(max_new_tokens=4), PromptTemplate.load())
+    assert bare.arms == ["base"]
+    with pytest.raises(ArmUnavailable, match="adapter"):
+        bare.answer("finetuned", ["x"])
+    with pytest.raises(ArmUnavailable, match="index"):
+        bare.answer("rag", ["x"])
+    with pytest.raises(ArmUnavailable, match="unknown arm"):
+        bare.check("oracle")
+
+
+def test_generation_is_serialised_between_threads(comparison):
+    expected = [a.text for a in comparison.answer("base", QUESTIONS)]
+    results: dict[int, list[str]] = {}
+
+    def work(i):
+        results[i] = [a.text for a in comparison.answer("base", QUESTIONS)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == expected for r in results.values())
+
+
+# -- the batch runner -------------------------------------------------------------------------
+
+@pytest.fixture()
+def cfg(tmp_path, sample_ingest):
+    cfg = ExperimentConfig()
+    cfg.paths = cfg.paths.replace(runs=str(tmp_path / "runs"), data=str(sample_ingest))
+    cfg.generation = GenerationConfig(max_new_tokens=6, batch_size=2)
+    cfg.eval = cfg.eval.replace(bootstrap_resamples=50)
+    return cfg
+
+
+def test_batch_writes_every_answer_summary_and_report(cfg, comparison, fixtures_dir, tmp_path):
+    from compara.batch import run_batch
+
+    out = tmp_path / "runs/r1"
+    summary = run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) == 5 * 2
+    assert {(r["question_id"], r["arm"]) for r in records} == {
+        (f"t-0{i}", arm) for i in range(1, 6) for arm in ("base", "rag")}
+    for name in ("summary.json", "summary.csv", "report.html", "run.json", "exposure.jsonl"):
+        assert (out / name).exists(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["arms"] == ["base", "rag"] and run["hashes"]["model_fingerprint"]
+    assert run["answers"]["generated"] == 10
+    assert set(summary["arms"]) == {"base", "rag"}
+    assert all("metrics" in r and "contains" in r["metrics"] for r in records)
+
+
+def test_a_crashed_batch_resumes_without_loss_or_duplicates(cfg, loaded, index, index_dir,
+                                                             fixtures_dir, tmp_path, monkeypatch):
+    from compara.batch import run_batch
+
+    comparison = make_comparison(loaded, index, index_dir, max_new_tokens=6)
+    real = comparison.generate_prompts
+    calls = {"n": 0}
+
+    def crashing(arm, prompts, on_batch=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the machine went down mid-run
+        return real(arm, prompts, on_batch)
+
+    monkeypatch.setattr(comparison, "generate_prompts", crashing)
+    out = tmp_path / "runs/crash"
+    cfg.paths = cfg.paths.replace(runs=str(tmp_path / "fresh-cache"))  # no answers cached yet
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    kept = read_jsonl(out / "results.jsonl")
+    assert 0 < len(kept) < 10
+    with open(out / "results.jsonl", "a") as fh:  # a line torn by the crash
+        fh.write('{"question_id": "t-0')
+    monkeypatch.setattr(comparison, "generate_prompts", real)
+    summary = run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    records = read_jsonl(out / "results.jsonl")
+    keys = [(r["question_id"], r["arm"]) for r in records]
+    assert len(keys) == 10 and len(set(keys)) == 10
+    assert summary["run"]["already_written"] == len(kept)
+    assert records[: len(kept)] == kept  # nothing written before the crash was touched
+
+
+def test_an_unchanged_rerun_is_answered_from_the_cache(cfg, comparison, fixtures_dir, tmp_path,
+                                                       monkeypatch):
+    from compara.batch import run_batch
+
+    first = run_batch(cfg, fixtures_dir / "questions.jsonl", tmp_path / "runs/a", comparison=comparison)
+    assert first["run"]["generated"] + first["run"]["from_cache"] == 10
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the model was called although every answer is cached")
+
+    monkeypatch.setattr(comparison, "generate_prompts", no_generation)
+    second = run_batch(cfg, fixtures_dir / "questions.jsonl", tmp_path / "runs/b", comparison=comparison)
+    assert second["run"]["from_cache"] == 10 and second["run"]["generated"] == 0
+    a = {(r["question_id"], r["arm"]): r["answer"] for r in read_jsonl(tmp_path / "runs/a/results.jsonl")}
+    b = {(r["question_id"], r["arm"]): r["answer"] for r in read_jsonl(tmp_path / "runs/b/results.jsonl")}
+    assert a == b
+
+
+def test_bad_question_records_are_skipped_and_named(cfg, comparison, tmp_path):
+    from compara.batch import run_batch
+
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"id": "ok", "question": "Onde nasce o Rio Verde-Claro?", "reference": "Serra do Lajeado"}\n'
+                     '{"id": "bad" "question": }\n'
+                     '{"id": "empty", "question": ""}\n', encoding="utf-8")
+    run_batch(cfg, qfile, tmp_path / "runs/bad", comparison=comparison, arms=["base"])
+    records = read_jsonl(tmp_path / "runs/bad/results.jsonl")
+    assert [r["question_id"] for r in records] == ["ok"]
+    with pytest.raises(InputError, match="not found"):
+        run_batch(cfg, tmp_path / "none.jsonl", tmp_path / "runs/x", comparison=comparison)
+
+
+def test_a_run_folder_refuses_answers_of_another_configuration(cfg, loaded, index, index_dir,
+                                                               fixtures_dir, tmp_path):
+    from compara.batch import run_batch
+
+    out = tmp_path / "runs/one"
+    run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=make_comparison(
+        loaded, index, index_dir, max_new_tokens=6), arms=["base"], limit=2)
+    other = make_comparison(loaded, index, index_dir, max_new_tokens=7)
+    with pytest.raises(InputError, match="another configuration"):
+        run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=other, arms=["base"])
