@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["ingest.py", "retrieval.py", "exposure.py", "finetune.py", "compare.py"]
+ORDER = ["ingest.py", "retrieval.py", "exposure.py", "finetune.py", "compare.py", "app.py"]
 
 
 def main() -> int:

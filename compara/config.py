@@ -107,6 +107,18 @@ class GenerationConfig(ConfigBase):
 
 
 @dataclass
+class DemoConfig(ConfigBase):
+    """What `compara demo` runs after building everything."""
+
+    questions: int = opt(24, "Questions of paths.questions put through every arm, spread evenly "
+                             "over the question types (0 = all of them).")
+
+    def validate(self) -> None:
+        if self.questions < 0:
+            raise ConfigError("demo.questions must be >= 0")
+
+
+@dataclass
 class ExperimentConfig(ConfigBase):
     """Everything one experiment needs, from the dump to the comparison."""
 
@@ -120,6 +132,7 @@ class ExperimentConfig(ConfigBase):
     finetune: FinetuneConfig = opt(FinetuneConfig, "QLoRA training.")
     generation: GenerationConfig = opt(GenerationConfig, "Decoding, shared by all arms.")
     eval: EvalConfig = opt(EvalConfig, "Question files, metrics and reports.")
+    demo: DemoConfig = opt(DemoConfig, "What `compara demo` runs.")
     app: AppConfig = opt(AppConfig, "The Streamlit app (`compara app`).")
     source: str | None = opt(None, "The YAML file this config was loaded from (set on load).")
 

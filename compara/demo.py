@@ -96,9 +96,73 @@ def _index_describe(cfg: ExperimentConfig, manifest: dict[str, Any] | None) -> s
             f"({manifest['faiss']['type']}) in {cfg.paths.index}")
 
 
+def _finetune_fresh(cfg: ExperimentConfig) -> bool:
+    import json
+
+    from compara.io import sha256_file
+
+    summary_path = Path(cfg.paths.adapter) / "summary.json"
+    config_path = Path(cfg.paths.adapter) / "config.yaml"
+    train = Path(cfg.paths.data) / "instructions.train.jsonl"
+    if not (summary_path.exists() and config_path.exists() and train.exists()):
+        return False
+    import yaml
+
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    trained = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    same_data = summary.get("data", {}).get("train_sha256") in (None, sha256_file(train))
+    return (same_data and trained.get("finetune") == cfg.finetune.to_dict()
+            and trained.get("model", {}).get("base") == cfg.model.base
+            and summary_path.stat().st_mtime >= train.stat().st_mtime)
+
+
+def _finetune_run(cfg: ExperimentConfig) -> dict[str, Any]:
+    from finetune.train import run_finetune
+
+    return run_finetune(cfg, cfg.paths.data, cfg.paths.adapter)
+
+
+def _finetune_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> str:
+    import json
+
+    if summary is None:
+        summary = json.loads((Path(cfg.paths.adapter) / "summary.json").read_text(encoding="utf-8"))
+    parts = [f"{summary.get('steps')} steps"]
+    start, final = summary.get("eval_loss_start"), summary.get("eval_loss_final")
+    if start is not None and final is not None:
+        parts.append(f"val loss {start:.3f} → {final:.3f}")
+    stop = summary.get("stop_check") or {}
+    tuned, base = stop.get("finetuned", {}), stop.get("base", {})
+    if tuned.get("stop_rate") is not None and base.get("stop_rate") is not None:
+        parts.append(f"stops on EOS {tuned['stop_rate']:.0%} (base {base['stop_rate']:.0%})")
+    return ", ".join(parts) + f" in {cfg.paths.adapter}"
+
+
+def _demo_run_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.paths.runs or "runs") / f"{cfg.name}-demo"
+
+
+def _batch_run(cfg: ExperimentConfig) -> dict[str, Any]:
+    from compara.batch import run_batch
+
+    sample = cfg.demo.questions or None
+    return run_batch(cfg, cfg.paths.questions, _demo_run_dir(cfg), sample=sample)
+
+
+def _batch_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> str:
+    run = (summary or {}).get("run", {})
+    return (f"{run.get('generated', 0)} answers generated, {run.get('from_cache', 0)} from the "
+            f"cache, {run.get('already_written', 0)} already written — "
+            f"{_demo_run_dir(cfg) / 'report.html'}")
+
+
 STAGES = [
     Stage("ingest", _ingest_fresh, _ingest_run, _ingest_describe),
     Stage("index", _index_fresh, _index_run, _index_describe),
+    Stage("finetune", _finetune_fresh, _finetune_run, _finetune_describe),
+    # The batch runner skips what is written and answers the rest from its cache: it is
+    # always run, and costs nothing when nothing changed.
+    Stage("batch", lambda cfg: False, _batch_run, _batch_describe),
 ]
 
 
@@ -108,6 +172,8 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
     console = Console()
     console.print(f"[bold]compara demo[/] — experiment [cyan]{cfg.name}[/] "
                   f"({cfg.source or 'built-in defaults'})")
+    start = time.monotonic()
+    result: dict[str, Any] | None = None
     for stage in STAGES:
         if not force and stage.fresh(cfg):
             console.print(f"• {stage.name}: up to date — {stage.describe(cfg, None)}")
@@ -117,3 +183,10 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
         result = stage.run(cfg)
         console.print(f"• {stage.name}: done in {time.monotonic() - t0:.1f} s — "
                       f"{stage.describe(cfg, result)}")
+    from compara.report import print_summary
+
+    if result is not None and "per_arm" in result:
+        print_summary(result, console=console)
+    console.print(f"demo finished in {time.monotonic() - start:.0f} s; open "
+                  f"{_demo_run_dir(cfg) / 'report.html'} for every answer side by side, or run "
+                  f"`make app` to ask your own questions.")
