@@ -132,6 +132,13 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
 
     torch.manual_seed(ft.seed)
     model = get_peft_model(model, lora_config(ft))
+    lora_dtype = ft.lora_dtype
+    if lora_dtype == "auto":
+        lora_dtype = loaded.info.dtype if cfg.model.quantize != "none" else "float32"
+    if lora_dtype != "float32":  # peft creates them in float32
+        for param in model.parameters():
+            if param.requires_grad:
+                param.data = param.data.to(getattr(torch, lora_dtype))
     if ft.gradient_checkpointing:
         model.enable_input_require_grads()
     loaded.model = model
@@ -343,6 +350,14 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
         summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
         state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
         if state.get("global_step") == summary.get("steps"):
+            from finetune.data import load_splits
+
+            ft = cfg.finetune
+            *_, report = load_splits(data, val_fraction=ft.val_fraction, tasks=ft.tasks,
+                                     max_train=ft.max_train_records, max_val=ft.max_val_records)
+            if report.sha256 != summary["data"]["sha256"]:
+                raise RunConflict(f"{out}: cannot resume, the run was trained on other data; "
+                                  "choose another --out")
             log.info("%s: the run is already complete (%d steps)", out, summary["steps"])
             return summary
     set_seed(cfg.finetune.seed)
