@@ -17,8 +17,8 @@ import contextlib
 from typing import Any
 
 IGNORE = -100
-# Logit elements per chunk (32M floats = 128 MB): ~128 positions of a 262k vocabulary.
-CHUNK_ELEMENTS = 1 << 25
+# Logit elements per chunk (16M floats = 64 MB): 64 positions of a 262k vocabulary.
+CHUNK_ELEMENTS = 1 << 24
 # Config attributes that change the logits after the head; models with them use the plain path.
 _LOGIT_TRANSFORMS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 

@@ -107,7 +107,6 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from compara.models import load_base
-    from compara.models.loading import set_cpu_4bit_inference_layout
     from finetune.data import ExampleDataset, encode_all, load_splits
 
     ft = cfg.finetune
@@ -122,8 +121,6 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     val = ExampleDataset(encode_all(tok, template, val_records, ft.max_length, "val", report))
     model = loaded.model
     model.config.use_cache = False
-    # Before any forward pass: see set_cpu_4bit_inference_layout (wrong gradients otherwise).
-    set_cpu_4bit_inference_layout(model, False)
     if cfg.model.quantize != "none" and ft.kbit_upcast:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=ft.gradient_checkpointing,
@@ -160,7 +157,8 @@ def _trainer_class():
             # Always count the response tokens of the accumulated batch (our loss divides by it).
             self.model_accepts_loss_kwargs = True
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            self._head = fusable_head(base)
+            # FSDP shards the head's weight: the fused loss needs it whole, so the plain path.
+            self._head = None if self.is_fsdp_enabled else fusable_head(base)
             self._head_config = base.config
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -416,12 +414,8 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     if main:
         trainer.model.save_pretrained(out)
         if ft.stop_check:
-            from compara.models.loading import set_cpu_4bit_inference_layout
             from finetune.evaluate import stop_check
 
-            # Training is over: generation may use bitsandbytes' faster CPU layout, as the
-            # comparison's arms will.
-            set_cpu_4bit_inference_layout(trainer.model, True)
             stop = stop_check(trainer.model, loaded.tokenizer, prepared.template, prepared.train_records,
                               n=ft.stop_check, max_new_tokens=ft.stop_check_max_new_tokens)
     summary = _summary(cfg, prepared, trainer, data, out, state, result, train_seconds,
