@@ -343,6 +343,8 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     started = time.monotonic()
     out = Path(out)
     data = Path(data)
+    # The config written with the adapter says what was actually used.
+    cfg = cfg.replace(paths=cfg.paths.replace(data=str(data.resolve()), adapter=str(out.resolve())))
     resume_from = check_output_folder(out, resume)
     if resume and (out / SUMMARY).is_file() and resume_from is not None:
         summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))

@@ -403,3 +403,28 @@ def test_stop_classification():
     # Words, not tokens: dates split into digits are no loop; a repeated phrase is.
     assert not has_loop("nasceu em 1746, casou em 1770 e morreu em 1792.")
     assert has_loop("feijoada de mandioca, feijoada de mandioca, feijoada de mandioca,")
+
+
+def test_val_is_held_out_when_the_val_file_has_none_of_the_tasks(tmp_path, records):
+    (tmp_path / "instructions.train.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
+    only_definitions = [r for r in records if r["task"] == "definition"]
+    (tmp_path / "instructions.val.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in only_definitions))
+    train, val, report = load_splits(tmp_path, tasks=["infobox"], val_fraction=0.3)
+    assert val and train and {r["task"] for r in train + val} == {"infobox"}
+    assert not {r["id"] for r in train} & {r["id"] for r in val}
+    assert "stable hash" in report.val_source
+
+
+def test_a_prompt_never_ends_with_eos(tiny, records):
+    class ClosingTokenizer:  # a tokenizer that appends EOS to every text it encodes
+        eos_token_id = tiny.tokenizer.eos_token_id
+
+        def __call__(self, text, add_special_tokens=True):
+            ids = tiny.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
+            return {"input_ids": ids + [self.eos_token_id]}
+
+    ex = encode(ClosingTokenizer(), PromptTemplate.load(), records[0], 512)
+    n_prompt = ex.labels.count(IGNORE)
+    assert tiny.tokenizer.eos_token_id not in ex.input_ids[:n_prompt]

@@ -294,6 +294,8 @@ def prepare_tokenizer(tokenizer, model, needs_bos: bool) -> dict[str, Any]:
             tokenizer.pad_token = chosen
     if needs_bos and bos is not None and tokenizer("a").input_ids[:1] != [bos]:
         tokenizer.add_bos_token = True
+    if tokenizer("a").input_ids[-1:] == [eos] and hasattr(tokenizer, "add_eos_token"):
+        tokenizer.add_eos_token = False  # a prompt must not end with EOS
     tokenizer.padding_side = "left"
     pad = tokenizer.pad_token_id
     model.config.pad_token_id = pad
