@@ -80,7 +80,7 @@ def finetune(
         model__dtype=dtype, finetune__epochs=epochs, finetune__max_steps=max_steps,
         finetune__lr=lr, finetune__batch_size=batch_size, finetune__grad_accum=grad_accum,
         finetune__max_length=max_length, finetune__eval_steps=eval_steps, finetune__seed=seed,
-        paths__data=data, paths__adapter=out)
+        paths__data=str(data) if data else None, paths__adapter=str(out) if out else None)
     if not cfg.paths.data:
         fail("no data: pass --data or set paths.data in the config")
     if not cfg.paths.adapter:

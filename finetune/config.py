@@ -19,6 +19,10 @@ class FinetuneConfig(ConfigBase):
     target_modules: list[str] = opt(
         ["all-linear"], "Modules that get LoRA: 'all-linear' (every linear projection of the "
                         "architecture but the output head) or names such as q_proj, v_proj.")
+    lora_dtype: Literal["auto", "float32", "bfloat16"] = opt(
+        "auto", "Dtype of the LoRA weights: auto = the compute dtype (bf16) on a quantised base, "
+                "as in the QLoRA paper (half the activation memory of the LoRA path), else "
+                "float32.")
     # -- optimisation
     lr: float = opt(2e-4, "Peak learning rate.")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = opt(

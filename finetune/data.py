@@ -177,6 +177,11 @@ def load_splits(data: str | Path, *, val_fraction: float = 0.1, tasks: Sequence[
         val = [r for r in val if r.get("task") in wanted]
         if not train:
             raise InputError(f"{train_path}: no records of the task types {sorted(wanted)}")
+    if not val:  # the val file held none of these tasks: hold some training records out
+        report.val_source = f"{val_fraction:.0%} of {train_path.name} (stable hash)"
+        cut = int(val_fraction * 2**32)
+        val = [r for r in train if int(_stable_key(r)[:8], 16) < cut] or train[-1:]
+        train = [r for r in train if r not in val] or train
     train = balanced_subset(train, max_train)
     val = balanced_subset(val, max_val)
     report.used = {"train": len(train), "val": len(val)}
@@ -202,6 +207,8 @@ def encode(tokenizer, template, record: dict[str, Any], max_length: int) -> Exam
     """
     prompt, response = template.render_record(record)
     p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if p and p[-1] == tokenizer.eos_token_id:  # a tokenizer that closes every text with EOS
+        p = p[:-1]
     r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     truncated = None
     if len(p) + len(r) > max_length:

@@ -1,7 +1,8 @@
 """Did the model learn to stop? Greedy answers with the adapter on and off, classified.
 
 An answer *stops* when the model emits EOS before the token budget runs out and has not fallen
-into a loop (a token 3-gram repeated three times or more). The tunes this product replaces
+into a loop (a word 3-gram repeated three times or more; words, not tokens, because tokenizers
+that split numbers into digits repeat token 3-grams in any list of dates). The tunes this product replaces
 failed exactly here: with pad == EOS and EOS masked out of the loss, the model never learned
 to stop and repeated itself up to max_new_tokens.
 """
@@ -16,16 +17,20 @@ from typing import Any
 LOOP_REPEATS = 3
 
 
-def has_loop(tokens: Sequence[int], n: int = 3, repeats: int = LOOP_REPEATS) -> bool:
-    grams = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+def has_loop(text: str, n: int = 3, repeats: int = LOOP_REPEATS) -> bool:
+    """A word n-gram occurs ``repeats`` times or more."""
+    words = text.split()
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     return any(c >= repeats for c in grams.values())
 
 
-def classify(tokens: Sequence[int], eos_ids: set[int], max_new_tokens: int) -> dict[str, Any]:
-    """How a generated continuation (prompt excluded) ended."""
+def classify(tokens: Sequence[int], eos_ids: set[int], max_new_tokens: int,
+             decode=None) -> dict[str, Any]:
+    """How a generated continuation (prompt excluded) ended. ``decode`` turns token ids into
+    text (for the loop test); without it the ids themselves are the "words"."""
     cut = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
     body = list(tokens[:cut]) if cut is not None else list(tokens)
-    loop = has_loop(body)
+    loop = has_loop(decode(body) if decode else " ".join(map(str, body)))
     return {"eos": cut is not None, "hit_max": cut is None and len(tokens) >= max_new_tokens,
             "loop": loop, "stopped": cut is not None and not loop, "new_tokens": len(body)}
 
@@ -64,7 +69,10 @@ def stop_report(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
                 batch_size: int = 8) -> dict[str, Any]:
     eos_ids = _eos_ids(model, tokenizer)
     outs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-    rows = [classify(o, eos_ids, max_new_tokens) for o in outs]
+    def decode(ids):
+        return tokenizer.decode(ids, skip_special_tokens=True)
+
+    rows = [classify(o, eos_ids, max_new_tokens, decode) for o in outs]
     n = len(rows)
     return {
         "n": n,

@@ -17,8 +17,8 @@ import contextlib
 from typing import Any
 
 IGNORE = -100
-# Logit elements per chunk (32M floats = 128 MB): ~128 positions of a 262k vocabulary.
-CHUNK_ELEMENTS = 1 << 25
+# Logit elements per chunk (16M floats = 64 MB): 64 positions of a 262k vocabulary.
+CHUNK_ELEMENTS = 1 << 24
 # Config attributes that change the logits after the head; models with them use the plain path.
 _LOGIT_TRANSFORMS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
@@ -44,8 +44,9 @@ def _make_function():
                 h = hidden[start:start + chunk]
                 t = targets[start:start + chunk]
                 logits = torch.nn.functional.linear(h, weight, bias).float()
+                capped = None
                 if softcap:
-                    capped = torch.tanh(logits / softcap)
+                    capped = logits.div_(softcap).tanh_()
                     logits = capped * softcap
                 valid = t != IGNORE
                 safe = t.clamp(min=0)
@@ -53,14 +54,16 @@ def _make_function():
                 picked = logits.gather(1, safe[:, None]).squeeze(1)
                 total += ((lse - picked) * valid).sum()
                 if need_grad:
-                    # d CE / d logits = softmax - onehot, zero on ignored positions.
-                    g = torch.exp(logits - lse[:, None])
+                    # d CE / d logits = softmax - onehot (in place: the logits are done with),
+                    # zero on ignored positions.
+                    g = logits.sub_(lse[:, None]).exp_()
                     g[torch.arange(g.shape[0], device=g.device), safe] -= 1.0
-                    g *= valid[:, None]
-                    if softcap:
+                    if not bool(valid.all()):
+                        g[~valid] = 0.0
+                    if capped is not None:
                         g *= 1.0 - capped * capped
                     grad_hidden[start:start + chunk] = g.to(weight.dtype) @ weight
-                del logits
+                del logits, capped
             ctx.save_for_backward(grad_hidden if need_grad else total)
             return total
 

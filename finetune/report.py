@@ -1,11 +1,18 @@
-"""The human-readable parts of an adapter folder: loss.png and README.md."""
+"""What a run records: metrics.jsonl (with the progress bar), summary.json, loss.png, README.md."""
 
 from __future__ import annotations
 
+import contextlib
+import platform
+import resource
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from compara.io import atomic_write_text, iter_jsonl
+from compara.io import JsonlAppender, atomic_write_text, iter_jsonl
+
+METRICS = "metrics.jsonl"
 
 
 def plot_losses(metrics: Path, dest: Path, title: str = "") -> Path | None:
@@ -90,3 +97,144 @@ def write_readme(out: Path, s: dict[str, Any]) -> None:
         "",
     ]
     atomic_write_text(out / "README.md", "\n".join(lines))
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for dist in ("compara", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
+                 "tokenizers"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[dist] = version(dist)
+    return out
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA memory), in MiB."""
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.platform == "darwin":  # bytes there
+        rss_kib /= 1024
+    out = {"peak_rss_mib": round(rss_kib / 1024, 1)}
+    import torch
+
+    if torch.cuda.is_available():
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def metrics_callback(out: Path):
+    from transformers import TrainerCallback
+
+    from compara.logs import progress
+
+    class MetricsCallback(TrainerCallback):
+        """metrics.jsonl (one line per log/eval, flushed at once) and a progress bar with
+        loss, tokens/s and ETA. Only the main process writes."""
+
+        def __init__(self):
+            self.bar = None
+            self.writer = None
+            self.step_time = 0.0
+            self.step_tokens = 0
+            self._t0 = 0.0
+            self._tok0 = 0
+            self.last_loss = None
+            self.evals: list[tuple[int, float]] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.writer = JsonlAppender(out / METRICS)
+                self.bar = progress(total=state.max_steps, initial=state.global_step,
+                                    desc="fine-tuning", unit="step")
+
+        def on_step_begin(self, args, state, control, **kw):
+            self._t0 = time.perf_counter()
+            self._tok0 = state.num_input_tokens_seen
+
+        def on_step_end(self, args, state, control, **kw):
+            dt = time.perf_counter() - self._t0
+            self.step_time += dt
+            self.step_tokens += state.num_input_tokens_seen - self._tok0
+            if self.bar is not None:
+                self.bar.update(1)
+                post = {"tok/s": f"{self.tokens_per_second:.0f}"}
+                if self.last_loss is not None:
+                    post["loss"] = f"{self.last_loss:.3f}"
+                self.bar.set_postfix(post, refresh=False)
+
+        @property
+        def tokens_per_second(self) -> float:
+            return self.step_tokens / self.step_time if self.step_time else 0.0
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs:
+                return
+            rec: dict[str, Any] = {"step": state.global_step,
+                                   "epoch": round(state.epoch or 0.0, 4)}
+            if "eval_loss" in logs:
+                rec.update(kind="eval", eval_loss=logs["eval_loss"],
+                           seconds=logs.get("eval_runtime"))
+                self.evals.append((state.global_step, logs["eval_loss"]))
+                if self.bar is not None:
+                    self.bar.write(f"step {state.global_step}: eval loss {logs['eval_loss']:.4f}")
+            elif "loss" in logs:
+                self.last_loss = logs["loss"]
+                rec.update(kind="train", loss=logs["loss"], lr=logs.get("learning_rate"),
+                           grad_norm=logs.get("grad_norm"), tokens=state.num_input_tokens_seen,
+                           tokens_per_second=round(self.tokens_per_second, 1))
+            else:
+                return
+            if self.writer is None:  # evaluate() before train(): write directly
+                with JsonlAppender(out / METRICS) as w:
+                    w.write(rec)
+            else:
+                self.writer.write(rec)
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+            if self.writer is not None:
+                self.writer.close()
+
+    return MetricsCallback()
+
+
+def build_summary(cfg, prepared, trainer, data: Path, out: Path, state, result,
+             train_seconds: float, elapsed: float, resumed_step: int, best, last, chosen,
+             metrics_cb, stop) -> dict[str, Any]:
+    evals = [rec for _, rec in iter_jsonl(out / METRICS, on_error=lambda b: None)
+             if rec.get("kind") == "eval"] if (out / METRICS).is_file() else []
+    trains = [rec for _, rec in iter_jsonl(out / METRICS, on_error=lambda b: None)
+              if rec.get("kind") == "train"] if (out / METRICS).is_file() else []
+    trainable, total = prepared.loaded.model.get_nb_trainable_parameters()
+    info = prepared.loaded.info.to_dict()
+    return {
+        "base": info,
+        "adapter": {"kept": cfg.finetune.keep, "from_checkpoint": chosen.name if chosen else None,
+                    "trainable_parameters": trainable, "total_parameters": total,
+                    "lora_r": cfg.finetune.lora_r, "lora_alpha": cfg.finetune.lora_alpha,
+                    "lora_dropout": cfg.finetune.lora_dropout,
+                    "target_modules": cfg.finetune.target_modules},
+        "quantize": cfg.model.quantize,
+        "template": {"name": prepared.template.name,
+                     "fingerprint": prepared.template.fingerprint},
+        "data": {"source": str(data), **prepared.report.to_dict()},
+        "steps": state.global_step, "max_steps": state.max_steps,
+        "epochs": round(state.epoch or 0.0, 4), "resumed_from_step": resumed_step,
+        "train_loss_first": trains[0]["loss"] if trains else None,
+        "train_loss_last": trains[-1]["loss"] if trains else None,
+        "eval_loss_start": evals[0]["eval_loss"] if evals else None,
+        "eval_loss_best": state.best_metric,
+        "eval_loss_final": evals[-1]["eval_loss"] if evals else None,
+        "best_checkpoint": Path(best).name if best else None,
+        "last_checkpoint": last.name if last else None,
+        "elapsed_seconds": round(elapsed, 1), "train_seconds": round(train_seconds, 1),
+        "train_tokens": state.num_input_tokens_seen,
+        "train_tokens_per_second": round(metrics_cb.tokens_per_second, 1),
+        **peak_memory(),
+        "stop_check": stop,
+        "versions": library_versions(),
+        "world_size": trainer.args.world_size,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

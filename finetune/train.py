@@ -17,19 +17,22 @@ a loss over the response tokens only (:mod:`finetune.loss`) and padding-free bat
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import platform
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compara.io import InputError, JsonlAppender, atomic_write_json, iter_jsonl
+from compara.io import InputError, atomic_write_json, iter_jsonl
+from finetune.report import (
+    METRICS,
+    build_summary,
+    metrics_callback,
+    plot_losses,
+    write_readme,
+)
 
 if TYPE_CHECKING:
     from compara.config import ExperimentConfig
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
-METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 RUN_STATE = "run.json"  # written at the start: what a --resume must match
 
@@ -56,30 +58,6 @@ class Prepared:
     val: Any
     train_records: list[dict]
     report: Any  # DataReport
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for dist in ("compara", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
-                 "tokenizers"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[dist] = version(dist)
-    return out
-
-
-def peak_memory() -> dict[str, float]:
-    """Peak resident memory of this process (and peak CUDA memory), in MiB."""
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if sys.platform == "darwin":  # bytes there
-        rss_kib /= 1024
-    out = {"peak_rss_mib": round(rss_kib / 1024, 1)}
-    import torch
-
-    if torch.cuda.is_available():
-        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return out
 
 
 def load_template(cfg: ExperimentConfig, data: Path):
@@ -107,7 +85,6 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     from compara.models import load_base
-    from compara.models.loading import set_cpu_4bit_inference_layout
     from finetune.data import ExampleDataset, encode_all, load_splits
 
     ft = cfg.finetune
@@ -122,8 +99,6 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     val = ExampleDataset(encode_all(tok, template, val_records, ft.max_length, "val", report))
     model = loaded.model
     model.config.use_cache = False
-    # Before any forward pass: see set_cpu_4bit_inference_layout (wrong gradients otherwise).
-    set_cpu_4bit_inference_layout(model, False)
     if cfg.model.quantize != "none" and ft.kbit_upcast:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=ft.gradient_checkpointing,
@@ -132,6 +107,13 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
 
     torch.manual_seed(ft.seed)
     model = get_peft_model(model, lora_config(ft))
+    lora_dtype = ft.lora_dtype
+    if lora_dtype == "auto":
+        lora_dtype = loaded.info.dtype if cfg.model.quantize != "none" else "float32"
+    if lora_dtype != "float32":  # peft creates them in float32
+        for param in model.parameters():
+            if param.requires_grad:
+                param.data = param.data.to(getattr(torch, lora_dtype))
     if ft.gradient_checkpointing:
         model.enable_input_require_grads()
     loaded.model = model
@@ -153,7 +135,8 @@ def _trainer_class():
             # Always count the response tokens of the accumulated batch (our loss divides by it).
             self.model_accepts_loss_kwargs = True
             base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            self._head = fusable_head(base)
+            # FSDP shards the head's weight: the fused loss needs it whole, so the plain path.
+            self._head = None if self.is_fsdp_enabled else fusable_head(base)
             self._head_config = base.config
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -164,83 +147,6 @@ def _trainer_class():
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return ResponseTrainer
-
-
-def _metrics_callback(out: Path):
-    from transformers import TrainerCallback
-
-    from compara.logs import progress
-
-    class MetricsCallback(TrainerCallback):
-        """metrics.jsonl (one line per log/eval, flushed at once) and a progress bar with
-        loss, tokens/s and ETA. Only the main process writes."""
-
-        def __init__(self):
-            self.bar = None
-            self.writer = None
-            self.step_time = 0.0
-            self.step_tokens = 0
-            self._t0 = 0.0
-            self._tok0 = 0
-            self.last_loss = None
-            self.evals: list[tuple[int, float]] = []
-
-        def on_train_begin(self, args, state, control, **kw):
-            if state.is_world_process_zero:
-                self.writer = JsonlAppender(out / METRICS)
-                self.bar = progress(total=state.max_steps, initial=state.global_step,
-                                    desc="fine-tuning", unit="step")
-
-        def on_step_begin(self, args, state, control, **kw):
-            self._t0 = time.perf_counter()
-            self._tok0 = state.num_input_tokens_seen
-
-        def on_step_end(self, args, state, control, **kw):
-            dt = time.perf_counter() - self._t0
-            self.step_time += dt
-            self.step_tokens += state.num_input_tokens_seen - self._tok0
-            if self.bar is not None:
-                self.bar.update(1)
-                post = {"tok/s": f"{self.tokens_per_second:.0f}"}
-                if self.last_loss is not None:
-                    post["loss"] = f"{self.last_loss:.3f}"
-                self.bar.set_postfix(post, refresh=False)
-
-        @property
-        def tokens_per_second(self) -> float:
-            return self.step_tokens / self.step_time if self.step_time else 0.0
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero or not logs:
-                return
-            rec: dict[str, Any] = {"step": state.global_step,
-                                   "epoch": round(state.epoch or 0.0, 4)}
-            if "eval_loss" in logs:
-                rec.update(kind="eval", eval_loss=logs["eval_loss"],
-                           seconds=logs.get("eval_runtime"))
-                self.evals.append((state.global_step, logs["eval_loss"]))
-                if self.bar is not None:
-                    self.bar.write(f"step {state.global_step}: eval loss {logs['eval_loss']:.4f}")
-            elif "loss" in logs:
-                self.last_loss = logs["loss"]
-                rec.update(kind="train", loss=logs["loss"], lr=logs.get("learning_rate"),
-                           grad_norm=logs.get("grad_norm"), tokens=state.num_input_tokens_seen,
-                           tokens_per_second=round(self.tokens_per_second, 1))
-            else:
-                return
-            if self.writer is None:  # evaluate() before train(): write directly
-                with JsonlAppender(out / METRICS) as w:
-                    w.write(rec)
-            else:
-                self.writer.write(rec)
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.close()
-            if self.writer is not None:
-                self.writer.close()
-
-    return MetricsCallback()
 
 
 def training_arguments(cfg: ExperimentConfig, out: Path, device: str):
@@ -338,11 +244,21 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     started = time.monotonic()
     out = Path(out)
     data = Path(data)
+    # The config written with the adapter says what was actually used.
+    cfg = cfg.replace(paths=cfg.paths.replace(data=str(data.resolve()), adapter=str(out.resolve())))
     resume_from = check_output_folder(out, resume)
     if resume and (out / SUMMARY).is_file() and resume_from is not None:
         summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
         state = json.loads((resume_from / "trainer_state.json").read_text(encoding="utf-8"))
         if state.get("global_step") == summary.get("steps"):
+            from finetune.data import load_splits
+
+            ft = cfg.finetune
+            *_, report = load_splits(data, val_fraction=ft.val_fraction, tasks=ft.tasks,
+                                     max_train=ft.max_train_records, max_val=ft.max_val_records)
+            if report.sha256 != summary["data"]["sha256"]:
+                raise RunConflict(f"{out}: cannot resume, the run was trained on other data; "
+                                  "choose another --out")
             log.info("%s: the run is already complete (%d steps)", out, summary["steps"])
             return summary
     set_seed(cfg.finetune.seed)
@@ -357,7 +273,7 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
                               f"{', '.join(changed)}; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     trainer_cls = _trainer_class()
-    metrics_cb = _metrics_callback(out)
+    metrics_cb = metrics_callback(out)
     from finetune.data import PackedCollator, PaddedCollator
 
     ft = cfg.finetune
@@ -401,19 +317,14 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     if main:
         trainer.model.save_pretrained(out)
         if ft.stop_check:
-            from compara.models.loading import set_cpu_4bit_inference_layout
             from finetune.evaluate import stop_check
 
-            # Training is over: generation may use bitsandbytes' faster CPU layout, as the
-            # comparison's arms will.
-            set_cpu_4bit_inference_layout(trainer.model, True)
             stop = stop_check(trainer.model, loaded.tokenizer, prepared.template, prepared.train_records,
                               n=ft.stop_check, max_new_tokens=ft.stop_check_max_new_tokens)
-    summary = _summary(cfg, prepared, trainer, data, out, state, result, train_seconds,
+    summary = build_summary(cfg, prepared, trainer, data, out, state, result, train_seconds,
                        time.monotonic() - started, resumed_step, best, last, chosen,
                        metrics_cb, stop)
     if main:
-        from finetune.report import plot_losses, write_readme
 
         plot_losses(out / METRICS, out / "loss.png", title=f"{cfg.model.base} — {out.name}")
         atomic_write_json(out / SUMMARY, summary)
@@ -442,44 +353,3 @@ def _log_start(cfg: ExperimentConfig, prepared: Prepared, trainer) -> None:
     log.info("Data: %d train / %d val examples, %d / %d tokens (%d train response tokens); "
              "%d steps of %d x %d examples", r.used["train"], r.used["val"], r.tokens["train"],
              r.tokens["val"], r.response_tokens["train"], steps, ft.batch_size, ft.grad_accum)
-
-
-def _summary(cfg, prepared: Prepared, trainer, data: Path, out: Path, state, result,
-             train_seconds: float, elapsed: float, resumed_step: int, best, last, chosen,
-             metrics_cb, stop) -> dict[str, Any]:
-    evals = [rec for _, rec in iter_jsonl(out / METRICS, on_error=lambda b: None)
-             if rec.get("kind") == "eval"] if (out / METRICS).is_file() else []
-    trains = [rec for _, rec in iter_jsonl(out / METRICS, on_error=lambda b: None)
-              if rec.get("kind") == "train"] if (out / METRICS).is_file() else []
-    trainable, total = prepared.loaded.model.get_nb_trainable_parameters()
-    info = prepared.loaded.info.to_dict()
-    return {
-        "base": info,
-        "adapter": {"kept": cfg.finetune.keep, "from_checkpoint": chosen.name if chosen else None,
-                    "trainable_parameters": trainable, "total_parameters": total,
-                    "lora_r": cfg.finetune.lora_r, "lora_alpha": cfg.finetune.lora_alpha,
-                    "lora_dropout": cfg.finetune.lora_dropout,
-                    "target_modules": cfg.finetune.target_modules},
-        "quantize": cfg.model.quantize,
-        "template": {"name": prepared.template.name,
-                     "fingerprint": prepared.template.fingerprint},
-        "data": {"source": str(data), **prepared.report.to_dict()},
-        "steps": state.global_step, "max_steps": state.max_steps,
-        "epochs": round(state.epoch or 0.0, 4), "resumed_from_step": resumed_step,
-        "train_loss_first": trains[0]["loss"] if trains else None,
-        "train_loss_last": trains[-1]["loss"] if trains else None,
-        "eval_loss_start": evals[0]["eval_loss"] if evals else None,
-        "eval_loss_best": state.best_metric,
-        "eval_loss_final": evals[-1]["eval_loss"] if evals else None,
-        "best_checkpoint": Path(best).name if best else None,
-        "last_checkpoint": last.name if last else None,
-        "elapsed_seconds": round(elapsed, 1), "train_seconds": round(train_seconds, 1),
-        "train_tokens": state.num_input_tokens_seen,
-        "train_tokens_per_second": round(metrics_cb.tokens_per_second, 1),
-        **peak_memory(),
-        "stop_check": stop,
-        "versions": library_versions(),
-        "world_size": trainer.args.world_size,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-

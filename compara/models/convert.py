@@ -2,8 +2,10 @@
 
 The bundled models ship as GGUF files; reading GGUF means de-quantising every tensor (tens of
 seconds, GBs of memory), so the first use converts the model into
-``<cache>/models/<name>-v<version>/`` (safetensors, float32, plus the tokenizer) and every
-later load takes seconds. The conversion is written into a temporary folder beside the final
+``<cache>/models/<name>-v<version>/`` (safetensors in bfloat16, plus the tokenizer) and
+every later load takes seconds. bfloat16, not float32: the weights come from a 4-bit file
+anyway, the models compute in bf16 where the CPU can, and loading (and 4-bit quantising) a
+bf16 file peaks at a third of the memory (0.7 GB instead of 2.1 GB for Gemma 3 270M). The conversion is written into a temporary folder beside the final
 one and renamed into place when complete, under a file lock: a killed conversion leaves no
 half-written model, and two processes never convert the same model at the same time.
 """
@@ -90,8 +92,9 @@ def _save_from_gguf(folder: Path, gguf_file: str, dest: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    model.to(torch.bfloat16)
     # transformers refuses to save a model it still believes GGUF-quantised; its tensors are
-    # already de-quantised to float32.
+    # already de-quantised.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

