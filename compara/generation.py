@@ -33,9 +33,10 @@ class Generation:
         return round(self.tokens_out / self.latency_s, 2) if self.latency_s > 0 else None
 
 
-def has_loop(tokens: Sequence[int], n: int = 3, repeats: int = LOOP_REPEATS) -> bool:
-    """A token n-gram repeated ``repeats`` times or more: the model is looping."""
-    grams = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+def has_loop(text: str, n: int = 3, repeats: int = LOOP_REPEATS) -> bool:
+    """A word n-gram occurs ``repeats`` times or more: the model is looping."""
+    words = text.split()
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     return any(c >= repeats for c in grams.values())
 
 

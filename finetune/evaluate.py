@@ -10,69 +10,29 @@ to stop and repeated itself up to max_new_tokens.
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-LOOP_REPEATS = 3
+from compara.generation import Generation, generate, has_loop
 
 
-def has_loop(text: str, n: int = 3, repeats: int = LOOP_REPEATS) -> bool:
-    """A word n-gram occurs ``repeats`` times or more."""
-    words = text.split()
-    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    return any(c >= repeats for c in grams.values())
-
-
-def classify(tokens: Sequence[int], eos_ids: set[int], max_new_tokens: int,
-             decode=None) -> dict[str, Any]:
-    """How a generated continuation (prompt excluded) ended. ``decode`` turns token ids into
-    text (for the loop test); without it the ids themselves are the "words"."""
-    cut = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
-    body = list(tokens[:cut]) if cut is not None else list(tokens)
-    loop = has_loop(decode(body) if decode else " ".join(map(str, body)))
-    return {"eos": cut is not None, "hit_max": cut is None and len(tokens) >= max_new_tokens,
-            "loop": loop, "stopped": cut is not None and not loop, "new_tokens": len(body)}
-
-
-def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
-             batch_size: int = 8) -> list[list[int]]:
-    """Greedy continuations (token ids after the prompt, up to and including EOS)."""
-    import torch
-
-    device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: dict[int, list[int]] = {}
-    pad = tokenizer.pad_token_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                        add_special_tokens=True).to(device)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=pad, use_cache=True)
-        for row, i in zip(out[:, enc["input_ids"].shape[1]:].tolist(), idx, strict=True):
-            # After EOS the batch is filled with pad: cut it.
-            results[i] = row
-    return [results[i] for i in range(len(prompts))]
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    gen = getattr(model, "generation_config", None)
-    if gen is not None and gen.eos_token_id is not None:
-        ids |= set(gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id])
-    return ids
+def classify(gen: Generation, max_new_tokens: int) -> dict[str, Any]:
+    """How a generated continuation ended: on EOS, at the token budget, in a loop."""
+    loop = has_loop(gen.text)
+    return {"eos": gen.stopped_on_eos,
+            "hit_max": not gen.stopped_on_eos and gen.tokens_out >= max_new_tokens,
+            "loop": loop, "stopped": gen.stopped_on_eos and not loop,
+            "new_tokens": gen.tokens_out}
 
 
 def stop_report(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
                 batch_size: int = 8) -> dict[str, Any]:
-    eos_ids = _eos_ids(model, tokenizer)
-    outs = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-    def decode(ids):
-        return tokenizer.decode(ids, skip_special_tokens=True)
+    """Greedy answers to ``prompts`` (through the comparison's generation path), classified."""
+    from compara.config import GenerationConfig
 
-    rows = [classify(o, eos_ids, max_new_tokens, decode) for o in outs]
+    decoding = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    gens = generate(model, tokenizer, prompts, decoding)
+    rows = [classify(g, max_new_tokens) for g in gens]
     n = len(rows)
     return {
         "n": n,
@@ -82,7 +42,7 @@ def stop_report(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
         "hit_max_new_tokens": sum(r["hit_max"] for r in rows),
         "loops": sum(r["loop"] for r in rows),
         "mean_new_tokens": round(sum(r["new_tokens"] for r in rows) / n, 1) if n else None,
-        "samples": [tokenizer.decode(o, skip_special_tokens=True)[:300] for o in outs[:3]],
+        "samples": [g.text[:300] for g in gens[:3]],
     }
 
 

@@ -392,14 +392,18 @@ def test_killed_process_resumes(tmp_path, repo_root, fixtures_dir):
 
 
 def test_stop_classification():
+    from compara.generation import Generation
     from finetune.evaluate import classify, has_loop
 
-    eos = {2}
-    assert classify([5, 6, 7, 2, 0, 0], eos, 6) == {
+    def gen(text, n, eos):
+        return Generation(text=text, token_ids=list(range(n)), tokens_in=5, tokens_out=n,
+                          latency_s=0.1, stopped_on_eos=eos)
+
+    assert classify(gen("uma resposta curta", 3, True), 6) == {
         "eos": True, "hit_max": False, "loop": False, "stopped": True, "new_tokens": 3}
-    assert classify([5, 6, 7, 8], eos, 4)["hit_max"]
-    looping = [5, 6, 7] * 3 + [2]
-    assert classify(looping, eos, 20)["loop"] and not classify(looping, eos, 20)["stopped"]
+    assert classify(gen("sem fim à vista", 4, False), 4)["hit_max"]
+    looping = gen("o rio é o rio é o rio é o rio é", 12, True)
+    assert classify(looping, 20)["loop"] and not classify(looping, 20)["stopped"]
     # Words, not tokens: dates split into digits are no loop; a repeated phrase is.
     assert not has_loop("nasceu em 1746, casou em 1770 e morreu em 1792.")
     assert has_loop("feijoada de mandioca, feijoada de mandioca, feijoada de mandioca,")

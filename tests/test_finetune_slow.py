@@ -12,8 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_qlora_few_steps(tmp_path, repo_root, fixtures_dir):
+    from compara.config import GenerationConfig
+    from compara.generation import generate
     from compara.models import attach_adapter, load_base
-    from finetune.evaluate import generate
     from finetune.train import run_finetune
 
     cfg = load_config(repo_root / "configs" / "ci.yaml", [
@@ -31,5 +32,5 @@ def test_smollm2_qlora_few_steps(tmp_path, repo_root, fixtures_dir):
     tuned = attach_adapter(load_base(load_config(out / "config.yaml").model), out)
     record = json.loads((fixtures_dir / "instructions.jsonl").open().readline())
     prompt = tuned.adapter.template.render_record(record)[0]
-    (new,) = generate(tuned.model, tuned.tokenizer, [prompt], max_new_tokens=16)
-    assert 1 <= len(new) <= 16
+    (new,) = generate(tuned.model, tuned.tokenizer, [prompt], GenerationConfig(max_new_tokens=16))
+    assert 1 <= new.tokens_out <= 16
