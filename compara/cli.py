@@ -58,4 +58,10 @@ _register_commands()
 
 
 def main() -> None:
+    import os
+
+    # Idle OpenMP threads that sleep instead of spinning: on a CPU shared with anything else
+    # (a laptop, the app's own threads) spinning waiters slow generation 2-4x (BENCHMARKS.md).
+    # Set before torch is imported; OMP_WAIT_POLICY=ACTIVE in the environment keeps the default.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()

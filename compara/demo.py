@@ -110,16 +110,27 @@ def _finetune_fresh(cfg: ExperimentConfig) -> bool:
 
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     trained = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    same_data = summary.get("data", {}).get("train_sha256") in (None, sha256_file(train))
+    same_data = summary.get("data", {}).get("sha256", {}).get("train") == sha256_file(train)
     return (same_data and trained.get("finetune") == cfg.finetune.to_dict()
             and trained.get("model", {}).get("base") == cfg.model.base
             and summary_path.stat().st_mtime >= train.stat().st_mtime)
 
 
 def _finetune_run(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Continue an interrupted tune; a finished but stale adapter is kept as `<dir>.previous`
+    and a new one trained."""
+    import shutil
+
     from finetune.train import run_finetune
 
-    return run_finetune(cfg, cfg.paths.data, cfg.paths.adapter)
+    adapter = Path(cfg.paths.adapter)
+    if (adapter / "summary.json").exists():
+        previous = adapter.with_name(adapter.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        adapter.rename(previous)
+        log.warning("the adapter in %s was trained on other data or settings: kept as %s, "
+                    "training a new one", adapter, previous)
+    return run_finetune(cfg, cfg.paths.data, adapter, resume=True)
 
 
 def _finetune_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> str:

@@ -182,6 +182,13 @@ class JsonlAppender:
     def write(self, record: dict) -> None:
         self.write_line(dumps(record))
 
+    def write_text(self, text: str) -> None:
+        """Append several complete lines at once (``text`` ends with a newline)."""
+        self._fh.write(text)
+        if self._flush_each_line:
+            self._fh.flush()
+        self.written += text.count("\n")
+
     def write_line(self, line: str) -> None:
         """Append one already-serialised JSON line (no newline inside)."""
         self._fh.write(line + "\n")

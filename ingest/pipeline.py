@@ -57,7 +57,7 @@ class PageResult:
     kind: str  # "article", "redirect", "skipped"
     reason: str | None = None
     article_line: str | None = None  # the article as a JSON line (aliases filled in at the end)
-    instructions: list[tuple[int, str, str, int, str]] | None = None  # (key, split, task, chars, line)
+    instructions: InstructionBatch | None = None
     redirect: dict[str, Any] | None = None
     leftover_markup: int = 0
     dropped_templates: Counter | None = None
@@ -68,13 +68,27 @@ def article_url(base_url: str, title: str) -> str:
     return base_url + quote(title.replace(" ", "_"), safe="()_,:'!-./*;@$")
 
 
-def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig
-                       ) -> list[tuple[int, str, str, int, str]]:
+@dataclass
+class InstructionBatch:
+    """One article's instruction records, ready to write: the lines of each split joined, and
+    per record (key, split, task, output chars) in the order of those lines."""
+
+    keys: list[int]
+    joined: dict[str, str]
+    rows: list[tuple[int, str, str, int]]
+
+
+def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig) -> InstructionBatch:
     from ingest.instructions import dedup_key, split_of
 
     icfg = cfg.instructions
-    return [(dedup_key(r), split_of(r["id"], icfg.val_fraction, icfg.split_salt), r["task"],
-             len(r["output"]), dumps(r)) for r in records]
+    rows, lines = [], {"train": [], "val": []}
+    for r in records:
+        split = split_of(r["id"], icfg.val_fraction, icfg.split_salt)
+        rows.append((dedup_key(r), split, r["task"], len(r["output"])))
+        lines[split].append(dumps(r) + "\n")
+    return InstructionBatch([row[0] for row in rows],
+                            {split: "".join(parts) for split, parts in lines.items()}, rows)
 
 
 def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
@@ -223,8 +237,21 @@ class _Run:
             log.warning("nothing to resume in %s; starting from the beginning", self.out)
         self.work.mkdir(parents=True)
 
-    def write_instructions(self, lines: list[tuple[int, str, str, int, str]]) -> None:
-        for key, split, task, chars, line in lines:
+    def write_instructions(self, batch: InstructionBatch) -> None:
+        keys = set(batch.keys)
+        if len(keys) == len(batch.keys) and self.seen.isdisjoint(keys):
+            # The usual case: nothing seen before, the article's lines go out in one write.
+            self.seen |= keys
+            for split, text in batch.joined.items():
+                if text:
+                    self.writers[split].write_text(text)
+            for _, split, task, chars in batch.rows:
+                self.lines[split] += 1
+                self.stats.add(task, split, chars)
+            return
+        pending = {split: iter(text.splitlines()) for split, text in batch.joined.items()}
+        for key, split, task, chars in batch.rows:
+            line = next(pending[split])
             if key in self.seen:
                 self.stats.duplicates_removed += 1
                 continue
