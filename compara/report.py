@@ -364,7 +364,7 @@ TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
                  "abstained_correctly", "abstained", "repetition", "stopped_on_eos")
 
 
-def _pct(iv: Mapping[str, Any] | None) -> str:
+def format_pct(iv: Mapping[str, Any] | None) -> str:
     """A mean in percent with its interval: "43% (35–53)"."""
     if not iv or iv.get("mean") is None:
         return "—"
@@ -395,7 +395,7 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
     main = table(f"{summary['n_questions']} questions — mean in % ({conf}% interval)")
     main.add_row("answers", *(str(summary["per_arm"][a]["n"]) for a in arms))
     for m in TABLE_METRICS:
-        cells = [_pct(summary["per_arm"][a]["metrics"].get(m)) for a in arms]
+        cells = [format_pct(summary["per_arm"][a]["metrics"].get(m)) for a in arms]
         if any(c != "—" for c in cells):
             main.add_row(LABELS[m], *cells)
     lat = [summary["per_arm"][a]["latency_s"] for a in arms]
@@ -415,14 +415,14 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
         for label, b in exposure["bins"].items():
             if b["questions"]:
                 t.add_row(f"seen {label}× ({b['questions']})",
-                          *(_pct(b["arms"].get(a)) for a in arms))
+                          *(format_pct(b["arms"].get(a)) for a in arms))
         console.print(t)
     if by_type:
         t = table("contains by question type (correct abstention where unanswerable)")
         for qtype, per in summary["by_type"].items():
             n = max((s["n"] for s in per.values()), default=0)
             metric = "abstained_correctly" if qtype == "unanswerable" else "contains"
-            t.add_row(f"{qtype} ({n})", *(_pct((per.get(a) or {}).get("metrics", {}).get(metric))
+            t.add_row(f"{qtype} ({n})", *(format_pct((per.get(a) or {}).get("metrics", {}).get(metric))
                                           for a in arms))
         console.print(t)
     for w in summary.get("warnings") or []:

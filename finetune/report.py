@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import platform
 import resource
 import sys
 import time
@@ -100,14 +98,10 @@ def write_readme(out: Path, s: dict[str, Any]) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from compara.versions import library_versions as versions
 
-    out = {"python": platform.python_version()}
-    for dist in ("compara", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
-                 "tokenizers"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[dist] = version(dist)
-    return out
+    return versions(("compara", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
+                     "tokenizers"))
 
 
 def peak_memory() -> dict[str, float]:

@@ -13,13 +13,12 @@ and counted apart.
 from __future__ import annotations
 
 import logging
-import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from compara.io import BadLine, iter_jsonl
+from compara.io import BadLine
 from rag.bm25 import fold
 
 log = logging.getLogger(__name__)
@@ -30,13 +29,11 @@ def normalise(text: str) -> str:
 
 
 def contains_answer(text: str, references: Iterable[str]) -> bool:
-    """Whether any reference occurs in ``text`` as whole words, accent- and case-insensitive."""
-    haystack = normalise(text)
-    for ref in references:
-        needle = normalise(str(ref))
-        if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack):
-            return True
-    return False
+    """Whether any reference occurs in ``text`` as whole words, accent- and case-insensitive
+    (the same test as everywhere in compara: :func:`compara.text.contains_answer`)."""
+    from compara.text import contains_answer as contains
+
+    return any(contains(text, str(ref)) for ref in references)
 
 
 def references_of(q: dict[str, Any]) -> list[str]:
@@ -52,16 +49,16 @@ def is_answerable(q: dict[str, Any]) -> bool:
 
 
 def load_questions(path: str | Path, on_error: Callable[[BadLine], None]) -> list[dict[str, Any]]:
-    """Questions of a JSONL question file (CSV/YAML files come through compara's reader when
-    it exists); bad lines and records without a question go to ``on_error``."""
-    questions = []
-    for lineno, rec in iter_jsonl(path, on_error=on_error):
-        if not str(rec.get("question") or "").strip():
-            on_error(BadLine(str(path), lineno, "record lacks 'question'"))
-            continue
-        rec.setdefault("id", f"line-{lineno}")
-        questions.append(rec)
-    return questions
+    """Questions of a question file (JSONL, CSV or YAML, through compara's reader); records it
+    skips go to ``on_error`` with their file and line."""
+    from compara.questions import load_questions as read
+
+    qfile = read(path)
+    for bad in qfile.problems:
+        on_error(bad)
+    return [{"id": q.id, "question": q.question, "reference": list(q.reference),
+             "source_title": q.source_title, "answerable": q.answerable, "type": q.type,
+             "source_titles": q.source_titles} for q in qfile]
 
 
 def percentile(values: Sequence[float], q: float) -> float:

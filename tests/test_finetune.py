@@ -15,16 +15,7 @@ from finetune.data import IGNORE, PackedCollator, PaddedCollator, encode, load_s
 TINY = "tiny-random-llama"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model runs thousands of tiny ops: with 2 threads on a shared 2-core machine
-    each op waits for the busy core (10x slower); one thread never waits."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # Enough steps at a high learning rate for the tiny model to move visibly.
 FAST = ["finetune.max_steps=8", "finetune.eval_steps=4", "finetune.batch_size=4",
         "finetune.lr=5e-3", "finetune.warmup_ratio=0", "finetune.lora_dropout=0",

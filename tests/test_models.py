@@ -15,16 +15,7 @@ from compara.models.registry import REGISTRY
 TINY = "tiny-random-llama"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny model runs thousands of tiny ops: with 2 threads on a shared 2-core machine
-    each op waits for the busy core (10x slower); one thread never waits."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

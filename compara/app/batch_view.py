@@ -19,6 +19,7 @@ import streamlit as st
 from compara.app import files
 from compara.app.i18n import Tr
 from compara.app.views import answer_details, error_message, fit, md
+from compara.report import format_pct
 
 if TYPE_CHECKING:
     from compara.answerers import Comparison
@@ -105,15 +106,6 @@ def _run(cfg, view, arms, questions: Path, out: Path, limit: int | None, tr: Tr)
                               kept=run.get("already_written", 0)))
 
 
-def _pct(iv: dict[str, Any] | None) -> str:
-    if not iv or iv.get("mean") is None:
-        return "—"
-    text = f"{100 * iv['mean']:.0f}%"
-    if iv.get("lo") is not None and iv["lo"] != iv["hi"]:
-        text += f" ({100 * iv['lo']:.0f}–{100 * iv['hi']:.0f})"
-    return text
-
-
 def summary_table(summary: dict[str, Any], tr: Tr):
     """Metrics per arm (rows: metrics; columns: arms), means in % with their intervals."""
     import pandas as pd
@@ -121,7 +113,7 @@ def summary_table(summary: dict[str, Any], tr: Tr):
     per_arm = summary["per_arm"]
     rows = {tr("col_answers"): [str(per_arm[a]["n"]) for a in per_arm]}
     for m in TABLE_METRICS:
-        cells = [_pct(per_arm[a]["metrics"].get(m)) for a in per_arm]
+        cells = [format_pct(per_arm[a]["metrics"].get(m)) for a in per_arm]
         if any(c != "—" for c in cells):
             rows[tr("metric_" + m)] = cells
     rows[tr("col_latency")] = [_median(per_arm[a]["latency_s"], "{:.2f} s") for a in per_arm]
