@@ -102,6 +102,28 @@ def _hashes(cfg: ExperimentConfig, comparison: Comparison, questions_path: Path)
     }
 
 
+def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> list[Question]:
+    """``n`` questions spread evenly over the question types, the same ones every time.
+
+    Within each type the order is a stable hash of (seed, id); types take turns, so a small
+    sample still has lead, section, infobox, table, multi-article and unanswerable questions.
+    The chosen questions keep the file's order.
+    """
+    import hashlib
+
+    by_type: dict[str, list[Question]] = {}
+    for q in questions:
+        by_type.setdefault(q.type or "", []).append(q)
+    for group in by_type.values():
+        group.sort(key=lambda q: hashlib.sha256(f"{seed}:{q.id}".encode()).hexdigest())
+    chosen: set[str] = set()
+    while len(chosen) < min(n, len(questions)):
+        for group in by_type.values():
+            if group and len(chosen) < n:
+                chosen.add(group.pop(0).id)
+    return [q for q in questions if q.id in chosen]
+
+
 def resolve_arms(comparison: Comparison, arms: Sequence[str] | None) -> list[str]:
     if not arms:
         return list(comparison.arms)
@@ -112,8 +134,13 @@ def resolve_arms(comparison: Comparison, arms: Sequence[str] | None) -> list[str
 
 def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path,
               arms: Sequence[str] | None = None, limit: int | None = None,
-              comparison: Comparison | None = None, progress_callback=None) -> dict[str, Any]:
-    """Answer every question of a file through the arms; returns the run's summary."""
+              comparison: Comparison | None = None, progress_callback=None,
+              sample: int | None = None) -> dict[str, Any]:
+    """Answer every question of a file through the arms; returns the run's summary.
+
+    ``limit`` keeps the first N questions; ``sample`` N spread over the question types
+    (:func:`stratified_sample`, seeded by ``cfg.seed``).
+    """
     from compara.answerers import ArmUnavailable, build_comparison
     from compara.exposure import compute_exposure, write_exposure
     from compara.logs import progress
@@ -124,6 +151,8 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
     questions_path, out = Path(questions_path), Path(out)
     qfile = load_questions(questions_path, cfg.eval.max_question_chars, cfg.eval.long_questions)
     questions: list[Question] = list(qfile)
+    if sample is not None:
+        questions = stratified_sample(questions, sample, cfg.seed)
     if limit is not None:
         questions = questions[:limit]
     if not questions:

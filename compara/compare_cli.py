@@ -103,6 +103,9 @@ def batch(
     arms: ArmsOption = None,
     limit: Annotated[int | None, typer.Option(
         "--limit", help="Only the first N questions.", show_default=False)] = None,
+    sample: Annotated[int | None, typer.Option(
+        "--sample", help="N questions spread evenly over the question types (stable choice).",
+        show_default=False)] = None,
     base: BaseOption = None,
     adapter: AdapterOption = None,
     index: IndexOption = None,
@@ -123,10 +126,10 @@ def batch(
     if questions is None:
         fail("no question file: pass QUESTIONS or set paths.questions in the config")
     out = out or Path(cfg.paths.runs or "runs") / cfg.name
-    if limit is not None and limit < 1:
-        fail("--limit must be >= 1")
+    if (limit is not None and limit < 1) or (sample is not None and sample < 1):
+        fail("--limit and --sample must be >= 1")
     try:
-        summary = run_batch(cfg, questions, out, arms=_arms(arms), limit=limit)
+        summary = run_batch(cfg, questions, out, arms=_arms(arms), limit=limit, sample=sample)
     except _errors() as exc:
         fail(str(exc))
     if json_:

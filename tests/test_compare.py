@@ -233,3 +233,18 @@ def test_a_run_folder_refuses_answers_of_another_configuration(cfg, loaded, inde
     other = make_comparison(loaded, index, index_dir, max_new_tokens=7)
     with pytest.raises(InputError, match="another configuration"):
         run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=other, arms=["base"])
+
+
+def test_a_stratified_sample_covers_every_question_type(repo_root):
+    from compara.batch import stratified_sample
+    from compara.questions import load_questions
+
+    questions = list(load_questions(repo_root / "questions/amostra.jsonl"))
+    picked = stratified_sample(questions, 24, seed=42)
+    assert len(picked) == 24 and len({q.id for q in picked}) == 24
+    types = {q.type for q in questions}
+    counts = {t: sum(q.type == t for q in picked) for t in types}
+    assert min(counts.values()) >= 3  # 6 types, 24 questions: 4 each
+    assert picked == stratified_sample(questions, 24, seed=42)  # the same every time
+    order = [q.id for q in questions]
+    assert [order.index(q.id) for q in picked] == sorted(order.index(q.id) for q in picked)
