@@ -244,6 +244,10 @@ def _run_info(cfg: ExperimentConfig, comparison: Comparison, questions_path: Pat
     }
 
 
+class StaleRun(InputError):
+    """The run folder holds answers of another configuration (e.g. a retrained adapter)."""
+
+
 def _check_same_run(out: Path, info: dict[str, Any]) -> None:
     """A run folder holds one configuration: refuse to mix answers of another into it."""
     path = out / RUN_FILE
@@ -253,7 +257,7 @@ def _check_same_run(out: Path, info: dict[str, Any]) -> None:
     old = before.get("identity", {})
     changed = [arm for arm, ident in info["identity"].items() if arm in old and old[arm] != ident]
     if changed:
-        raise InputError(
+        raise StaleRun(
             f"{out} holds answers of another configuration for arm(s) {', '.join(changed)} "
             f"(model, adapter, index, template or decoding differ); write this run to another "
             f"--out folder")

@@ -154,10 +154,22 @@ def _demo_run_dir(cfg: ExperimentConfig) -> Path:
 
 
 def _batch_run(cfg: ExperimentConfig) -> dict[str, Any]:
-    from compara.batch import run_batch
+    """Answer the demo's questions; a run made with an older adapter, index or settings is
+    kept as `<run>.previous` and the run redone (unchanged arms come from the answer cache)."""
+    import shutil
+
+    from compara.batch import StaleRun, run_batch
 
     sample = cfg.demo.questions or None
-    return run_batch(cfg, cfg.paths.questions, _demo_run_dir(cfg), sample=sample)
+    run_dir = _demo_run_dir(cfg)
+    try:
+        return run_batch(cfg, cfg.paths.questions, run_dir, sample=sample)
+    except StaleRun as exc:
+        previous = run_dir.with_name(run_dir.name + ".previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        run_dir.rename(previous)
+        log.warning("%s; kept it as %s and starting the run again", exc, previous)
+        return run_batch(cfg, cfg.paths.questions, run_dir, sample=sample)
 
 
 def _batch_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> str:

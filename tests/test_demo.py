@@ -1,0 +1,66 @@
+"""`compara demo` end to end on the tiny random model: every stage runs, then nothing is redone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from compara.io import read_jsonl
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _demo(repo_root: Path, tmp_path: Path, *extra: str):
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    sets = [f"paths.data={tmp_path / 'data'}", f"paths.index={tmp_path / 'index'}",
+            f"paths.adapter={tmp_path / 'adapter'}", f"paths.runs={tmp_path / 'runs'}",
+            "ingest.max_pages=12", "model.quantize=none", "finetune.max_steps=2",
+            "finetune.eval_steps=2", "finetune.stop_check=2", "generation.max_new_tokens=6",
+            "demo.questions=6", *extra]
+    args = ["demo", "-c", str(repo_root / "configs" / "ci.yaml")]
+    for s in sets:
+        args += ["-s", s]
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+def test_the_demo_runs_every_stage_then_skips_what_is_up_to_date(repo_root, tmp_path):
+    first = _demo(repo_root, tmp_path)
+    assert first.exit_code == 0, first.output
+    for stage in ("ingest", "index", "finetune", "batch"):
+        assert f"• {stage}: done" in first.output
+    run = tmp_path / "runs" / "ci-demo"
+    rows = read_jsonl(run / "results.jsonl")
+    arms = {r["arm"] for r in rows}
+    assert arms == {"base", "rag", "finetuned", "finetuned+rag"}
+    # demo.questions picks a stratified sample, each question answered by every arm once
+    questions = {r["question_id"] for r in rows}
+    assert len(questions) == 6 and len(rows) == 6 * 4
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary["per_arm"]) == arms
+    assert (run / "report.html").stat().st_size > 0
+    assert "report.html" in first.output.replace("\n", "")  # rich wraps long paths
+
+    second = _demo(repo_root, tmp_path)
+    assert second.exit_code == 0, second.output
+    for stage in ("ingest", "index", "finetune"):
+        assert f"• {stage}: up to date" in second.output
+    assert "0 answers generated" in second.output.replace("\n", " ")
+    assert len(read_jsonl(run / "results.jsonl")) == len(rows)  # nothing written twice
+
+    # A changed fine-tuning setting retrains; the stale adapter is kept aside.
+    third = _demo(repo_root, tmp_path, "finetune.max_steps=3")
+    assert third.exit_code == 0, third.output
+    assert "• finetune: done" in third.output and "• index: up to date" in third.output
+    assert (tmp_path / "adapter.previous" / "summary.json").exists()
+    assert json.loads((tmp_path / "adapter" / "summary.json").read_text())["steps"] == 3
+    # ... and the answers of the old adapter are kept aside, not mixed with the new ones:
+    # the base and rag arms come from the answer cache, the fine-tuned arms are generated again.
+    assert (tmp_path / "runs" / "ci-demo.previous" / "results.jsonl").exists()
+    rerun = read_jsonl(run / "results.jsonl")
+    assert len(rerun) == 6 * 4
+    assert all(r["cached"] == (r["arm"] in ("base", "rag")) for r in rerun)
