@@ -204,3 +204,30 @@ def test_attach_refuses_an_adapter_of_another_base(tiny_bf16, tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(AdapterMismatch, match=r"trained on 'gemma3-270m'.*--base gemma3-270m"):
         attach_adapter(tiny_bf16, tmp_path)
+
+
+def test_the_output_head_gets_a_dense_input_so_a_frozen_head_is_never_copied():
+    """A prompt's last position is a strided slice; under PEFT torch would turn ``linear`` on
+    it into a batched matmul that copies the whole (vocab x hidden) weight at every prefill."""
+    import torch
+
+    from compara.models.loading import _contiguous_input, dense_strides
+
+    hidden = torch.randn(1, 7, 16)
+    last = hidden[:, -1:, :]  # what generation hands the head: strides (112, 16, 1)
+    assert last.is_contiguous() and last.stride() != dense_strides(last.shape)
+    (fixed,) = _contiguous_input(None, (last,))
+    assert fixed.stride() == dense_strides(fixed.shape) and torch.equal(fixed, last)
+    batch = torch.randn(3, 5, 16)[:, -1:, :]
+    assert not batch.is_contiguous()
+    assert _contiguous_input(None, (batch,))[0].stride() == dense_strides((3, 1, 16))
+    assert _contiguous_input(None, (torch.randn(2, 1, 16),)) is None  # dense already: untouched
+    assert dense_strides((2, 1, 16)) == (16, 16, 1)
+
+    weight = torch.randn(4096, 16, requires_grad=False)
+    from torch.profiler import profile
+
+    with torch.inference_mode(), profile(record_shapes=True) as prof:
+        torch.nn.functional.linear(fixed, weight)
+    ops = {e.name for e in prof.events()}
+    assert "aten::bmm" not in ops  # the plain matrix product, no per-row weight copy
