@@ -17,6 +17,7 @@ a stable hash of their id, so adding pages never reshuffles the split.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
@@ -183,8 +184,15 @@ def record_id(task: str, instruction: str, input: str) -> str:
 
 def split_of(rec_id: str, val_fraction: float, salt: str) -> str:
     """'train' or 'val', stable for a record whatever else is in the set."""
-    digest = hashlib.blake2b(rec_id.encode(), digest_size=8, key=salt.encode()[:64]).digest()
-    return "val" if int.from_bytes(digest, "big") / 2**64 < val_fraction else "train"
+    key, threshold = _split_params(salt, val_fraction)
+    digest = hashlib.blake2b(rec_id.encode(), digest_size=8, key=key).digest()
+    return "val" if int.from_bytes(digest, "big") < threshold else "train"
+
+
+@functools.lru_cache(maxsize=8)
+def _split_params(salt: str, val_fraction: float) -> tuple[bytes, float]:
+    """The hash key of a salt and the cut-off of the val split (a hash below it: val)."""
+    return salt.encode()[:64], val_fraction * 2**64
 
 
 def _kind(article: dict[str, Any]) -> str:

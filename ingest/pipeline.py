@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from compara.io import (
     InputError,
     JsonlAppender,
@@ -86,7 +88,7 @@ def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig) -> Inst
     for r in records:
         split = split_of(r["id"], icfg.val_fraction, icfg.split_salt)
         rows.append((dedup_key(r), split, r["task"], len(r["output"])))
-        lines[split].append(dumps(r) + "\n")
+        lines[split].append(orjson.dumps(r).decode() + "\n")  # plain str fields: no fallback
     return InstructionBatch([row[0] for row in rows],
                             {split: "".join(parts) for split, parts in lines.items()}, rows)
 
@@ -249,16 +251,23 @@ class _Run:
                 self.lines[split] += 1
                 self.stats.add(task, split, chars)
             return
-        pending = {split: iter(text.splitlines()) for split, text in batch.joined.items()}
+        # Some records were seen before (e.g. the same passage under another title): keep the
+        # others, still one write per split.
+        # (split on "\n" only: str.splitlines would also cut at U+2028 or U+0085 inside a text)
+        pending = {split: iter(text[:-1].split("\n")) for split, text in batch.joined.items()}
+        kept: dict[str, list[str]] = {"train": [], "val": []}
         for key, split, task, chars in batch.rows:
             line = next(pending[split])
             if key in self.seen:
                 self.stats.duplicates_removed += 1
                 continue
             self.seen.add(key)
-            self.writers[split].write_line(line)
+            kept[split].append(line + "\n")
             self.lines[split] += 1
             self.stats.add(task, split, chars)
+        for split, lines in kept.items():
+            if lines:
+                self.writers[split].write_text("".join(lines))
 
     def save_state(self, elapsed: float) -> None:
         for writer in self.writers.values():

@@ -395,22 +395,32 @@ def clean_inline(text: str, ctx: _Context, sep: str = " ") -> str:
     return text.strip(" ,;")
 
 
-_LINE_CLEANUPS = (
-    (re.compile(r"^[*#:;]+[ \t]*", re.MULTILINE), ""),  # list and indent markers
-    (re.compile(r"^-{4,}[ \t]*", re.MULTILINE), ""),  # horizontal rules
-    (_SPACES, " "),
-    (re.compile(r"^ +| +$", re.MULTILINE), ""),
-    (_EMPTY_PARENS, ""),
-    (_SPACE_BEFORE_PUNCT, r"\1"),
-    (re.compile(r"^ +| +$", re.MULTILINE), ""),
-    (re.compile(r"\n{3,}"), "\n\n"),
-)
+_LIST_MARKERS = re.compile(r"^[*#:;]+[ \t]*", re.MULTILINE)
+_HRULES = re.compile(r"^-{4,}[ \t]*", re.MULTILINE)
+# Runs of spacing to collapse: two or more, or one that is not a plain space (a plain single
+# space, between every two words, is left alone: replacing it by itself costs the most).
+_SPACE_RUNS = re.compile(r"[ \t\u00a0\u2009\u202f]{2,}|[\t\u00a0\u2009\u202f]")
+_LINE_EDGE_SPACES = re.compile(r"^ +| +$", re.MULTILINE)
+_BLANK_LINES = re.compile(r"\n{3,}")
 _HEADING_LINE = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.MULTILINE)
 
 
 def _tidy(text: str) -> str:
-    for pattern, repl in _LINE_CLEANUPS:
-        text = pattern.sub(repl, text)
+    """List/indent markers and rules off, spacing collapsed, lines trimmed, blank runs cut."""
+    if text[:1] in "*#:;" or "\n*" in text or "\n#" in text or "\n:" in text or "\n;" in text:
+        text = _LIST_MARKERS.sub("", text)
+    if "----" in text:
+        text = _HRULES.sub("", text)
+    text = _SPACE_RUNS.sub(" ", text)
+    if " \n" in text or "\n " in text or text[:1] == " " or text[-1:] == " ":
+        text = _LINE_EDGE_SPACES.sub("", text)
+    if "(" in text:
+        text = _EMPTY_PARENS.sub("", text)
+    text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+    if " \n" in text or "\n " in text:
+        text = _LINE_EDGE_SPACES.sub("", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
 
 
