@@ -357,12 +357,9 @@ class DumpReader:
                 page_id = int(sub.text)
             elif tag == "redirect":
                 redirect = sub.attr("title")
-        if title is None:
-            title = ""
-        if namespace is not None:
-            title = title.replace("_", " ")
-        else:
-            namespace, title = extract_namespace(title, namespace_map)
+        title = (title or "").replace("_", " ")
+        if namespace is None:  # old dumps: no <ns>, the namespace is the title's prefix
+            namespace = extract_namespace(title, namespace_map)[0]
         return RawPage(id=page_id, namespace=namespace, title=title, redirect=redirect,
                        revision_id=revision_id, timestamp=timestamp, text=text)
 

@@ -127,3 +127,61 @@ def test_single_stream_bz2_cut_mid_block(tmp_path, sample_dump):
     # One bz2 block holds the whole sample: nothing before the damage can be decoded,
     # and the problem says so instead of failing with a traceback.
     assert problems and problems[-1].kind == "truncated"
+
+
+_SITE = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="pt">
+  <siteinfo><sitename>Wikipédia</sitename><dbname>ptwiki</dbname>
+    <namespaces><namespace key="0" case="first-letter" />
+      <namespace key="10" case="first-letter">Predefinição</namespace></namespaces>
+  </siteinfo>
+"""
+
+
+def test_pages_keep_what_ingest_uses_from_every_kind_of_revision_element(tmp_path):
+    """Fields ingest never uses (contributors, comments, hashes, minor flags) are skipped; a
+    page with several revisions keeps the last; a page without <ns> gets its namespace from
+    the title's prefix; underscores in titles read as spaces."""
+    xml = _SITE + """  <page><title>Rio_Verde</title><ns>0</ns><id>7</id>
+    <restrictions>edit=sysop</restrictions>
+    <revision><id>70</id><parentid>69</parentid><timestamp>2020-01-01T00:00:00Z</timestamp>
+      <contributor><username>Ana</username><id>5</id></contributor><minor />
+      <comment>primeira</comment><origin>70</origin><model>wikitext</model>
+      <format>text/x-wiki</format><text bytes="9" sha1="x" xml:space="preserve">antigo</text>
+      <sha1>abc</sha1></revision>
+    <revision><id>71</id><timestamp>2021-02-03T04:05:06Z</timestamp>
+      <contributor deleted="deleted" /><comment deleted="deleted" />
+      <text bytes="4" xml:space="preserve">novo texto</text></revision>
+  </page>
+  <page><title>Predefinição:Info</title><id>8</id>
+    <revision><id>80</id><timestamp>2021-01-01T00:00:00Z</timestamp><text>{{x}}</text></revision>
+  </page>
+  <page><title>Vazia</title><ns>0</ns><id>9</id><redirect title="Rio Verde" />
+    <revision><id>90</id><timestamp>2021-01-01T00:00:00Z</timestamp><text deleted="deleted" /></revision>
+  </page>
+</mediawiki>
+"""
+    path = tmp_path / "d.xml"
+    path.write_text(xml, encoding="utf-8")
+    reader = DumpReader(path)
+    problems = []
+    reader.on_problem = problems.append
+    pages = list(reader)
+    assert not problems and reader.db_name == "ptwiki" and reader.namespaces[10] == "Predefinição"
+    rio, info, empty = pages
+    assert (rio.id, rio.title, rio.namespace) == (7, "Rio Verde", 0)
+    assert (rio.revision_id, rio.timestamp, rio.text) == (71, "2021-02-03T04:05:06Z", "novo texto")
+    assert (info.namespace, info.title) == (10, "Predefinição:Info")  # full title, as with <ns>
+    assert empty.redirect == "Rio Verde" and empty.text is None
+
+
+def test_an_unknown_element_between_pages_is_reported_and_the_pages_before_it_kept(tmp_path):
+    xml = _SITE + """  <page><title>A</title><ns>0</ns><id>1</id>
+    <revision><id>10</id><timestamp>2021-01-01T00:00:00Z</timestamp><text>a</text></revision></page>
+  <estranho>?</estranho>
+</mediawiki>
+"""
+    path = tmp_path / "d.xml"
+    path.write_text(xml, encoding="utf-8")
+    pages, problems = _read(path)
+    assert [p.title for p in pages] == ["A"]
+    assert problems and problems[0].kind == "xml" and "estranho" in problems[0].message
