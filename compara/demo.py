@@ -158,18 +158,20 @@ def _batch_run(cfg: ExperimentConfig) -> dict[str, Any]:
     kept as `<run>.previous` and the run redone (unchanged arms come from the answer cache)."""
     import shutil
 
+    from compara.answerers import build_comparison
     from compara.batch import StaleRun, run_batch
 
     sample = cfg.demo.questions or None
     run_dir = _demo_run_dir(cfg)
+    comparison = build_comparison(cfg)  # loaded once, also for a second attempt
     try:
-        return run_batch(cfg, cfg.paths.questions, run_dir, sample=sample)
+        return run_batch(cfg, cfg.paths.questions, run_dir, comparison=comparison, sample=sample)
     except StaleRun as exc:
         previous = run_dir.with_name(run_dir.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
         run_dir.rename(previous)
         log.warning("%s; kept it as %s and starting the run again", exc, previous)
-        return run_batch(cfg, cfg.paths.questions, run_dir, sample=sample)
+        return run_batch(cfg, cfg.paths.questions, run_dir, comparison=comparison, sample=sample)
 
 
 def _batch_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> str:

@@ -245,7 +245,8 @@ class DumpReader:
             while True:
                 reader = io.BufferedReader(stream, buffer_size=1 << 16)
                 try:
-                    for page, text in self._pages(reader, stream, header is None):
+                    for page in self._pages(reader, header is None):
+                        text = page.text
                         if header is None:
                             header = self._header_bytes(stream)
                         last = (page.title, page.id)
@@ -303,9 +304,8 @@ class DumpReader:
             raw.close()
 
     # -- reading ----------------------------------------------------------------------------
-    def _pages(self, reader: io.BufferedReader, stream: _CleanStream,
-               first: bool) -> Iterator[tuple[RawPage, str | None]]:
-        """(page, text) in dump order, read with mwxml's streaming element iterator.
+    def _pages(self, reader: io.BufferedReader, first: bool) -> Iterator[RawPage]:
+        """Pages in dump order, read with mwxml's streaming element iterator.
 
         mwxml's own ``Page``/``Revision`` objects parse every field of every revision
         (timestamps, contributors, comments, hashes) into typed objects: two thirds of the
@@ -315,7 +315,6 @@ class DumpReader:
         """
         from mwxml.element_iterator import ElementIterator
         from mwxml.errors import MalformedXML
-        from mwxml.iteration.page import extract_namespace
         from mwxml.iteration.site_info import SiteInfo
 
         root = ElementIterator.from_file(reader)
@@ -323,8 +322,7 @@ class DumpReader:
         for element in root:
             tag = element.tag
             if tag == "page":
-                page = self._page(element, namespace_map, extract_namespace)
-                yield page, page.text
+                yield self._page(element, namespace_map)
             elif tag == "siteinfo":
                 info = SiteInfo.from_element(element)
                 namespace_map = {ns.name: ns for ns in info.namespaces or []}
@@ -334,7 +332,7 @@ class DumpReader:
                 raise MalformedXML(f"Unexpected tag found when processing a <mediawiki>: '{tag}'")
 
     @staticmethod
-    def _page(element, namespace_map, extract_namespace) -> RawPage:
+    def _page(element, namespace_map) -> RawPage:
         title = namespace = page_id = redirect = None
         revision_id = timestamp = text = None
         for sub in element:
@@ -359,6 +357,8 @@ class DumpReader:
                 redirect = sub.attr("title")
         title = (title or "").replace("_", " ")
         if namespace is None:  # old dumps: no <ns>, the namespace is the title's prefix
+            from mwxml.iteration.page import extract_namespace
+
             namespace = extract_namespace(title, namespace_map)[0]
         return RawPage(id=page_id, namespace=namespace, title=title, redirect=redirect,
                        revision_id=revision_id, timestamp=timestamp, text=text)

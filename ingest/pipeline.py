@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
 from compara.io import (
     InputError,
     JsonlAppender,
@@ -88,7 +86,7 @@ def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig) -> Inst
     for r in records:
         split = split_of(r["id"], icfg.val_fraction, icfg.split_salt)
         rows.append((dedup_key(r), split, r["task"], len(r["output"])))
-        lines[split].append(orjson.dumps(r).decode() + "\n")  # plain str fields: no fallback
+        lines[split].append(dumps(r) + "\n")
     return InstructionBatch([row[0] for row in rows],
                             {split: "".join(parts) for split, parts in lines.items()}, rows)
 

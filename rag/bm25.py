@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from compara.text import strip_accents
 
 TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 TOKENIZER_VERSION = "pt-fold-light-stem-1"
 
 
 def fold(text: str) -> str:
-    """Lower case without accents: 'Ribeirão' → 'ribeirao'."""
-    text = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in text if not unicodedata.combining(ch))
+    """Lower case without accents: 'Ribeirão' → 'ribeirao' (spacing kept, unlike
+    :func:`compara.text.fold`)."""
+    return strip_accents(text.casefold())
 
 
 @lru_cache(maxsize=1)

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from compara.io import BadLine
-from rag.bm25 import fold
+from compara.text import fold
 
 log = logging.getLogger(__name__)
 
 
 def normalise(text: str) -> str:
-    return " ".join(fold(text).split())
+    """Case, accents and spacing folded (titles compared across sources)."""
+    return fold(text)
 
 
 def contains_answer(text: str, references: Iterable[str]) -> bool:
