@@ -28,10 +28,10 @@ JsonOption = Annotated[
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print a clear one-line error (no traceback) and exit."""
-    from rich.console import Console
+    """Print a clear one-line error (no traceback, never wrapped off a terminal) and exit."""
+    from compara.logs import console
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
 

@@ -75,11 +75,13 @@ def ask(
 
 def _show(question: str, answers) -> None:
     from rich.columns import Columns
-    from rich.console import Console, Group
+    from rich.console import Group
     from rich.panel import Panel
     from rich.text import Text
 
-    console = Console()
+    from compara.logs import console as make_console
+
+    console = make_console()
     console.print(Text(question, style="bold"))
     panels = []
     for a in answers:

@@ -192,9 +192,9 @@ STAGES = [
 
 
 def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
-    from rich.console import Console
+    from compara.logs import console as make_console
 
-    console = Console()
+    console = make_console()
     console.print(f"[bold]compara demo[/] — experiment [cyan]{cfg.name}[/] "
                   f"({cfg.source or 'built-in defaults'})")
     start = time.monotonic()

@@ -10,17 +10,51 @@ from typing import Any
 _progress_enabled = True
 
 
-def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """Configure the root logger for the command line: rich output on stderr."""
-    global _progress_enabled
+def console(stderr: bool = False):
+    """A rich Console for the command line's own lines. Off a terminal (a pipe, a file, a test)
+    lines are never wrapped at a guessed width: a pasted error or path stays whole."""
     from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=not _isatty(stream))
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (a test runner swaps it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Configure the root logger for the command line: rich output on a terminal's stderr,
+    plain unwrapped lines when stderr is a pipe or a file."""
+    global _progress_enabled
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     _progress_enabled = not quiet
-    handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=verbose,
-                          rich_tracebacks=verbose, markup=False)
-    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    if _isatty(sys.stderr):
+        handler: logging.Handler = RichHandler(console=console(stderr=True), show_path=False,
+                                               show_time=verbose, rich_tracebacks=verbose,
+                                               markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # Libraries that are chatty at INFO.
     for noisy in ("httpx", "urllib3", "filelock", "faiss", "faiss.loader", "sentence_transformers",
                   "datasets", "matplotlib", "PIL", "bitsandbytes", "bm25s"):

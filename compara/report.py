@@ -378,10 +378,11 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
     """The per-arm table in the terminal: one column per arm (so four arms fit 80 columns),
     one row per metric (mean in percent and its interval), latency and tokens/s; then
     accuracy by fact exposure when known, and by question type with ``by_type``."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from compara.logs import console as make_console
+
+    console = console or make_console()
     arms = list(summary["per_arm"])
     conf = round(summary["bootstrap"]["confidence"] * 100)
 

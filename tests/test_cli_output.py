@@ -1,0 +1,47 @@
+"""The command line's own output off a terminal: never wrapped at a guessed width."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+
+def test_error_not_wrapped_off_a_terminal(tmp_path, monkeypatch, capsys):
+    import typer
+
+    from compara.cliutils import fail
+
+    monkeypatch.setenv("COLUMNS", "40")
+    deep = tmp_path.joinpath(*["pasta-com-nome-comprido"] * 6) / "none.jsonl"
+    with pytest.raises(typer.Exit):
+        fail(f"{deep}: no such file or folder")
+    err = capsys.readouterr().err
+    assert f"{deep}: no such file or folder" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_log_lines_not_wrapped_off_a_terminal(tmp_path, monkeypatch, capsys):
+    from compara.logs import setup_logging
+
+    monkeypatch.setenv("COLUMNS", "40")
+    message = "kept as " + str(tmp_path.joinpath(*["outra-pasta-comprida"] * 6))
+    setup_logging()
+    try:
+        logging.getLogger("compara.test").warning(message)
+        assert message in capsys.readouterr().err
+    finally:
+        logging.getLogger().handlers.clear()
+
+
+def test_cli_error_whole_in_a_narrow_runner(tmp_path, repo_root, monkeypatch):
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    monkeypatch.setenv("COLUMNS", "40")
+    missing = tmp_path.joinpath(*["um-nome-de-pasta-longo"] * 5) / "none.jsonl"
+    res = CliRunner().invoke(app, ["finetune", "-c", str(repo_root / "configs" / "ci.yaml"),
+                                   "--data", str(missing), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 2
+    assert f"{missing}: no such file" in res.output
