@@ -26,9 +26,10 @@ Params = tuple[list[str], dict[str, str]]
 # Templates whose first positional parameter is the visible text.
 _FIRST_ARG = {
     "nowrap", "nobr", "small", "smaller", "big", "sc", "versalete", "nobold", "noitalic",
-    "citação", "citacao", "quote", "blockquote", "cquote", "unicode", "ipa", "ipa2", "afi",
+    "unicode", "ipa", "ipa2", "afi",
     "nowrap begin", "texto pequeno", "centro", "center", "em", "strong", "ênfase", "sem negrito",
-    "abbr", "abreviatura", "sigla", "tooltip", "nota oculta",
+    "abbr", "abreviatura", "sigla", "tooltip", "nota oculta", "math", "fórmula", "mvar",
+    "versaletes", "smallcaps",
 }
 # Templates that name a language and then give the text: {{lang|en|text}}.
 _LANG_TEXT = {"lang", "llang", "língua", "lingua", "idioma", "transl", "transliteração"}
@@ -134,6 +135,56 @@ def _render_first(params: Params) -> str:
     return (named.get("texto") or named.get("text") or named.get("1") or "").strip()
 
 
+def _render_quote(params: Params) -> str:
+    # {{Citação|texto|autor|fonte}}, {{Quote|text=...|sign=...}}: the quoted text only.
+    named = params[1]
+    for key in ("texto", "text", "quote", "citação", "citacao", "1"):
+        if named.get(key, "").strip():
+            return named[key].strip()
+    pos = _positional(params)
+    return pos[0] if pos else ""
+
+
+_COORD_HEMISPHERES = {"N": "N", "S": "S", "E": "L", "L": "L", "W": "O", "O": "O"}
+
+
+def _render_coord(params: Params) -> str:
+    """{{Coord|39|39|N|7|40|W}} -> 39°39′N 7°40′O (ptwiki writes O and L for west and east);
+    {{Coord|-23.55|-46.63}} -> 23,55°S 46,63°O. Shown only at the top of the page
+    (display=title) it is not part of the text: dropped."""
+    display = params[1].get("display", "").replace(" ", "").lower()
+    if display and "inline" not in display and "linha" not in display:
+        return ""
+    pos = [p for p in _positional(params) if p and ":" not in p]
+    marks = ("°", "′", "″")
+    halves: list[str] = []
+    numbers: list[str] = []
+    for p in pos:
+        hemisphere = _COORD_HEMISPHERES.get(p.upper())
+        if hemisphere and numbers:
+            halves.append("".join(f"{n.replace('.', ',')}{m}" for n, m in zip(numbers, marks)) + hemisphere)
+            numbers = []
+        elif re.fullmatch(r"-?\d+(?:[.,]\d+)?", p) and len(numbers) < 3:
+            numbers.append(p)
+    if not halves and len(numbers) == 2:  # decimal degrees, signed
+        for n, (plus, minus) in zip(numbers, (("N", "S"), ("L", "O"))):
+            halves.append(f"{n.lstrip('-').replace('.', ',')}°{minus if n.startswith('-') else plus}")
+    return " ".join(halves[:2]) if len(halves) >= 2 else ""
+
+
+# ISO codes as {{bandeira|BRA}} takes them: only the flag is shown, never a name.
+_COUNTRY_CODE = re.compile(r"[A-Z]{2,3}")
+
+
+def _render_flag_name(params: Params) -> str:
+    # {{flagcountry|Brasil}}, {{flag|Portugal}}: flag + name; a bare code shows no name.
+    pos = _positional(params)
+    name = params[1].get("nome", "").strip() or (pos[1] if len(pos) >= 2 else "")
+    if not name and pos and not _COUNTRY_CODE.fullmatch(pos[0]):
+        name = pos[0]
+    return name
+
+
 RENDERERS: dict[str, Callable[[Params], str]] = {}
 for _name in _FIRST_ARG:
     RENDERERS[_name] = _render_first
@@ -147,6 +198,15 @@ for _name in _DATE_DMY:
     RENDERERS[_name] = _render_dmy
 for _name in _DATE_YMD:
     RENDERERS[_name] = _render_ymd
+for _name in ("citação", "citacao", "quote", "cquote", "blockquote", "citação2", "quotation",
+              "citação bloco", "quote box", "caixa de citação"):
+    RENDERERS[_name] = _render_quote
+for _name in ("coord", "coor dms", "coor dm", "coor d", "coor title dms", "coor title dm",
+              "coor title d", "coor", "coordenadas", "coor dec"):
+    RENDERERS[_name] = _render_coord
+for _name in ("flagcountry", "flag", "flagu", "bandeira país", "bandeirapaís", "país",
+              "band", "bandpaís"):
+    RENDERERS[_name] = _render_flag_name
 for _name in ("link", "ill", "interlink", "link-interwiki", "ligação interlíngua"):
     RENDERERS[_name] = _render_link_template
 

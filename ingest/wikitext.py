@@ -46,7 +46,10 @@ _IMAGE_FIELD = re.compile(
     r"assinatura|legenda|caption|alt|tamanho|largura|size|upright|pushpin|coordenadas|coord|latd|longd)"
     r"(?:[_ ]|\d|$)",
     re.IGNORECASE)
-_IMAGE_VALUE = re.compile(r"\.(?:jpe?g|png|svg|gif|tiff?|webp|ogg|ogv|webm)\s*$", re.IGNORECASE)
+# A file name, or an image size under a field name the list above does not know (tam_img=250px).
+_IMAGE_VALUE = re.compile(
+    r"\.(?:jpe?g|png|svg|gif|tiff?|webp|ogg|ogv|webm)\s*$|^\s*(?:\d+\s*(?:x\s*\d+\s*)?px|upright[=\d.,\s]*)\s*$",
+    re.IGNORECASE)
 
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 _REF_SELF = re.compile(r"<ref\b[^>]*?/\s*>", re.IGNORECASE)
@@ -59,7 +62,7 @@ _DROP_ELEMENTS = re.compile(
 _NOWIKI = re.compile(r"<nowiki\s*>(.*?)</nowiki\s*>|<nowiki\s*/\s*>", re.IGNORECASE | re.DOTALL)
 _KEEP_INNER_TAGS = re.compile(r"</?(?:noinclude|onlyinclude|pre|poem|blockquote)\b[^>]*>",
                               re.IGNORECASE)
-_MAGIC_WORD = re.compile(r"__[A-ZÀ-Ú]{3,}__")
+_MAGIC_WORD = re.compile(r"__[A-ZÀ-Ú_]{3,}__")
 # Innermost template: no "{{" or "}}" inside (unrolled loop: much faster than an alternation).
 _TEMPLATE = re.compile(r"\{\{([^{}]*(?:(?:\{(?!\{)|\}(?!\}))[^{}]*)*)\}\}")
 _LINK = re.compile(r"\[\[([^\[\]]*)\]\]([a-záâãàçéêẽíóôõúü]*)")
@@ -74,8 +77,6 @@ _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _EMPTY_PARENS = re.compile(r"\(\s*[,;:]?\s*\)")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([,.;:!?)])")
 _LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||^\s*\|\}|^\s*\|-", re.MULTILINE)
-_CELL_ATTRS = re.compile(
-    r"""^\s*(?:[\w:-]+\s*=\s*(?:"[^"]*"|'[^']*'|[^\s|"']+)\s*)+$""")
 _NOWIKI_ESCAPES = str.maketrans({"[": "&#91;", "]": "&#93;", "{": "&#123;", "}": "&#125;",
                                  "|": "&#124;", "'": "&#39;", "<": "&lt;", ">": "&gt;",
                                  "=": "&#61;", "*": "&#42;", "#": "&#35;", ":": "&#58;"})
@@ -243,28 +244,50 @@ def _link_sub(ctx: _Context):
 
 
 def _expand_links(text: str, ctx: _Context) -> str:
+    # External links first: their single brackets inside a file's caption would otherwise
+    # keep the innermost-link pattern from matching the file link.
+    if "[" in text and ("//" in text or "[ftp:" in text):
+        text = _EXTERNAL.sub(lambda m: (m.group(1) or "").strip(), text)
     sub = _link_sub(ctx)
     while "[[" in text:
         new = _LINK.sub(sub, text)
         if new == text:
             break
         text = new
-    return _EXTERNAL.sub(lambda m: (m.group(1) or "").strip(), text)
+    return text
 
 
 # -- tables -------------------------------------------------------------------------------
-def _split_cell(cell: str) -> str:
-    """Drop a cell's attributes (``style="..." | text`` -> ``text``)."""
-    bar = cell.find("|")
-    if bar >= 0 and _CELL_ATTRS.match(cell[:bar]):
-        return cell[bar + 1:]
-    return cell
+# rowspan="2", rowspan=2, and the typo rowspan"2" that real pages carry (the wiki honours it).
+_SPAN = re.compile(r"\b(row|col)span\s*=?\s*[\"']?\s*(\d+)", re.IGNORECASE)
+_MAX_COLSPAN = 64
+_CELL_LIST_MARKER = re.compile(r"^[*#:;]+\s*")
 
 
-def _table_rows(table: str) -> tuple[str, list[list[tuple[bool, str]]]]:
+class _Cell:
+    __slots__ = ("header", "text", "rowspan", "colspan")
+
+    def __init__(self, header: bool, raw: str):
+        # MediaWiki's rule: what comes before a cell's first "|" is its attributes, unless it
+        # holds a link (links are already expanded here, so only a broken one would remain).
+        bar = raw.find("|")
+        self.rowspan = self.colspan = 1
+        if bar >= 0 and "[[" not in raw[:bar]:
+            attrs, raw = raw[:bar], raw[bar + 1:]
+            if "span" in attrs:
+                for m in _SPAN.finditer(attrs):
+                    if m.group(1).lower() == "row":
+                        self.rowspan = max(1, int(m.group(2)))
+                    else:
+                        self.colspan = min(max(1, int(m.group(2))), _MAX_COLSPAN)
+        self.header = header
+        self.text = raw.strip()
+
+
+def _table_rows(table: str) -> tuple[str, list[list[_Cell]]]:
     caption = ""
-    rows: list[list[tuple[bool, str]]] = []
-    current: list[tuple[bool, str]] = []
+    rows: list[list[_Cell]] = []
+    current: list[_Cell] = []
     for raw in table.split("\n")[1:]:
         line = raw.strip()
         if not line:
@@ -272,61 +295,138 @@ def _table_rows(table: str) -> tuple[str, list[list[tuple[bool, str]]]]:
         if line.startswith("|}"):
             break
         if line.startswith("|+"):
-            caption = _split_cell(line[2:]).strip()
+            caption = _Cell(False, line[2:]).text
         elif line.startswith("|-"):
             if current:
                 rows.append(current)
             current = []
         elif line.startswith("!"):
-            for cell in re.split(r"!!|\|\|", line[1:]):
-                current.append((True, _split_cell(cell).strip()))
+            current.extend(_Cell(True, cell) for cell in re.split(r"!!|\|\|", line[1:]))
         elif line.startswith("|"):
-            for cell in line[1:].split("||"):
-                current.append((False, _split_cell(cell).strip()))
-        elif current:
-            header, text = current[-1]
-            current[-1] = (header, f"{text}\n{line}")
-        elif rows:
-            header, text = rows[-1][-1]
-            rows[-1][-1] = (header, f"{text}\n{line}")
+            current.extend(_Cell(False, cell) for cell in line[1:].split("||"))
+        else:
+            # A cell's text continues on the next lines (paragraphs, lists, a nested table).
+            cell = current[-1] if current else rows[-1][-1] if rows else None
+            if cell is not None:
+                listed = line[0] in "*#:;"
+                item = _CELL_LIST_MARKER.sub("", line) if listed else line
+                joint = ", " if listed else " "
+                cell.text = f"{cell.text}{joint}{item}" if cell.text else item
     if current:
         rows.append(current)
     return caption, rows
 
 
+def _grid(rows: list[list[_Cell]]) -> list[list[_Cell | None]]:
+    """Rows laid on a grid of columns: a rowspan cell fills its column in the rows below (as a
+    reader sees it), a colspan cell fills its columns; so later cells keep their columns."""
+    held: dict[int, list] = {}  # column -> [rows still to fill, cell] for rowspans from above
+    grid: list[list[_Cell | None]] = []
+
+    def take(col: int) -> _Cell:
+        slot = held[col]
+        slot[0] -= 1
+        if not slot[0]:
+            del held[col]
+        return slot[1]
+
+    for row in rows:
+        out: list[_Cell | None] = []
+        col = 0
+        for cell in row:
+            while col in held:
+                out.append(take(col))
+                col += 1
+            for k in range(cell.colspan):
+                out.append(cell)
+                if cell.rowspan > 1:
+                    held[col + k] = [cell.rowspan - 1, cell]
+            col += cell.colspan
+        while held and max(held) >= col:
+            out.append(take(col) if col in held else None)
+            col += 1
+        grid.append(out)
+    return grid
+
+
 def render_table(table: str, ctx: _Context) -> str:
-    """A wikitable as text: one line per row, ``Header: value; Header: value``."""
+    """A wikitable as text: one line per row, ``Header: value; Header: value``. Header rows
+    stacked by colspans are joined per column (``Altitude — metros``); a row that is one cell
+    across the whole table (a sub-heading, a note) stays a plain line."""
     caption, rows = _table_rows(table)
     if not rows:
         return ""
+    cleaned: dict[int, str] = {}
 
-    def clean(s: str) -> str:
-        return clean_inline(s, ctx, sep=" ")
+    def clean(cell: _Cell) -> str:
+        key = id(cell)
+        if key not in cleaned:
+            # ";" separates the pairs of a row line, so a value's own ";" reads ", ".
+            text = clean_inline(cell.text, ctx, sep=", ")
+            cleaned[key] = text.replace("|", " ").replace(";", ",").strip() if (
+                "|" in text or ";" in text) else text
+        return cleaned[key]
 
-    headers: list[str] = []
     out: list[str] = []
     if caption:
-        out.append(clean(caption))
-    for row in rows:
-        if all(is_header for is_header, _ in row) and not headers:
-            headers = [clean(text) for _, text in row]
+        out.append(clean_inline(caption, ctx, sep=" "))
+    headers: list[str] = []
+    header_block: list[list[_Cell | None]] = []
+    in_header = True
+    for row in _grid(rows):
+        cells = [c for c in row if c is not None]
+        if not cells:
             continue
-        cells = [clean(text) for _, text in row]
-        if headers and len(cells) == len(headers):
-            pairs = [f"{h}: {c}" if h else c for h, c in zip(headers, cells, strict=True) if c]
-            line = "; ".join(pairs)
-        else:
-            line = "; ".join(c for c in cells if c)
-        if line:
-            out.append(line)
+        distinct = list(dict.fromkeys(cells))
+        if len(distinct) == 1 and len(row) > 1:
+            text = clean(distinct[0])
+            if text:
+                out.append(text)
+            continue
+        if all(c.header for c in cells):
+            if not in_header:
+                header_block, in_header = [], True
+            header_block.append(row)
+            headers = _column_headers(header_block, clean)
+            continue
+        in_header = False
+        pairs: list[str] = []
+        j = 0
+        while j < len(row):
+            cell = row[j]
+            k = j + 1
+            while k < len(row) and row[k] is cell:
+                k += 1
+            if cell is not None and (value := clean(cell)):
+                names = list(dict.fromkeys(h for h in headers[j:k] if h))
+                pairs.append(f"{' / '.join(names)}: {value}" if names else value)
+            j = k
+        if pairs:
+            out.append("; ".join(pairs))
     return "\n" + "\n".join(out) + "\n"
 
 
-_TABLE_EDGE = re.compile(r"^[ \t]*(\{\||\|\})", re.MULTILINE)
+def _column_headers(block: list[list[_Cell | None]], clean) -> list[str]:
+    """One name per column from stacked header rows (a spanned name is not repeated)."""
+    width = max(len(r) for r in block)
+    names = []
+    for j in range(width):
+        parts: list[str] = []
+        for row in block:
+            cell = row[j] if j < len(row) else None
+            text = clean(cell) if cell is not None else ""
+            if text and text not in parts:
+                parts.append(text)
+        names.append(" — ".join(parts))
+    return names
+
+
+_TABLE_EDGE = re.compile(r"^[ \t:]*(\{\||\|\})", re.MULTILINE)
 
 
 def _innermost_tables(text: str) -> list[tuple[int, int]]:
-    """Spans of the tables that hold no other table ("{|" ... "|}" lines, paired)."""
+    """Spans of the tables that hold no other table ("{|" ... "|}" lines, paired; a table
+    left open runs to the end of the text, as the wiki renders it)."""
     spans: list[tuple[int, int]] = []
     stack: list[tuple[int, bool]] = []  # (start, holds a nested table)
     for m in _TABLE_EDGE.finditer(text):
@@ -339,6 +439,8 @@ def _innermost_tables(text: str) -> list[tuple[int, int]]:
             if not nested:
                 end = text.find("\n", m.end())
                 spans.append((start, len(text) if end < 0 else end))
+    if stack and not stack[-1][1] and not spans:
+        spans.append((stack[-1][0], len(text)))
     return spans
 
 
