@@ -19,8 +19,8 @@ LEAK_PATTERNS: dict[str, str] = {
     "pipe": r"\|",
     "cell attribute": (r"\b(?:style|class|scope|align|valign|bgcolor|width|height|cellpadding|"
                        r"cellspacing|border)\s*=|\b(?:rowspan|colspan)\b"),
-    "image option": (r"\bthumb(?:nail)?\b|\bminiatura(?:daimagem)?\b|\bupright\b|\bpx\||"
-                     r"\b\d+\s?(?:x\d+)?px\b"),
+    "image option": (r"\bthumb(?:nail)?\b|\bminiaturadaimagem\b|\bupright\b|\bpx\||"
+                     r"\b\d+(?:x\d+)?px\b"),
     "namespace prefix": (r"\b(?:Categoria|Category|Ficheiro|Imagem|Arquivo|File|Image|"
                          r"Predefinição|Predefinicao|Template|Wikipédia|Wikipedia|Portal):"
                          r"(?=[^\s\d])"),

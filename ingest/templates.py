@@ -162,12 +162,12 @@ def _render_coord(params: Params) -> str:
     for p in pos:
         hemisphere = _COORD_HEMISPHERES.get(p.upper())
         if hemisphere and numbers:
-            halves.append("".join(f"{n.replace('.', ',')}{m}" for n, m in zip(numbers, marks)) + hemisphere)
+            halves.append("".join(f"{n.replace('.', ',')}{m}" for n, m in zip(numbers, marks, strict=False)) + hemisphere)
             numbers = []
         elif re.fullmatch(r"-?\d+(?:[.,]\d+)?", p) and len(numbers) < 3:
             numbers.append(p)
     if not halves and len(numbers) == 2:  # decimal degrees, signed
-        for n, (plus, minus) in zip(numbers, (("N", "S"), ("L", "O"))):
+        for n, (plus, minus) in zip(numbers, (("N", "S"), ("L", "O")), strict=True):
             halves.append(f"{n.lstrip('-').replace('.', ',')}°{minus if n.startswith('-') else plus}")
     return " ".join(halves[:2]) if len(halves) >= 2 else ""
 

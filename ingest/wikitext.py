@@ -59,6 +59,10 @@ _DROP_ELEMENTS = re.compile(
     r"syntaxhighlight|source|templatedata|includeonly|hiero|ce|inputbox|categorytree)\b[^>]*?"
     r"(?:/\s*>|>.*?(?:</\1\s*>|\Z))",
     re.IGNORECASE | re.DOTALL)
+# A formula on a line of its own (":<math>...</math>."): the whole line goes, its indent and
+# the sentence's closing punctuation with it, instead of leaving a lone "." behind.
+_MATH_LINE = re.compile(r"^[ \t:]*<math\b[^>]*>(?:(?!</math).)*</math\s*>[ \t]*[.,;]?[ \t]*$",
+                        re.IGNORECASE | re.DOTALL | re.MULTILINE)
 _NOWIKI = re.compile(r"<nowiki\s*>(.*?)</nowiki\s*>|<nowiki\s*/\s*>", re.IGNORECASE | re.DOTALL)
 _KEEP_INNER_TAGS = re.compile(r"</?(?:noinclude|onlyinclude|pre|poem|blockquote)\b[^>]*>",
                               re.IGNORECASE)
@@ -468,6 +472,8 @@ def _strip_elements(text: str) -> str:
     text = _NOWIKI.sub(lambda m: (m.group(1) or "").translate(_NOWIKI_ESCAPES), text)
     text = _REF_SELF.sub("", text)
     text = _REF.sub("", text)
+    if "<math" in text:
+        text = _MATH_LINE.sub("", text)
     text = _DROP_ELEMENTS.sub("", text)
     return _KEEP_INNER_TAGS.sub("", text)
 
