@@ -58,6 +58,7 @@ class Answer:
     tokens_per_s: float | None
     stopped_on_eos: bool
     identity: dict[str, Any]
+    finish_reason: str = "max_tokens"  # eos | stop_string | max_tokens
     truncated: bool = False
     retrieval_s: float | None = None
     cached: bool = False
@@ -69,7 +70,7 @@ class Answer:
                 "passages": self.passages, "tokens_in": self.tokens_in,
                 "tokens_out": self.tokens_out, "latency_s": self.latency_s,
                 "tokens_per_s": self.tokens_per_s, "stopped_on_eos": self.stopped_on_eos,
-                "truncated_prompt": self.truncated, "retrieval_s": self.retrieval_s,
+                "finish_reason": self.finish_reason, "truncated_prompt": self.truncated, "retrieval_s": self.retrieval_s,
                 "identity": self.identity}
 
 
@@ -109,12 +110,14 @@ class Comparison:
         self.retrieval = retrieval
         self.lock = threading.RLock()
         self._passages: OrderedDict[str, tuple[list[dict[str, Any]], float]] = OrderedDict()
+        # Where answers end, identical for every arm (the template's markers by default).
+        self.stop_strings = decoding.resolved_stop_strings(template)
         self._identity_base = {
             "base_model": loaded.info.base,
             "fingerprint": loaded.info.fingerprint,
             "quantize": loaded.info.quantize,
             "dtype": loaded.info.dtype,
-            "decoding": decoding.identity(),
+            "decoding": decoding.identity(self.stop_strings),
             "template": template.fingerprint,
         }
         self._adapter = adapter_hash(adapter_dir) if adapter_dir and loaded.adapter else None
@@ -132,7 +135,9 @@ class Comparison:
         view = copy.copy(self)  # shares loaded, index, templates and the lock
         if decoding is not None:
             view.decoding = decoding
-            view._identity_base = {**self._identity_base, "decoding": decoding.identity()}
+            view.stop_strings = decoding.resolved_stop_strings(self.template)
+            view._identity_base = {**self._identity_base,
+                                   "decoding": decoding.identity(view.stop_strings)}
         if retrieval is not None and retrieval != self.retrieval:
             view.retrieval = retrieval
             view._passages = OrderedDict()  # remembered passages are per retrieval setting
@@ -248,8 +253,8 @@ class Comparison:
         return Answer(arm=arm, question=question, text=gen.text, prompt=prompt,
                       passages=passages, tokens_in=gen.tokens_in, tokens_out=gen.tokens_out,
                       latency_s=gen.latency_s, tokens_per_s=gen.tokens_per_s,
-                      stopped_on_eos=gen.stopped_on_eos, identity=self.identity(arm),
-                      truncated=truncated, retrieval_s=seconds)
+                      stopped_on_eos=gen.stopped_on_eos, finish_reason=gen.finish_reason,
+                      identity=self.identity(arm), truncated=truncated, retrieval_s=seconds)
 
     def generate_prompts(self, arm: str, prompts: Sequence[str], on_batch=None) -> list[Generation]:
         from compara.generation import generate
@@ -257,7 +262,7 @@ class Comparison:
         self.check(arm)
         with self._arm_state(arm):
             return generate(self.loaded.model, self.loaded.tokenizer, prompts, self.decoding,
-                            on_batch=on_batch)
+                            on_batch=on_batch, stop_strings=self.stop_strings)
 
     def answer(self, arm: str, questions: Sequence[str], on_batch=None) -> list[Answer]:
         """Answers of one arm to several questions (generated in batches)."""
@@ -272,7 +277,7 @@ class Comparison:
         prompt, passages, truncated, seconds = self.prompt(arm, question)
         with self._arm_state(arm):
             for item in generate_stream(self.loaded.model, self.loaded.tokenizer, prompt,
-                                        self.decoding):
+                                        self.decoding, stop_strings=self.stop_strings):
                 if isinstance(item, Generation):
                     yield self._answer(arm, question, prompt, passages, truncated, seconds, item)
                 else:

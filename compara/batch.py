@@ -73,7 +73,17 @@ def cache_for(cfg: ExperimentConfig) -> AnswerCache:
 
 
 _ANSWER_FIELDS = ("answer", "prompt", "passages", "tokens_in", "tokens_out", "latency_s",
-                  "tokens_per_s", "stopped_on_eos", "truncated_prompt", "retrieval_s")
+                  "tokens_per_s", "stopped_on_eos", "finish_reason", "truncated_prompt",
+                  "retrieval_s")
+
+
+def with_finish_reason(record: dict[str, Any]) -> dict[str, Any]:
+    """A cached answer of an older version lacks ``finish_reason``: it had no stop strings,
+    so it ended on EOS or at max_new_tokens."""
+    if "finish_reason" not in record:
+        record = {**record,
+                  "finish_reason": "eos" if record.get("stopped_on_eos") else "max_tokens"}
+    return record
 
 
 def _done(results: Path) -> dict[tuple[str, str], str]:
@@ -205,7 +215,8 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                         cache.put(keys[i], {k: ans[k] for k in _ANSWER_FIELDS})
                         from_cache = False
                     else:
-                        ans = {"arm": arm, "identity": comparison.identity(arm), **cached[i]}
+                        ans = {"arm": arm, "identity": comparison.identity(arm),
+                               **with_finish_reason(cached[i])}
                         from_cache = True
                     record = {"key": keys[i], **q.to_dict(), **ans, "cached": from_cache}
                     score_answer(record, exposure, keep_accents=cfg.eval.keep_accents,

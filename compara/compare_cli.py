@@ -73,6 +73,9 @@ def ask(
     _show(text, answers)
 
 
+_ENDINGS = {"eos": "parou (EOS)", "stop_string": "parou (fim da seção)"}
+
+
 def _show(question: str, answers) -> None:
     from rich.columns import Columns
     from rich.console import Group
@@ -87,7 +90,7 @@ def _show(question: str, answers) -> None:
     for a in answers:
         body = [Text(a.text or "(vazio)")]
         meta = (f"{a.tokens_out} tokens · {a.latency_s:.1f} s · "
-                f"{a.tokens_per_s or 0:.1f} tok/s · {'parou (EOS)' if a.stopped_on_eos else 'cortada'}")
+                f"{a.tokens_per_s or 0:.1f} tok/s · {_ENDINGS.get(a.finish_reason, 'cortada')}")
         body.append(Text(meta, style="dim"))
         for p in a.passages:
             body.append(Text(f"[{p['rank']}] {p['title']} — {p.get('section') or ''} "

@@ -71,7 +71,12 @@ class ModelConfig(ConfigBase):
 class GenerationConfig(ConfigBase):
     """Decoding settings, set once and identical for every arm of the comparison."""
 
-    max_new_tokens: int = opt(96, "Tokens generated at most per answer (stopping is on EOS only).")
+    max_new_tokens: int = opt(96, "Tokens generated at most per answer (an answer also ends on "
+                                  "EOS or at a stop string).")
+    stop_strings: list[str] | None = opt(
+        None, "An answer ends where one of these is generated (it is cut off the answer), the "
+              "same for every arm. None: the template's section markers (`\\n###`); [] turns "
+              "it off (answers end on EOS or at max_new_tokens only).")
     do_sample: bool = opt(False, "Sample instead of greedy decoding (greedy is the default).")
     temperature: float = opt(0.7, "Sampling temperature (with do_sample).")
     top_p: float = opt(0.9, "Nucleus sampling mass (with do_sample).")
@@ -97,13 +102,27 @@ class GenerationConfig(ConfigBase):
             raise ConfigError("generation.max_prompt_tokens must be >= 32")
         if self.batch_size < 1:
             raise ConfigError("generation.batch_size must be >= 1")
+        if self.stop_strings is not None and any(not s for s in self.stop_strings):
+            raise ConfigError("generation.stop_strings: an empty string would stop every answer "
+                              "at once; use [] to turn stop strings off")
 
-    def identity(self) -> dict[str, Any]:
-        """The settings that change what is generated (not how fast)."""
+    def identity(self, stop_strings: list[str] | None = None) -> dict[str, Any]:
+        """The settings that change what is generated (not how fast); ``stop_strings``: the
+        resolved ones (see :meth:`resolved_stop_strings`), which every cache key includes."""
         keys = ["max_new_tokens", "do_sample", "repetition_penalty", "max_prompt_tokens"]
         if self.do_sample:
             keys += ["temperature", "top_p", "top_k", "seed"]
-        return {k: getattr(self, k) for k in keys}
+        ident = {k: getattr(self, k) for k in keys}
+        stops = self.stop_strings if stop_strings is None else stop_strings
+        if stops:  # absent when off, so the identity of a run without them is unchanged
+            ident["stop_strings"] = list(stops)
+        return ident
+
+    def resolved_stop_strings(self, template: Any) -> list[str]:
+        """The stop strings in force: the configured ones, else the template's markers."""
+        if self.stop_strings is not None:
+            return list(self.stop_strings)
+        return list(template.stop_markers)
 
 
 @dataclass

@@ -2,7 +2,12 @@
 
 Every arm of the comparison and the fine-tuning stop check generate through here, so decoding
 is identical everywhere: greedy by default (or seeded sampling), the same ``max_new_tokens``,
-and stopping only on the tokenizer's EOS — a model that never learned to stop shows it.
+the same stop strings. An answer ends on the tokenizer's EOS, on a stop string (the template's
+next section marker, e.g. ``\n###``: the model has finished its answer and begins to write
+the next section of the template), or at ``max_new_tokens``; each :class:`Generation` says
+which (``finish_reason``), and its text never contains the stop string. ``stopped_on_eos``
+stays: a model that never learned to stop still shows it. The fine-tuning stop check passes
+no stop strings, since what it measures is EOS.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LOOP_REPEATS = 3
+FINISH_REASONS = ("eos", "stop_string", "max_tokens")
 
 
 @dataclass
@@ -27,6 +33,12 @@ class Generation:
     latency_s: float  # wall time of the generate call that produced it (its whole batch)
     stopped_on_eos: bool
     batch_size: int = 1
+    finish_reason: str = "max_tokens"  # eos | stop_string | max_tokens
+
+    @property
+    def ended_cleanly(self) -> bool:
+        """Ended on EOS or at a stop string, not cut at ``max_new_tokens``."""
+        return self.finish_reason != "max_tokens"
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -71,15 +83,65 @@ def _split(row: Sequence[int], stop: set[int]) -> tuple[list[int], bool]:
     return list(row), False
 
 
+def stop_string_cut(text: str, stop_strings: Sequence[str], before: str = "") -> int | None:
+    """Where the answer ends in ``text``: the start of the first stop string, or None.
+
+    ``before`` is the end of the prompt: a stop string may begin there (the prompt ends with a
+    newline and the model writes ``###`` at once); only a match that ends inside ``text``
+    counts, so the prompt's own section markers never do.
+    """
+    if not stop_strings:
+        return None
+    context = before[-(max(len(s) for s in stop_strings) - 1):] if before else ""
+    joined = context + text
+    cuts = []
+    for s in stop_strings:
+        at = joined.find(s, max(0, len(context) - len(s) + 1))
+        if at >= 0:
+            cuts.append(max(0, at - len(context)))
+    return min(cuts) if cuts else None
+
+
+def _finish(tokenizer, row: Sequence[int], eos: set[int], stop_strings: Sequence[str],
+            prompt: str) -> tuple[list[int], str, bool, str]:
+    """(token ids, text, stopped_on_eos, finish_reason) of one generated row."""
+    ids, stopped = _split(row, eos)
+    ids = [t for t in ids if t != tokenizer.pad_token_id]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    cut = stop_string_cut(text, stop_strings, prompt)
+    if cut is not None:  # the stop string came first: EOS, if any, was never generated
+        text = text[:cut]
+        keep = len(ids)
+        while keep > 0 and len(tokenizer.decode(ids[:keep], skip_special_tokens=True)) > cut:
+            keep -= 1
+        return ids[:keep], text.strip(), False, "stop_string"
+    return ids, text.strip(), stopped, "eos" if stopped else "max_tokens"
+
+
+def stop_criteria(tokenizer, stop_strings: Sequence[str]) -> list[Any]:
+    """transformers' stop-string criterion (ends a row as soon as a token completes one)."""
+    if not stop_strings:
+        return []
+    from transformers import StopStringCriteria
+
+    return [StopStringCriteria(tokenizer, list(stop_strings))]
+
+
 def generate(model, tokenizer, prompts: Sequence[str], decoding,
-             on_batch: Callable[[int], None] | None = None) -> list[Generation]:
+             on_batch: Callable[[int], None] | None = None,
+             stop_strings: Sequence[str] = ()) -> list[Generation]:
     """Continuations of ``prompts`` in batches of ``decoding.batch_size`` (similar lengths
-    together, left padding), in the order given."""
+    together, left padding), in the order given; each row ends on EOS, at the first of
+    ``stop_strings`` (cut off its text) or at ``max_new_tokens``."""
     import torch
+    from transformers import StoppingCriteriaList
 
     device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
     kwargs = decoding_kwargs(decoding, tokenizer)
+    criteria = stop_criteria(tokenizer, stop_strings)
+    if criteria:
+        kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, Generation] = {}
     size = max(1, decoding.batch_size)
@@ -95,31 +157,64 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
         elapsed = time.perf_counter() - t0
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         for row, i, n_in in zip(new, idx, lengths, strict=True):
-            ids, stopped = _split(row, stop)
-            ids = [t for t in ids if t != tokenizer.pad_token_id]
+            ids, text, stopped, reason = _finish(tokenizer, row, stop, stop_strings, prompts[i])
             results[i] = Generation(
-                text=tokenizer.decode(ids, skip_special_tokens=True).strip(), token_ids=ids,
-                tokens_in=int(n_in), tokens_out=len(ids), latency_s=round(elapsed, 4),
-                stopped_on_eos=stopped, batch_size=len(idx))
+                text=text, token_ids=ids, tokens_in=int(n_in), tokens_out=len(ids),
+                latency_s=round(elapsed, 4), stopped_on_eos=stopped, batch_size=len(idx),
+                finish_reason=reason)
         if on_batch is not None:
             on_batch(len(idx))
     return [results[i] for i in range(len(prompts))]
 
 
-def _cancel_criteria(event):
+def _cancel_criterion(event):
     """A stopping criterion that ends generation as soon as ``event`` is set."""
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    from transformers import StoppingCriteria
 
     class Cancelled(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             return torch.full((input_ids.shape[0],), event.is_set(), dtype=torch.bool,
                               device=input_ids.device)
 
-    return StoppingCriteriaList([Cancelled()])
+    return Cancelled()
 
 
-def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | Generation]:
+class StopFilter:
+    """Passes streamed text on, holding back what may be the start of a stop string and
+    nothing from the first stop string on, so a reader never sees the marker."""
+
+    def __init__(self, stop_strings: Sequence[str], before: str = ""):
+        self.stop_strings = list(stop_strings)
+        self.before = before
+        self.seen = ""  # all text received
+        self.sent = 0  # characters of ``seen`` passed on
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.seen += piece
+        cut = stop_string_cut(self.seen, self.stop_strings, self.before)
+        if cut is not None:
+            self.stopped = True
+            end = cut
+        else:  # keep back a tail that a stop string could start with
+            hold = max((k for s in self.stop_strings for k in range(1, len(s))
+                        if self.seen.endswith(s[:k])), default=0)
+            end = len(self.seen) - hold
+        out = self.seen[self.sent:max(end, self.sent)]
+        self.sent = max(end, self.sent)
+        return out
+
+    def flush(self) -> str:
+        out = "" if self.stopped else self.seen[self.sent:]
+        self.sent = len(self.seen)
+        return out
+
+
+def generate_stream(model, tokenizer, prompt: str, decoding,
+                    stop_strings: Sequence[str] = ()) -> Iterator[str | Generation]:
     """Yield the text as it is generated (pieces of text), then the final :class:`Generation`.
 
     Closing the generator early (the consumer stopped reading: a cancelled request, a browser
@@ -129,7 +224,7 @@ def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | G
     import threading
 
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
@@ -137,7 +232,9 @@ def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | G
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = decoding_kwargs(decoding, tokenizer)
     cancel = threading.Event()
-    kwargs["stopping_criteria"] = _cancel_criteria(cancel)
+    kwargs["stopping_criteria"] = StoppingCriteriaList(
+        [_cancel_criterion(cancel), *stop_criteria(tokenizer, stop_strings)])
+    shown = StopFilter(stop_strings, prompt)
     holder: dict[str, Any] = {}
 
     def work() -> None:
@@ -155,8 +252,10 @@ def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | G
     thread.start()
     try:
         for piece in streamer:
-            if piece:
+            if piece := shown.feed(piece):
                 yield piece
+        if tail := shown.flush():
+            yield tail
     finally:  # also on GeneratorExit: stop the worker before letting go of the model
         if thread.is_alive():
             cancel.set()
@@ -165,7 +264,7 @@ def generate_stream(model, tokenizer, prompt: str, decoding) -> Iterator[str | G
     if "error" in holder:
         raise holder["error"]
     row = holder["out"][0, enc["input_ids"].shape[1]:].tolist()
-    ids, stopped = _split(row, stop)
-    yield Generation(text=tokenizer.decode(ids, skip_special_tokens=True).strip(), token_ids=ids,
-                     tokens_in=int(enc["input_ids"].shape[1]), tokens_out=len(ids),
-                     latency_s=round(elapsed, 4), stopped_on_eos=stopped)
+    ids, text, stopped, reason = _finish(tokenizer, row, stop, stop_strings, prompt)
+    yield Generation(text=text, token_ids=ids, tokens_in=int(enc["input_ids"].shape[1]),
+                     tokens_out=len(ids), latency_s=round(elapsed, 4), stopped_on_eos=stopped,
+                     finish_reason=reason)

@@ -41,6 +41,7 @@ LABELS = {
     "repetition": "repetition", "abstained": "abstained (all)",
     "abstained_correctly": "correct abstention", "support": "support",
     "retrieval_hit": "retrieval hit", "stopped_on_eos": "stopped on EOS",
+    "ended_cleanly": "ended cleanly",
 }
 # How far into an answer a declining phrase counts (a refusal comes first; a long answer that
 # mentions "não há informação" about a side detail late in its text has not declined).

@@ -82,6 +82,19 @@ class PromptTemplate:
         )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
+    @property
+    def stop_markers(self) -> list[str]:
+        """Where an answer ends: a new line that opens the template's next section.
+
+        The sections begin with the marker in front of ``response_split`` (``###`` in
+        ``### Resposta:``); a model that has finished its answer and carries on writing the
+        template (``\n### Instrução:``, ``\n### Resposta:`` ...) has left its answer there.
+        """
+        import re
+
+        marker = re.match(r"[^\w\s]+", self.response_split.strip())
+        return ["\n" + (marker.group(0) if marker else self.response_split.strip())]
+
     def render(self, instruction: str, input: str = "") -> str:
         """The prompt, ending right where the model's response must begin."""
         instruction = instruction.strip()

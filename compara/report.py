@@ -22,13 +22,14 @@ from typing import Any, Literal
 
 from compara.configbase import ConfigBase, ConfigError, opt
 from compara.exposure import DEFAULT_BIN_EDGES, Exposure, bin_labels, exposure_bin
+from compara.generation import FINISH_REASONS
 from compara.io import BadLine, atomic_write_json, atomic_writer, iter_jsonl
 from compara.metrics import LABELS, METRICS, bootstrap_mean, paired_bootstrap, score_answer
 
 log = logging.getLogger(__name__)
 
 ARMS = ("base", "rag", "finetuned", "finetuned+rag")
-SUMMARY_METRICS = (*METRICS, "stopped_on_eos")
+SUMMARY_METRICS = (*METRICS, "stopped_on_eos", "ended_cleanly")
 # Arm pairs compared question by question (a − b), when both arms are in the run.
 PAIRS = (("rag", "base"), ("finetuned", "base"), ("finetuned+rag", "base"),
          ("finetuned+rag", "rag"), ("finetuned+rag", "finetuned"))
@@ -95,6 +96,9 @@ def _clean(rec: dict[str, Any]) -> list[str]:
     if rec.get("stopped_on_eos") is not None and not isinstance(rec["stopped_on_eos"], bool):
         wrong.append("stopped_on_eos is not true/false")
         rec["stopped_on_eos"] = None
+    if rec.get("finish_reason") is not None and rec["finish_reason"] not in FINISH_REASONS:
+        wrong.append(f"finish_reason is not one of {', '.join(FINISH_REASONS)}")
+        rec["finish_reason"] = None
     if not isinstance(rec.get("answer"), str):
         rec["answer"] = "" if rec.get("answer") is None else str(rec["answer"])
     return wrong
@@ -130,7 +134,18 @@ def load_results(path: str | Path) -> tuple[list[dict], list[BadLine]]:
 def _values(records: Sequence[Mapping[str, Any]], metric: str) -> list[Any]:
     if metric == "stopped_on_eos":
         return [r.get("stopped_on_eos") for r in records]
+    if metric == "ended_cleanly":
+        return [ended_cleanly(r) for r in records]
     return [(r.get("metrics") or {}).get(metric) for r in records]
+
+
+def ended_cleanly(rec: Mapping[str, Any]) -> bool | None:
+    """The answer ended on EOS or at a stop string, not cut at max_new_tokens (a record
+    written before stop strings existed ended cleanly only on EOS)."""
+    reason = rec.get("finish_reason")
+    if reason is None:
+        return rec.get("stopped_on_eos")
+    return reason != "max_tokens"
 
 
 def _interval(values: Iterable[Any], cfg: EvalConfig) -> dict[str, Any]:
@@ -361,7 +376,8 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
 # -- terminal -----------------------------------------------------------------------------------
 
 TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
-                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos")
+                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
+                 "ended_cleanly")
 
 
 def format_pct(iv: Mapping[str, Any] | None) -> str:

@@ -26,7 +26,7 @@ _OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#d62728
 BAR_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
                "abstained_correctly")
 TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit", "abstained",
-                 "abstained_correctly", "repetition", "stopped_on_eos")
+                 "abstained_correctly", "repetition", "stopped_on_eos", "ended_cleanly")
 BINARY = {"em", "contains", "support", "retrieval_hit", "abstained", "abstained_correctly"}
 
 CSS = """
@@ -305,8 +305,10 @@ def _metric_badges(rec: Mapping[str, Any]) -> str:
         speed.append(f"{esc(rec['tokens_out'])} tokens")
     if rec.get("tokens_per_s") is not None:
         speed.append(f"{float(rec['tokens_per_s']):.1f} tok/s")
-    if rec.get("stopped_on_eos") is not None:
-        speed.append("EOS" if rec["stopped_on_eos"] else "cut at max tokens")
+    reason = rec.get("finish_reason") or (None if rec.get("stopped_on_eos") is None else
+                                          "eos" if rec["stopped_on_eos"] else "max_tokens")
+    if reason is not None:
+        speed.append({"eos": "EOS", "stop_string": "stop string"}.get(reason, "cut at max tokens"))
     return "".join(parts) + (f'<div class="small">{" · ".join(speed)}</div>' if speed else "")
 
 

@@ -102,6 +102,7 @@ def stream_answer(view: Comparison, arm: str, question: Question,
     Closing this generator early stops the generation and releases the lock.
     """
     from compara.answerers import Answer
+    from compara.batch import with_finish_reason
 
     lock = view.lock
     if not lock.acquire(blocking=False):
@@ -113,7 +114,7 @@ def stream_answer(view: Comparison, arm: str, question: Question,
         key = view.cache_key(arm, prompt)
         hit = cache.get(key) if cache is not None else None
         if hit is not None:
-            answer = {"arm": arm, "identity": view.identity(arm), **hit}
+            answer = {"arm": arm, "identity": view.identity(arm), **with_finish_reason(hit)}
             yield record_of(question, answer, key, True, [view.rag_template.abstain])
             return
         stream = view.answer_stream(arm, question.question)

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
-                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos")
+                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
+                 "ended_cleanly")
 
 
 def run_folder(cfg: ExperimentConfig, view: Comparison, arms: list[str], questions: Path) -> Path:

@@ -159,6 +159,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "empty_answer": ("(resposta vazia)", "(empty answer)"),
     "all_answered": ("{n} resposta(s) prontas", "{n} answer(s) ready"),
     "stopped_eos": ("parou no EOS", "stopped at EOS"),
+    "stopped_string": ("parou no fim da seção", "stopped at the section marker"),
     "stopped_max": ("cortada no limite de tokens", "cut at the token limit"),
     "retrieval_time": ("busca {s:.2f} s", "retrieval {s:.2f} s"),
     "from_cache": ("do cache", "from the cache"),
@@ -178,6 +179,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "metric_abstained_correctly": ("absteve-se quando devia", "correct abstention"),
     "metric_repetition": ("repetição", "repetition"),
     "metric_stopped_on_eos": ("parou no EOS", "stopped at EOS"),
+    "metric_ended_cleanly": ("terminou limpa", "ended cleanly"),
     # voting
     "vote_title": ("Qual resposta é melhor?", "Which answer is best?"),
     "vote_help": ("Dê 1 à melhor. Notas iguais = empate. As que ficarem sem nota dividem o "
@@ -285,6 +287,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "read_no_support": ("a busca não trouxe a referência", "the search did not bring the reference"),
     "read_abstained": ("o modelo preferiu não responder", "the model declined to answer"),
     "read_eos": ("parou sozinho (EOS)", "stopped on its own (EOS)"),
+    "read_stop_string": ("parou ao começar uma nova seção do modelo de prompt (###)",
+                         "stopped when it began a new section of the template (###)"),
     "read_cut": ("foi cortado no limite de tokens", "was cut at the token limit"),
     "teach_plot_of": ("Do lote {run}:", "From the run {run}:"),
     "teach_no_plot": ("Rode um lote com referências (aba “Lote”) para ver o gráfico.",

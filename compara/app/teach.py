@@ -153,7 +153,8 @@ def reading(record: dict[str, Any], tr: Tr) -> list[str]:
         out.append(tr("read_support") if m["support"] else tr("read_no_support"))
     if m.get("abstained"):
         out.append(tr("read_abstained"))
-    out.append(tr("read_eos") if record.get("stopped_on_eos") else tr("read_cut"))
+    reason = record.get("finish_reason") or ("eos" if record.get("stopped_on_eos") else "max")
+    out.append(tr({"eos": "read_eos", "stop_string": "read_stop_string"}.get(reason, "read_cut")))
     return out
 
 

@@ -241,7 +241,9 @@ def stats_line(record: dict[str, Any], tr: Tr) -> str:
     parts = [f"{record['latency_s']:.2f} s", f"{record['tokens_out']} tokens"]
     if record.get("tokens_per_s") is not None:
         parts.append(f"{record['tokens_per_s']:.1f} tok/s")
-    parts.append(tr("stopped_eos") if record.get("stopped_on_eos") else tr("stopped_max"))
+    reason = record.get("finish_reason") or ("eos" if record.get("stopped_on_eos") else "max")
+    parts.append(tr({"eos": "stopped_eos", "stop_string": "stopped_string"}.get(reason,
+                                                                                "stopped_max")))
     if record.get("retrieval_s") is not None:
         parts.append(tr("retrieval_time", s=record["retrieval_s"]))
     if record.get("cached"):
