@@ -110,6 +110,10 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     lora_dtype = ft.lora_dtype
     if lora_dtype == "auto":
         lora_dtype = loaded.info.dtype if cfg.model.quantize != "none" else "float32"
+    if lora_dtype == "bfloat16" and loaded.info.device == "cpu" and not loaded.info.bf16_native:
+        log.warning("finetune.lora_dtype=bfloat16, but this CPU has no native bf16: LoRA weights "
+                    "in float32 (emulated bf16 is ~200x slower)")
+        lora_dtype = "float32"
     if lora_dtype != "float32":  # peft creates them in float32
         for param in model.parameters():
             if param.requires_grad:

@@ -63,9 +63,21 @@ class ModelInfo:
     parameters: int
     tokenizer: dict[str, Any] = field(default_factory=dict)
     load_seconds: float = 0.0
+    cpu_capability: str | None = None  # torch's vector ISA on this CPU: AVX2, AVX512, ...
+    bf16_native: bool | None = None  # the CPU computes bf16 natively (AVX512-BF16 / AMX)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def compute_line(self) -> str:
+        """One line that says where and in what precision the model computes."""
+        where = self.device
+        if self.device == "cpu" and self.cpu_capability:
+            bf16 = "native bf16" if self.bf16_native else "no native bf16"
+            where = f"cpu ({self.cpu_capability}, {bf16})"
+        weights = {"4bit": "4-bit NF4 weights", "8bit": "8-bit weights"}.get(
+            self.quantize, "unquantised weights")
+        return f"compute: {where} · {self.dtype} · {weights}"
 
 
 @dataclass
@@ -110,21 +122,49 @@ def resolve_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def resolve_dtype(dtype: str, device: str):
-    """``auto`` -> bf16 where the hardware computes in it (recent GPUs, CPUs with AVX512-BF16
-    or AMX), fp16 on older GPUs, else fp32."""
+def cpu_capability() -> str:
+    """torch's vector instruction set on this CPU (``AVX2``, ``AVX512``, ``DEFAULT`` ...);
+    ``ATEN_CPU_CAPABILITY`` lowers it."""
     import torch
 
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as oneDNN sees it.
+
+    Without it torch emulates bf16: a matmul is ~200x slower than in fp32 (BENCHMARKS.md), so
+    nothing may compute in bf16 there. ``ONEDNN_MAX_CPU_ISA=AVX2`` makes oneDNN (and so this
+    probe) answer as such a CPU would; if the probe is missing, only an AVX512 CPU can be one.
+    """
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_dtype(dtype: str, device: str):
+    """``auto`` -> bf16 where the hardware computes in it (recent GPUs, CPUs with AVX512-BF16
+    or AMX), fp16 on older GPUs, else fp32. bf16 asked for on a CPU without native bf16 is
+    computed in fp32 instead, with a warning: emulated bf16 is two orders of magnitude slower
+    and gives no memory saving worth it at these model sizes."""
+    import torch
+
+    if device == "cpu" and dtype == "bfloat16" and not cpu_has_native_bf16():
+        log.warning("model.dtype=bfloat16, but this CPU (%s) has no native bf16: computing in "
+                    "float32 (emulated bf16 is ~200x slower)", cpu_capability())
+        return torch.float32
     if dtype != "auto":
         return getattr(torch, dtype)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu":
-        try:
-            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-                return torch.bfloat16
-        except (AttributeError, RuntimeError):
-            pass
+    if device == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
     return torch.float32
 
 
@@ -184,8 +224,8 @@ def load_base(cfg: ModelConfig, *, device: str | None = None) -> Loaded:
         kwargs["quantization_config"] = quant
         if not fsdp:  # FSDP places the shards itself
             kwargs["device_map"] = {"": device}
-    log.info("Loading %s (%s, %s, %s)", cfg.base, device, str(dtype).replace("torch.", ""),
-             "no quantisation" if quant is None else cfg.quantize)
+    log.debug("Loading %s (%s, %s, %s)", cfg.base, device, str(dtype).replace("torch.", ""),
+              "no quantisation" if quant is None else cfg.quantize)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=cfg.revision)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
@@ -208,10 +248,13 @@ def load_base(cfg: ModelConfig, *, device: str | None = None) -> Loaded:
         architecture=model.config.model_type, fingerprint=model_fingerprint(model),
         quantize=cfg.quantize, device=device, dtype=str(dtype).replace("torch.", ""),
         parameters=sum(p.numel() for p in model.parameters()), tokenizer=tok_info,
-        load_seconds=round(time.monotonic() - start, 1))
+        load_seconds=round(time.monotonic() - start, 1),
+        cpu_capability=cpu_capability() if device == "cpu" else None,
+        bf16_native=cpu_has_native_bf16() if device == "cpu" else None)
     if info.quantize == "4bit":
         # Linear4bit packs two weights per byte: count the logical parameters.
         info.parameters = _logical_parameters(model)
+    log.info("%s loaded in %.1f s — %s", cfg.base, info.load_seconds, info.compute_line())
     return Loaded(model=model, tokenizer=tokenizer, info=info)
 
 
