@@ -7,7 +7,78 @@ from typing import Literal
 
 from compara.configbase import ConfigBase, ConfigError, opt
 
-TASKS = ("definition", "summary", "section", "infobox", "table", "passage_title")
+TASKS = ("definition", "summary", "section", "infobox", "table", "fact", "passage_title")
+
+
+@dataclass
+class GeneratorConfig(ConfigBase):
+    """Question/answer pairs written by a language model about passages of the articles, added
+    to the instruction set as task "generated" (self-instruct style). Off unless ``model`` or
+    ``endpoint`` is set; see docs/ingest.md, "Model-written questions"."""
+
+    model: str | None = opt(
+        None, "Causal LM that writes the questions, loaded in this process: a registry name "
+              "(`compara models`), a local Hugging Face folder or a hub id. null = off.")
+    revision: str | None = opt(None, "Hub revision (branch, tag or commit) of a hub id.")
+    quantize: Literal["4bit", "8bit", "none"] = opt(
+        "none", "Weights of the local model: none (the dtype), 4bit (NF4) or 8bit.")
+    device: str = opt("auto", "Device of the local model: auto, cpu, cuda, cuda:N, mps.")
+    batch_size: int = opt(4, "Passages the local model writes about at once.")
+    endpoint: str | None = opt(
+        None, "URL of an OpenAI-compatible server on your machine (vLLM, llama.cpp server), "
+              "e.g. http://127.0.0.1:8000; used instead of `model`. null = off.")
+    api: Literal["chat", "completions"] = opt(
+        "chat", "Endpoint route: chat (POST /v1/chat/completions) or completions "
+                "(POST /v1/completions, for base models).")
+    api_model: str | None = opt(
+        None, "The `model` field sent to the endpoint (vLLM: the served model name; "
+              "null: not sent, the server's only model answers).")
+    timeout_s: float = opt(120.0, "Seconds to wait for the endpoint's reply to one passage.")
+    max_retries: int = opt(
+        2, "Retries of a passage after a timeout or connection error; then it is skipped "
+           "(and asked again on the next run).")
+    questions_per_passage: int = opt(3, "Question/answer pairs asked for per passage.")
+    passage_chars: int = opt(1200, "Passages are whole sentences of one section up to this size.")
+    passages_per_article: int | None = opt(
+        3, "At most this many passages per article, so a budget spreads over many articles "
+           "(null = all).")
+    max_passages: int | None = opt(
+        None, "Budget: at most this many passages in all, taken in article order (null = all).")
+    max_answer_words: int = opt(40, "Pairs whose answer is longer than this are rejected.")
+    max_new_tokens: int = opt(512, "Tokens the model may write per passage.")
+    temperature: float = opt(0.0, "0 = greedy (deterministic); above 0, seeded sampling.")
+    seed: int = opt(0, "Seed of sampling (sent to the endpoint as `seed`).")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model or self.endpoint)
+
+    def validate(self) -> None:
+        import re
+
+        # Messages name the field only: from_dict prefixes the section's dotted name.
+        if self.model and self.endpoint:
+            raise ConfigError("set either model or endpoint, not both")
+        if self.endpoint and not re.match(r"https?://[^/\s]+", self.endpoint):
+            raise ConfigError(f"endpoint: {self.endpoint!r} is not an http(s) URL "
+                              "(e.g. http://127.0.0.1:8000)")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device: {self.device!r} is not auto, cpu, cuda, cuda:N "
+                              "or mps")
+        for name in ("batch_size", "questions_per_passage", "max_answer_words", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        for name in ("passages_per_article", "max_passages"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or null: no limit)")
+        if self.passage_chars < 100:
+            raise ConfigError("passage_chars must be >= 100")
+        if self.timeout_s <= 0:
+            raise ConfigError("timeout_s must be > 0")
+        if self.max_retries < 0:
+            raise ConfigError("max_retries must be >= 0")
+        if self.temperature < 0:
+            raise ConfigError("temperature must be >= 0 (0 = greedy)")
 
 
 @dataclass
@@ -23,10 +94,22 @@ class InstructionConfig(ConfigBase):
     max_output_chars: int = opt(
         900, "Answers longer than this are cut at the last sentence end before it.")
     max_input_chars: int = opt(1500, "Inputs (passages) longer than this are cut likewise.")
-    max_sections: int = opt(20, "At most this many sections per article become section tasks.")
+    max_sections: int = opt(
+        500, "At most this many sections per article become section tasks (a cap for runaway "
+             "pages; every section of a real article fits).")
+    facts_per_sentence: int = opt(
+        3, "Fact task: at most this many facts (a date, a quantity, a place, an agent, a name) "
+           "asked per sentence, each in `paraphrases` phrasings.")
+    fact_answer: Literal["sentence", "short"] = opt(
+        "sentence", "Fact task: answer with the whole sentence (it carries every fact it holds, "
+                    "in each phrasing) or with the span alone (\"Em 10 de maio de 1789.\").")
+    max_fact_sentence_chars: int = opt(
+        400, "Fact task: sentences longer than this are left to the passage records.")
     max_table_rows: int = opt(30, "At most this many rows per table become table-fact tasks.")
     val_fraction: float = opt(0.08, "Share of records in the validation split (stable hash).")
     split_salt: str = opt("compara", "Salt of the split hash; change it to draw another split.")
+    generator: GeneratorConfig = opt(
+        GeneratorConfig, "Model-written questions added to the set (off by default).")
 
     def validate(self) -> None:
         unknown = sorted(set(self.tasks) - set(TASKS))
@@ -36,6 +119,8 @@ class InstructionConfig(ConfigBase):
             raise ConfigError("instructions.val_fraction must be in [0, 1)")
         if self.paraphrases < 1:
             raise ConfigError("instructions.paraphrases must be >= 1")
+        if self.facts_per_sentence < 1:
+            raise ConfigError("instructions.facts_per_sentence must be >= 1")
         if self.min_output_chars > self.max_output_chars:
             raise ConfigError("instructions.min_output_chars must be <= max_output_chars")
 

@@ -8,7 +8,12 @@ Task types (``task`` field):
   continue as "Continue o texto..." records whose input is the preceding sentences;
 * ``infobox`` — "Quando nasceu X?", "Qual é a capital de X?" -> an answer sentence;
 * ``table`` — a table row's value -> "Linha — Coluna: valor.";
+* ``fact`` — every fact-bearing sentence of the prose (lead and sections) asked as a question
+  naming the subject ("Quando Tiradentes foi preso?") -> the sentence (see ingest/facts.py);
 * ``passage_title`` — a passage with the title masked -> the title.
+
+Every sentence of the prose ends up in some output: long leads continue like long sections
+("Continue o texto do artigo X."), and :func:`sentence_coverage` measures it per article.
 
 Fact questions (definition, infobox, table) come in several phrasings: models absorb a new fact
 only when they see it phrased several ways. Records are deduplicated and split into train/val by
@@ -20,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -29,8 +35,10 @@ _ABBREVIATIONS = ("Sr", "Sra", "Dr", "Dra", "Prof", "Profa", "Sto", "Sta", "S", 
                   "Fr", "Gen", "Cel", "Cap", "Ten", "Av", "Mt", "etc", "p", "pp", "ed", "vol",
                   "n", "nº", "a.C", "d.C", "séc", "aprox", "cf", "ex", "fig", "jan", "fev", "mar",
                   "abr", "jun", "jul", "ago", "set", "out", "nov", "dez", "St", "Jr", "Ltda",
-                  "Cia", "Mr", "Mrs", "Ph.D", "EUA", "U.S")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"”»)]?\s+(?=[\"“«(]?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9])")
+                  "Cia", "Mr", "Mrs", "Ph.D", "EUA", "U.S", "art", "arts", "inc", "al", "cap", "caps",
+                  "núm", "pág", "págs", "tel", "obs",
+                  "cit", "op", "ibid", "id", "Exmo", "Exma", "Ilmo", "Revmo", "Mons", "Fr", "Ir")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?…][\"”»)])|(?<=[.!?…]))\s+(?=[\"“«(]?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9])")
 _ABBREV_SET = frozenset(a + "." for a in _ABBREVIATIONS)
 
 
@@ -129,7 +137,7 @@ def split_sentences(text: str) -> list[str]:
     """Portuguese sentences (abbreviations such as "D. Pedro" and "a.C." do not split)."""
     parts: list[str] = []
     for piece in _SENTENCE_END.split(text.strip()):
-        if parts and _ends_with_abbreviation(parts[-1]):
+        if parts and (_ends_with_abbreviation(parts[-1]) or parts[-1].count("(") > parts[-1].count(")")):
             parts[-1] = f"{parts[-1]} {piece}"
         else:
             parts.append(piece)
@@ -290,10 +298,13 @@ def _definition_and_summary(b: _Builder, tasks: set[str]) -> None:
             b.add("definition", q.format(T=title), definition, fact=f"definition:{title}")
         _alias_definitions(b, definition)
     if "summary" in tasks:
-        summary = take_sentences(lead, b.cfg.max_output_chars)
+        sentences = sentences_of(_prose(lead))
+        used, summary = pack_sentences(sentences, 0, b.cfg.max_output_chars)
         if summary and summary != definition:
             for q in b.phrasings(["Resuma o artigo sobre {T}.", "Faça um resumo sobre {T}."], 2):
                 b.add("summary", q.format(T=title), summary)
+        # a long lead (most of a prose-only article) goes on like a long section
+        _continue(b, "summary", sentences, used, f"Continue o texto do artigo {title}.")
 
 
 def _alias_definitions(b: _Builder, definition: str) -> None:
@@ -329,16 +340,20 @@ def _sections(b: _Builder) -> None:
                    f'Sobre {title}, explique o tópico "{heading}".']
         for q in b.phrasings(options, min(2, b.cfg.paraphrases)):
             b.add("section", q, first)
-        # The rest of a long section: continuation records, each with its own context.
-        while used < len(sentences):
-            end, part = pack_sentences(sentences, used, limit)
-            if not part:
-                used += 1  # an over-long sentence or a bare list introduction: step past it
-                continue
-            context = " ".join(sentences[max(0, used - 2):used])
-            b.add("section", f'Continue o texto do artigo {title}, seção "{heading}".', part,
-                  input=context[-b.cfg.max_input_chars:])
-            used = end
+        _continue(b, "section", sentences, used, f'Continue o texto do artigo {title}, seção "{heading}".')
+
+
+def _continue(b: _Builder, task: str, sentences: list[str], used: int, instruction: str) -> None:
+    """The rest of a long lead or section: continuation records, each with its own context."""
+    limit = b.cfg.max_output_chars
+    while used < len(sentences):
+        end, part = pack_sentences(sentences, used, limit)
+        if not part:
+            used += 1  # an over-long sentence or a bare list introduction: step past it
+            continue
+        context = " ".join(sentences[max(0, used - 2):used])
+        b.add(task, instruction, part, input=context[-b.cfg.max_input_chars:])
+        used = end
 
 
 def _prose(text: str) -> str:
@@ -402,6 +417,60 @@ def _tables(b: _Builder) -> None:
                     b.add("table", q, output, fact=f"table:{title}:{key_val}:{col}")
 
 
+def prose_sentences(article: dict[str, Any]) -> list[str]:
+    """Every sentence of an article's prose, lead and sections, without table rows: what the
+    instruction set must carry, and what :func:`sentence_coverage` counts."""
+    out: list[str] = []
+    for section in article.get("sections") or []:
+        if section.get("text"):
+            out.extend(sentences_of(_prose(section["text"])))
+    return out
+
+
+def _facts(b: _Builder) -> None:
+    """Fact-bearing sentences asked as questions that name the subject (see ingest/facts.py)."""
+    from ingest.facts import answer_sentence, sentence_facts, subject_of
+
+    subj = subject_of(b.article, _lead(b.article))
+    for sentence in prose_sentences(b.article):
+        if len(sentence) > b.cfg.max_fact_sentence_chars or sentence.endswith(":"):
+            continue
+        answer = answer_sentence(sentence, subj)
+        for fact in sentence_facts(sentence, subj, b.cfg.facts_per_sentence):
+            output = fact.short if b.cfg.fact_answer == "short" and fact.short else answer
+            fid = f"prose:{b.title}:{fact.kind}:{fact.span}:{record_id('', sentence, '')[:6]}"
+            for q in b.phrasings(list(fact.questions)):
+                b.add("fact", q, output, fact=fid)
+
+
+def sentence_coverage(article: dict[str, Any], records: list[dict[str, Any]],
+                      cfg: InstructionConfig) -> dict[str, Any]:
+    """How much of an article's prose the records carry: its sentences, those found whole in the
+    output of a train-split record and of any record, and how many phrasings each fact got."""
+    from ingest.facts import answer_sentence, subject_of
+
+    train_text: list[str] = []
+    any_text: list[str] = []
+    facts: Counter = Counter()
+    for rec in records:
+        any_text.append(rec["output"])
+        if split_of(rec["id"], cfg.val_fraction, cfg.split_salt) == "train":
+            train_text.append(rec["output"])
+            if rec.get("fact"):
+                facts[rec["fact"]] += 1
+    # outputs join sentences with a space or a newline: a sentence is carried when it occurs whole
+    joined_train, joined_any = "\n".join(train_text), "\n".join(any_text)
+    sentences = prose_sentences(article)
+    subj = subject_of(article, _lead(article)) if sentences else None
+    train = any_ = 0
+    for sentence in sentences:
+        alt = answer_sentence(sentence, subj)
+        train += sentence in joined_train or alt in joined_train
+        any_ += sentence in joined_any or alt in joined_any
+    return {"sentences": len(sentences), "in_train": train, "in_any": any_,
+            "phrasings": Counter(min(n, 5) for n in facts.values())}
+
+
 def _passage_title(b: _Builder) -> None:
     title = b.title
     name_re = re.compile(re.escape(re.sub(r"\s*\([^)]*\)$", "", title)), re.IGNORECASE)
@@ -432,6 +501,8 @@ def article_instructions(article: dict[str, Any], cfg: InstructionConfig) -> lis
         _infobox(b)
     if "table" in tasks:
         _tables(b)
+    if "fact" in tasks:
+        _facts(b)
     if "passage_title" in tasks:
         _passage_title(b)
     return b.records
@@ -449,14 +520,42 @@ class InstructionStats:
         data = data or {}
         self.by_task: dict[str, dict[str, int]] = data.get("by_task", {})
         self.duplicates_removed: int = data.get("duplicates_removed", 0)
+        cov = data.get("coverage", {})
+        self.sentences: int = cov.get("sentences", 0)
+        self.sentences_in_train: int = cov.get("sentences_in_train", 0)
+        self.sentences_in_any: int = cov.get("sentences_in_any", 0)
+        self.articles_without_sentences: int = cov.get("articles_without_sentences", 0)
+        self.fact_phrasings: Counter = Counter(
+            {int(k): v for k, v in cov.get("facts_by_phrasings", {}).items()})
 
     def add(self, task: str, split: str, output_chars: int) -> None:
         entry = self.by_task.setdefault(task, {"train": 0, "val": 0, "output_chars": 0})
         entry[split] += 1
         entry["output_chars"] += output_chars
 
+    def add_coverage(self, coverage: dict[str, Any]) -> None:
+        self.sentences += coverage["sentences"]
+        self.sentences_in_train += coverage["in_train"]
+        self.sentences_in_any += coverage["in_any"]
+        self.articles_without_sentences += coverage["sentences"] == 0
+        self.fact_phrasings.update(coverage["phrasings"])
+
+    def coverage(self) -> dict[str, Any]:
+        def share(n: int) -> float | None:
+            return round(n / self.sentences, 4) if self.sentences else None
+
+        return {"sentences": self.sentences, "sentences_in_train": self.sentences_in_train,
+                "sentences_in_any": self.sentences_in_any,
+                "sentence_coverage_train": share(self.sentences_in_train),
+                "sentence_coverage_any": share(self.sentences_in_any),
+                "articles_without_sentences": self.articles_without_sentences,
+                # facts (of the prose, infobox and tables) by the number of train-split phrasings
+                # asking them; 5 stands for 5 or more
+                "facts_by_phrasings": {str(k): v for k, v in sorted(self.fact_phrasings.items())}}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"by_task": self.by_task, "duplicates_removed": self.duplicates_removed}
+        return {"by_task": self.by_task, "duplicates_removed": self.duplicates_removed,
+                "coverage": self.coverage()}
 
 
 def generate(articles: Iterable[dict[str, Any]], cfg: InstructionConfig,
@@ -465,7 +564,9 @@ def generate(articles: Iterable[dict[str, Any]], cfg: InstructionConfig,
     seen: set[int] = set()
     stats = stats if stats is not None else InstructionStats()
     for article in articles:
-        for rec in article_instructions(article, cfg):
+        records = article_instructions(article, cfg)
+        stats.add_coverage(sentence_coverage(article, records, cfg))
+        for rec in records:
             key = dedup_key(rec)
             if key in seen:
                 stats.duplicates_removed += 1

@@ -76,10 +76,12 @@ class InstructionBatch:
     keys: list[int]
     joined: dict[str, str]
     rows: list[tuple[int, str, str, int]]
+    coverage: dict[str, Any] | None = None  # ingest.instructions.sentence_coverage of the article
 
 
-def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig) -> InstructionBatch:
-    from ingest.instructions import dedup_key, split_of
+def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig,
+                       article: dict[str, Any] | None = None) -> InstructionBatch:
+    from ingest.instructions import dedup_key, sentence_coverage, split_of
 
     icfg = cfg.instructions
     rows, lines = [], {"train": [], "val": []}
@@ -87,8 +89,9 @@ def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig) -> Inst
         split = split_of(r["id"], icfg.val_fraction, icfg.split_salt)
         rows.append((dedup_key(r), split, r["task"], len(r["output"])))
         lines[split].append(dumps(r) + "\n")
+    coverage = sentence_coverage(article, records, icfg) if article is not None else None
     return InstructionBatch([row[0] for row in rows],
-                            {split: "".join(parts) for split, parts in lines.items()}, rows)
+                            {split: "".join(parts) for split, parts in lines.items()}, rows, coverage)
 
 
 def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
@@ -135,7 +138,8 @@ def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
         "aliases": [],
     }
     return PageResult("article", article_line=dumps(article),
-                      instructions=_instruction_lines(article_instructions(article, cfg.instructions), cfg),
+                      instructions=_instruction_lines(article_instructions(article, cfg.instructions), cfg,
+                                                      article),
                       leftover_markup=parsed.leftover_markup,
                       dropped_templates=parsed.dropped_templates)
 
@@ -238,6 +242,8 @@ class _Run:
         self.work.mkdir(parents=True)
 
     def write_instructions(self, batch: InstructionBatch) -> None:
+        if batch.coverage is not None:
+            self.stats.add_coverage(batch.coverage)
         keys = set(batch.keys)
         if len(keys) == len(batch.keys) and self.seen.isdisjoint(keys):
             # The usual case: nothing seen before, the article's lines go out in one write.
@@ -471,6 +477,14 @@ def print_report(report: dict[str, Any], out: str | Path) -> None:
     skipped = ", ".join(f"{k} {v:,}" for k, v in report["skipped"].items()) or "none"
     table.add_row("skipped", skipped)
     table.add_row("instructions", f"{ins['train']:,} train + {ins['val']:,} val")
+    cov = ins.get("coverage") or {}
+    if cov.get("sentences"):
+        facts = cov["facts_by_phrasings"]
+        three = sum(v for k, v in facts.items() if int(k) >= 3)
+        table.add_row("prose in training outputs",
+                      f"{cov['sentence_coverage_train']:.1%} of {cov['sentences']:,} sentences "
+                      f"(any split {cov['sentence_coverage_any']:.1%}); "
+                      f"{three:,} of {sum(facts.values()):,} facts asked 3+ ways")
     table.add_row("by task", ", ".join(f"{t} {c['train'] + c['val']:,}"
                                        for t, c in sorted(ins.get("by_task", {}).items())))
     table.add_row("problems", f"{report['problem_count']:,}")

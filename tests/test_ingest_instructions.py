@@ -4,7 +4,7 @@ from collections import Counter
 
 from compara.io import read_jsonl
 from compara.prompts import PromptTemplate
-from ingest.config import InstructionConfig
+from ingest.config import TASKS, InstructionConfig
 from ingest.instructions import (
     InstructionStats,
     article_instructions,
@@ -98,8 +98,9 @@ def test_records_render_with_the_one_template(sample_ingest):
 def test_task_selection_and_coverage_of_the_sample(sample_ingest):
     train = read_jsonl(sample_ingest / "instructions.train.jsonl")
     tasks = Counter(r["task"] for r in train)
-    assert set(tasks) == {"definition", "summary", "section", "infobox", "table", "passage_title"}
-    assert len({r["source_title"] for r in train}) == 45
+    assert set(tasks) == set(TASKS)
+    articles = read_jsonl(sample_ingest / "articles.jsonl")
+    assert len({r["source_title"] for r in train}) == len(articles)
     only = InstructionConfig(tasks=["infobox"])
     art = read_jsonl(sample_ingest / "articles.jsonl")[0]
     assert {r["task"] for r in article_instructions(art, only)} == {"infobox"}
