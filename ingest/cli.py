@@ -54,12 +54,30 @@ def ingest(
         if json_:
             print_json(exc.report)
         fail(str(exc), code=1)
+    if cfg.ingest.instructions.generator.enabled:
+        report["generated"] = _add_generated(cfg)
     if json_:
         print_json(report)
     else:
         from ingest.pipeline import print_report
 
         print_report(report, cfg.paths.data)
+        if "generated" in report:
+            from ingest.generated import summary_line
+
+            print(summary_line(report["generated"]))
+
+
+def _add_generated(cfg) -> dict:
+    """Model-written questions on top of the published set (ingest.instructions.generator)."""
+    from compara.models import ModelNotFound
+    from ingest.generated import GeneratorError, add_generated_instructions
+
+    try:
+        return add_generated_instructions(cfg.paths.data, cfg.ingest)
+    except (GeneratorError, ModelNotFound) as exc:
+        fail(f"model-written questions: {exc} (the rule-based instruction set in "
+             f"{cfg.paths.data} is complete)")
 
 
 def register(app: typer.Typer) -> None:
