@@ -66,3 +66,34 @@ def test_unanswerable_questions_have_no_reference_and_a_sample_article(questions
     unanswerable = [q for q in questions if q.answerable is False]
     assert len(unanswerable) >= 6
     assert all(q.reference == [] and q.source_title in articles for q in unanswerable)
+
+
+# Right answers written the way people write them, and wrong or half answers, as `contains`
+# scores them against the shipped references.
+RIGHT = [
+    ("B-26", "O Morro do Moco tem 2.620 metros."), ("B-26", "Tem 2620 m de altitude."),
+    ("B-28", "O Pico do Fogo tem 2.829 metros."),
+    ("B-31", "Foram 27.772 km² naquele ano."),
+    ("B-23", "À família dos camelídeos."),
+    ("A-18", "Nasceu em São Luís do Paraitinga."),
+    ("A-29", "Ao governador Barbacena."),
+    ("C-22", "No quinto canto."),
+    ("C-26", "O Título 8."),
+    ("C-10", "Dodô (Adolfo Nascimento) e Osmar Macêdo."),
+    ("B-13", "O jaburu."),
+]
+WRONG = [
+    ("B-01", "Em 1960."), ("C-07", "Em 2002."), ("C-29", "Em 1580."),  # a date is asked for
+]
+
+
+@pytest.mark.parametrize(("qid", "answer"), RIGHT)
+def test_references_accept_right_answers_in_their_usual_forms(questions, qid, answer):
+    q = next(q for q in questions if q.id == qid)
+    assert contains(answer, q.reference) == 1.0
+
+
+@pytest.mark.parametrize(("qid", "answer"), WRONG)
+def test_references_refuse_half_answers(questions, qid, answer):
+    q = next(q for q in questions if q.id == qid)
+    assert contains(answer, q.reference) == 0.0
