@@ -15,7 +15,9 @@ every tool alike:
   venv of its own under bench/out/ (it is not a dependency of compara).
 
 Prints pages/s, MB/s (decompressed XML), the ratios ours/wikiextractor and ours/floor (medians
-over the rounds), and counts of markup left in each tool's text. Results: bench/out/ingest.json.
+over the rounds), and the markup left in each tool's text, counted by ingest/leaks.py (every
+article's text, section headings and infobox values for compara); the script fails (exit 1)
+when compara's text holds any. Results: bench/out/ingest.json.
 """
 
 from __future__ import annotations
@@ -36,18 +38,8 @@ OUT = ROOT / "bench" / "out"
 SAMPLE = ROOT / "data/sample/ptwiki-amostra-pages-articles.xml"
 WIKIEXTRACTOR = "wikiextractor==3.1.0"
 
-LEFTOVERS = {
-    "template braces {{ }}": r"\{\{|\}\}",
-    "link brackets [[ ]]": r"\[\[|\]\]",
-    "table markup {| |}": r"\{\||\|\}",
-    "pipe |": r"\|",
-    "file/thumb residue": r"miniaturadaimagem|\bthumb\b|\bdireita\|",
-    "Categoria:/Ficheiro: text": r"Categoria:|Ficheiro:|Imagem:|Arquivo:",
-    "<ref> / tags": r"<ref|</?[a-z]+[ >/]",
-    "bold/italic quotes": r"''",
-    "heading ==": r"==",
-    "empty parentheses ()": r"\(\s*[,;]?\s*\)",
-}
+# Beside ingest/leaks.py's kinds: what a dropped template leaves when it is not rendered.
+EMPTY_PARENS = re.compile(r"\(\s*[,;]?\s*\)")
 
 
 def _copy_of(block: str, k: int) -> str:
@@ -108,28 +100,52 @@ def timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def ours_texts(folder: Path) -> list[str]:
+def ours_texts(folder: Path) -> list[tuple[str, str]]:
+    """(title, text) for every text of every article: body, section headings, infobox values."""
+    from ingest.leaks import article_texts
+
     out = []
     with open(folder / "articles.jsonl", encoding="utf-8") as fh:
         for line in fh:
             art = json.loads(line)
-            out.append(art["text"] + "\n" + "\n".join(art["infobox"].values()))
+            out += [(art["title"], text) for _, text in article_texts(art)]
     return out
 
 
-def wikiextractor_texts(folder: Path) -> list[str]:
+def wikiextractor_texts(folder: Path) -> list[tuple[str, str]]:
     out = []
     for path in sorted(folder.rglob("wiki_*")):
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 doc = json.loads(line)
                 if doc.get("text", "").strip():
-                    out.append(doc["text"])
+                    out.append((doc.get("title", ""), doc["text"]))
     return out
 
 
-def leftovers(texts: list[str]) -> dict[str, int]:
-    return {name: sum(len(re.findall(pat, t)) for t in texts) for name, pat in LEFTOVERS.items()}
+def leftovers(texts: list[tuple[str, str]]) -> tuple[dict[str, int], list[str]]:
+    """Markup left per kind (ingest/leaks.py, the same counter the tests use), and a few
+    examples naming their page."""
+    from ingest.leaks import LEAK_PATTERNS, count_leaks, find_leaks
+
+    counts = dict.fromkeys([*LEAK_PATTERNS, "empty parentheses ()"], 0)
+    examples: list[str] = []
+    for title, text in texts:
+        for kind, n in count_leaks(text).items():
+            counts[kind] += n
+        counts["empty parentheses ()"] += len(EMPTY_PARENS.findall(text))
+        if len(examples) < 5:
+            examples += [f"{title}: {leak.kind}: {leak.snippet!r}" for leak in find_leaks(text)[:2]]
+    return counts, examples
+
+
+def cpu_capability() -> str:
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except Exception as exc:  # the figure is informative only
+        return f"unknown ({type(exc).__name__})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     dump = OUT / f"bench-{args.pages}.xml.bz2"
-    if not dump.exists():
+    if not dump.exists() or dump.stat().st_mtime < SAMPLE.stat().st_mtime:  # the sample changed
         print(f"building {dump.name} ...", flush=True)
         n_pages, xml_bytes = build_dump(args.pages, dump)
         (OUT / f"{dump.name}.json").write_text(json.dumps({"pages": n_pages, "xml_bytes": xml_bytes}))
@@ -176,9 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     med = {name: statistics.median(ts) for name, ts in times.items()}
     med_cpu = {name: statistics.median(ts) for name, ts in cpus.items()}
     floor = med["bzcat (floor)"]
-    print(f"\n{'tool':34s} {'median s':>9s} {'CPU s':>7s} {'pages/s':>9s} {'MB/s':>7s}")
+    # Markup left in each tool's output of the last round (ingest/leaks.py's kinds).
+    left: dict[str, dict[str, int]] = {}
+    examples: dict[str, list[str]] = {}
+    for name, cmd in tools.items():
+        if isinstance(cmd, list):
+            folder = Path(cmd[cmd.index("--out" if "--out" in cmd else "-o") + 1])
+            texts = wikiextractor_texts(folder) if "wikiextractor" in name else ours_texts(folder)
+            left[name], examples[name] = leftovers(texts)
+    print(f"\n{'tool':34s} {'median s':>9s} {'CPU s':>7s} {'pages/s':>9s} {'MB/s':>7s} {'markup left':>12s}")
     for name, t in med.items():
-        print(f"{name:34s} {t:9.2f} {med_cpu[name]:7.2f} {n_pages / t:9.0f} {xml_bytes / 1e6 / t:7.1f}")
+        leaks = (sum(v for k, v in left[name].items() if k != "empty parentheses ()")
+                 if name in left else "")
+        print(f"{name:34s} {t:9.2f} {med_cpu[name]:7.2f} {n_pages / t:9.0f} {xml_bytes / 1e6 / t:7.1f} {leaks:>12}")
     ratios = {}
     for w in workers:
         ours = med[f"compara ingest, {w} worker(s)"]
@@ -195,15 +221,22 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU second); {ours / floor:.2f}x the bzcat floor's time")
 
     w = workers[0]
-    ours_left = leftovers(ours_texts(OUT / f"ours-{w}"))
-    wx_left = leftovers(wikiextractor_texts(OUT / f"wx-{w}"))
+    ours_left, wx_left = left[f"compara ingest, {w} worker(s)"], left[f"wikiextractor, {w} process(es)"]
     print(f"\n{'markup left in the text':34s} {'compara':>9s} {'wikiextractor':>14s}")
-    for name in LEFTOVERS:
+    for name in ours_left:
         print(f"{name:34s} {ours_left[name]:9d} {wx_left[name]:14d}")
+    leaky = {name: ex for name, ex in examples.items() if "compara" in name and ex}
+    for name, ex in leaky.items():
+        print(f"markup left by {name}:\n  " + "\n  ".join(ex))
     result = {"pages": n_pages, "xml_bytes": xml_bytes, "rounds": args.rounds, "times_s": times,
-              "cpu_s": cpus, "median_s": med, "median_cpu_s": med_cpu, "ratios": ratios, "leftovers": {"compara": ours_left, "wikiextractor": wx_left}}
+              "cpu_s": cpus, "median_s": med, "median_cpu_s": med_cpu, "ratios": ratios,
+              "leftovers": {"compara": ours_left, "wikiextractor": wx_left},
+              "markup_left": left, "cpu_capability": cpu_capability()}
     (OUT / "ingest.json").write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {OUT / 'ingest.json'}")
+    print(f"\nwrote {OUT / 'ingest.json'} (CPU capability: {result['cpu_capability']})")
+    if leaky:
+        print("FAILED: compara's text must hold no markup", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -79,6 +79,7 @@ _LIST_MARKER = re.compile(r"^[*#:;]+\s*")
 _HRULE = re.compile(r"^-{4,}\s*")
 _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _EMPTY_PARENS = re.compile(r"\(\s*[,;:]?\s*\)")
+_SPACE_AFTER_PAREN = re.compile(r"\( +")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([,.;:!?)])")
 _LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||^\s*\|\}|^\s*\|-", re.MULTILINE)
 _NOWIKI_ESCAPES = str.maketrans({"[": "&#91;", "]": "&#93;", "{": "&#123;", "}": "&#125;",
@@ -266,10 +267,11 @@ def _expand_links(text: str, ctx: _Context) -> str:
 _SPAN = re.compile(r"\b(row|col)span\s*=?\s*[\"']?\s*(\d+)", re.IGNORECASE)
 _MAX_COLSPAN = 64
 _CELL_LIST_MARKER = re.compile(r"^[*#:;]+\s*")
+_HEADER_CELLS = re.compile(r"!!|\|\|")
 
 
 class _Cell:
-    __slots__ = ("header", "text", "rowspan", "colspan")
+    __slots__ = ("header", "text", "rowspan", "colspan", "clean")
 
     def __init__(self, header: bool, raw: str):
         # MediaWiki's rule: what comes before a cell's first "|" is its attributes, unless it
@@ -286,6 +288,7 @@ class _Cell:
                         self.colspan = min(max(1, int(m.group(2))), _MAX_COLSPAN)
         self.header = header
         self.text = raw.strip()
+        self.clean: str | None = None  # the cleaned text, once asked for
 
 
 def _table_rows(table: str) -> tuple[str, list[list[_Cell]]]:
@@ -305,7 +308,7 @@ def _table_rows(table: str) -> tuple[str, list[list[_Cell]]]:
                 rows.append(current)
             current = []
         elif line.startswith("!"):
-            current.extend(_Cell(True, cell) for cell in re.split(r"!!|\|\|", line[1:]))
+            current.extend(_Cell(True, cell) for cell in _HEADER_CELLS.split(line[1:]))
         elif line.startswith("|"):
             current.extend(_Cell(False, cell) for cell in line[1:].split("||"))
         else:
@@ -360,34 +363,29 @@ def render_table(table: str, ctx: _Context) -> str:
     caption, rows = _table_rows(table)
     if not rows:
         return ""
-    cleaned: dict[int, str] = {}
 
     def clean(cell: _Cell) -> str:
-        key = id(cell)
-        if key not in cleaned:
+        if cell.clean is None:
             # ";" separates the pairs of a row line, so a value's own ";" reads ", ".
             text = clean_inline(cell.text, ctx, sep=", ")
-            cleaned[key] = text.replace("|", " ").replace(";", ",").strip() if (
-                "|" in text or ";" in text) else text
-        return cleaned[key]
+            if "|" in text or ";" in text:
+                text = text.replace("|", " ").replace(";", ",").strip()
+            cell.clean = text
+        return cell.clean
 
     out: list[str] = []
     if caption:
         out.append(clean_inline(caption, ctx, sep=" "))
-    headers: list[str] = []
+    headers: list[list[str]] = []  # per column, its names from the top header row down
     header_block: list[list[_Cell | None]] = []
     in_header = True
     for row in _grid(rows):
-        cells = [c for c in row if c is not None]
-        if not cells:
-            continue
-        distinct = list(dict.fromkeys(cells))
-        if len(distinct) == 1 and len(row) > 1:
-            text = clean(distinct[0])
-            if text:
+        first = row[0]
+        if len(row) > 1 and first is not None and all(c is first for c in row):
+            if text := clean(first):  # one cell across the table: a sub-heading or a note
                 out.append(text)
             continue
-        if all(c.header for c in cells):
+        if all(c is None or c.header for c in row):
             if not in_header:
                 header_block, in_header = [], True
             header_block.append(row)
@@ -395,23 +393,27 @@ def render_table(table: str, ctx: _Context) -> str:
             continue
         in_header = False
         pairs: list[str] = []
-        j = 0
-        while j < len(row):
+        j, width, n_headers = 0, len(row), len(headers)
+        while j < width:
             cell = row[j]
             k = j + 1
-            while k < len(row) and row[k] is cell:
-                k += 1
+            if cell is not None and cell.colspan > 1:
+                while k < width and row[k] is cell:
+                    k += 1
             if cell is not None and (value := clean(cell)):
-                names = list(dict.fromkeys(h for h in headers[j:k] if h))
-                pairs.append(f"{' / '.join(names)}: {value}" if names else value)
+                if k == j + 1:
+                    name = " — ".join(headers[j]) if j < n_headers else ""
+                else:
+                    name = _spanned_name(headers[j:k])
+                pairs.append(f"{name}: {value}" if name else value)
             j = k
         if pairs:
             out.append("; ".join(pairs))
     return "\n" + "\n".join(out) + "\n"
 
 
-def _column_headers(block: list[list[_Cell | None]], clean) -> list[str]:
-    """One name per column from stacked header rows (a spanned name is not repeated)."""
+def _column_headers(block: list[list[_Cell | None]], clean) -> list[list[str]]:
+    """Each column's names down stacked header rows (a name spanned down is not repeated)."""
     width = max(len(r) for r in block)
     names = []
     for j in range(width):
@@ -421,8 +423,24 @@ def _column_headers(block: list[list[_Cell | None]], clean) -> list[str]:
             text = clean(cell) if cell is not None else ""
             if text and text not in parts:
                 parts.append(text)
-        names.append(" — ".join(parts))
+        names.append(parts)
     return names
+
+
+def _spanned_name(columns: list[list[str]]) -> str:
+    """The name of a value across several columns: what their names share ("Altitude" over
+    "metros" and "pés"), else each name once ("Nascimento / Morte")."""
+    columns = [c for c in columns if c]
+    if not columns:
+        return ""
+    shared = []
+    for level in zip(*columns, strict=False):
+        if any(name != level[0] for name in level):
+            break
+        shared.append(level[0])
+    if shared:
+        return " — ".join(shared)
+    return " / ".join(dict.fromkeys(" — ".join(c) for c in columns))
 
 
 _TABLE_EDGE = re.compile(r"^[ \t:]*(\{\||\|\})", re.MULTILINE)
@@ -499,6 +517,8 @@ def clean_inline(text: str, ctx: _Context, sep: str = " ") -> str:
     text = _SPACES.sub(" ", text)
     if "(" in text:
         text = _EMPTY_PARENS.sub("", text)
+        if "( " in text:  # "({{Flagicon|ENG}} Inglaterra)": the icon went, its space stays
+            text = _SPACE_AFTER_PAREN.sub("(", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     return text.strip(" ,;")
 
@@ -524,6 +544,8 @@ def _tidy(text: str) -> str:
         text = _LINE_EDGE_SPACES.sub("", text)
     if "(" in text:
         text = _EMPTY_PARENS.sub("", text)
+        if "( " in text:  # "({{Flagicon|ENG}} Inglaterra)": the icon went, its space stays
+            text = _SPACE_AFTER_PAREN.sub("(", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     if " \n" in text or "\n " in text:
         text = _LINE_EDGE_SPACES.sub("", text)
