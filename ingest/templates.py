@@ -185,6 +185,29 @@ def _render_flag_name(params: Params) -> str:
     return name
 
 
+_LIST_ITEM = re.compile(r"^[ \t]*[*#]+[ \t]*", re.MULTILINE)
+
+
+def _render_list(params: Params) -> str:
+    # {{ubl|A|B}}, {{hlist|A|B}}, {{plainlist|\n* A\n* B}}: the items, comma separated.
+    items: list[str] = []
+    for p in _positional(params):
+        items += [line.strip() for line in _LIST_ITEM.sub("", p).split("\n") if line.strip()]
+    return ", ".join(items)
+
+
+def _render_sort(params: Params) -> str:
+    # {{sort|chave|texto}} shows the text (the key when there is none); {{sortname|A|B}}: "A B".
+    pos = _positional(params)
+    if len(pos) >= 2 and pos[1]:
+        return pos[1]
+    return pos[0] if pos else ""
+
+
+def _render_sortname(params: Params) -> str:
+    return " ".join(p for p in _positional(params)[:2] if p)
+
+
 RENDERERS: dict[str, Callable[[Params], str]] = {}
 for _name in _FIRST_ARG:
     RENDERERS[_name] = _render_first
@@ -201,12 +224,18 @@ for _name in _DATE_YMD:
 for _name in ("citação", "citacao", "quote", "cquote", "blockquote", "citação2", "quotation",
               "citação bloco", "quote box", "caixa de citação"):
     RENDERERS[_name] = _render_quote
-for _name in ("coord", "coor dms", "coor dm", "coor d", "coor title dms", "coor title dm",
-              "coor title d", "coor", "coordenadas", "coor dec"):
+# ("Coor title dms" and its kin show at the page's top, not in the text: dropped.)
+for _name in ("coord", "coor dms", "coor dm", "coor d", "coor", "coordenadas", "coor dec"):
     RENDERERS[_name] = _render_coord
 for _name in ("flagcountry", "flag", "flagu", "bandeira país", "bandeirapaís", "país",
               "band", "bandpaís"):
     RENDERERS[_name] = _render_flag_name
+for _name in ("ubl", "unbulleted list", "plainlist", "plain list", "lista simples", "hlist",
+              "flatlist", "lista horizontal", "lista sem marcadores", "collapsible list"):
+    RENDERERS[_name] = _render_list
+for _name in ("sort", "ordenar", "sortkey", "sorttext"):
+    RENDERERS[_name] = _render_sort
+RENDERERS["sortname"] = _render_sortname
 for _name in ("link", "ill", "interlink", "link-interwiki", "ligação interlíngua"):
     RENDERERS[_name] = _render_link_template
 

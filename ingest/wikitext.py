@@ -61,7 +61,7 @@ _DROP_ELEMENTS = re.compile(
     re.IGNORECASE | re.DOTALL)
 # A formula on a line of its own (":<math>...</math>."): the whole line goes, its indent and
 # the sentence's closing punctuation with it, instead of leaving a lone "." behind.
-_MATH_LINE = re.compile(r"^[ \t:]*<math\b[^>]*>(?:(?!</math).)*</math\s*>[ \t]*[.,;]?[ \t]*$",
+_MATH_LINE = re.compile(r"^[ \t:]*<math\b[^>]*>(?:(?!</math).)*</math\s*>[ \t]*[.,;]?[ \t]*$\n?",
                         re.IGNORECASE | re.DOTALL | re.MULTILINE)
 _NOWIKI = re.compile(r"<nowiki\s*>(.*?)</nowiki\s*>|<nowiki\s*/\s*>", re.IGNORECASE | re.DOTALL)
 _KEEP_INNER_TAGS = re.compile(r"</?(?:noinclude|onlyinclude|pre|poem|blockquote)\b[^>]*>",
@@ -513,6 +513,9 @@ def clean_inline(text: str, ctx: _Context, sep: str = " ") -> str:
     text = _expand_links(text, ctx) if "[" in text else text
     text = _finish_inline(text, sep)
     if "\n" in text:
+        # A list inside a value or a cell ("* A\n* B") reads "A, B".
+        if "\n*" in text or "\n#" in text or text[:1] in "*#":
+            text = _VALUE_LIST_ITEM.sub(", ", "\n" + text).lstrip(", ")
         text = text.replace("\n", " ")
     text = _SPACES.sub(" ", text)
     if "(" in text:
@@ -523,6 +526,7 @@ def clean_inline(text: str, ctx: _Context, sep: str = " ") -> str:
     return text.strip(" ,;")
 
 
+_VALUE_LIST_ITEM = re.compile(r"\n[ \t]*[*#]+[ \t]*")
 _LIST_MARKERS = re.compile(r"^[*#:;]+[ \t]*", re.MULTILINE)
 _HRULES = re.compile(r"^-{4,}[ \t]*", re.MULTILINE)
 # Runs of spacing to collapse: two or more, or one that is not a plain space (a plain single

@@ -237,6 +237,10 @@ FEATURES = [
     ('{| class="wikitable"\n! scope="col" style="width:5em" | Ano !! Fato\n|-\n'
      '| align=center | 1822 || [[Independência do Brasil|Independência]]<ref>x</ref><br />{{nowrap|7 de setembro}}\n|}',
      "Ano: 1822; Fato: Independência, 7 de setembro", "center"),
+    ("{|\n! Nome !! Filhos\n|-\n| {{sort|Silva|José da Silva}} ||\n* Ana\n* {{ubl|Bia|[[Caio]]}}\n|}",
+     "Nome: José da Silva; Filhos: Ana, Bia, Caio", "Silva|"),
+    ("Na sede ({{Flagicon|ENG}} Inglaterra).", "Na sede (Inglaterra).", ""),
+    ("Ângulo de <math>\\beta</math> e\n:<math>\\lambda = \\tan\\beta</math>.\nFim.", "Ângulo de e\nFim.", "lambda"),
 ]
 
 
