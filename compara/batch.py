@@ -180,7 +180,12 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
     atomic_write_json(out / RUN_FILE, run_info)
 
     exposure = None
+    # exposure counts what the adapter was trained on when it says so (a selected subset and
+    # its reading tasks), else the whole training split
+    trained = Path(cfg.paths.adapter) / "train_records.jsonl" if cfg.paths.adapter else None
     train = Path(cfg.paths.data) / "instructions.train.jsonl" if cfg.paths.data else None
+    if trained is not None and trained.is_file():
+        train = trained
     if train is not None and train.exists():
         exposure = compute_exposure(questions, train, keep_accents=cfg.eval.keep_accents)
         write_exposure(out / "exposure.jsonl", exposure)

@@ -241,7 +241,9 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
                 arm: _interval(_values([r for r in recs if str(r["question_id"]) in qids],
                                        "contains"), cfg)
                 for arm, recs in by_arm.items()}}
-        exposure_summary = {"count": cfg.exposure_count, "metric": "contains", "bins": bins}
+        exposure_summary = {"count": cfg.exposure_count, "metric": "contains", "bins": bins,
+                            "never_trained_on": bins.get("0", {}).get("questions", 0),
+                            "questions": sum(c is not None for c in counts.values())}
 
     paired = []
     for a, b in PAIRS:
@@ -430,7 +432,10 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
         what = "training outputs" if exposure["count"] == "outputs" else "training records"
         t = table(f"{exposure['metric']} by how often the answer was in the {what}")
         for label, b in exposure["bins"].items():
-            if b["questions"]:
+            if label == "0":  # always shown: parity before accuracy
+                t.add_row(f"never trained on ({b['questions']})",
+                          *(format_pct(b["arms"].get(a)) for a in arms))
+            elif b["questions"]:
                 t.add_row(f"seen {label}× ({b['questions']})",
                           *(format_pct(b["arms"].get(a)) for a in arms))
         console.print(t)

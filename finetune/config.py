@@ -56,6 +56,24 @@ class FinetuneConfig(ConfigBase):
     max_train_records: int | None = opt(
         None, "Use at most this many training records (a stable, task-balanced subset).")
     max_val_records: int | None = opt(None, "Evaluate on at most this many val records.")
+    select: Literal["tasks", "facts", "questions"] = opt(
+        "tasks", "Which records fill max_train_records: 'tasks' (task types in turn), 'facts' "
+                 "(facts in turn, each with all its phrasings), 'questions' (first the facts "
+                 "that answer the questions of paths.questions, each question in turn, then "
+                 "'facts'). The records trained on are written to the adapter folder "
+                 "(train_records.jsonl) and fact exposure is measured on them.")
+    select_questions: int | None = opt(
+        None, "With select=questions: only the N questions `compara batch --sample N` asks "
+              "(the same stratified choice; the demo's demo.questions), or all (null).")
+    reading: float = opt(
+        0.0, "Share of the training records that are reading tasks: the RAG prompt filled with "
+             "the passage holding the answer among distractors from the index (or without it, "
+             "answered with the abstention sentence), answer citing [n]. Needs the index "
+             "(paths.index). 0 = off.")
+    reading_k: int | None = opt(None, "Passages in a reading record (default: retrieval.k).")
+    reading_no_gold: float = opt(
+        0.2, "Share of reading records without the gold passage (answered with the abstention "
+             "sentence of the RAG template).")
     # -- evaluation, checkpoints, output
     eval_steps: int = opt(50, "Eval loss on the val split every this many steps (and at the "
                               "start and the end); a checkpoint is saved at each eval.")
@@ -91,5 +109,9 @@ class FinetuneConfig(ConfigBase):
             raise ConfigError("finetune.warmup_ratio must be in [0, 1)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("finetune.val_fraction must be in (0, 1)")
+        if not 0.0 <= self.reading < 1.0 or not 0.0 <= self.reading_no_gold <= 1.0:
+            raise ConfigError("finetune.reading must be in [0, 1) and reading_no_gold in [0, 1]")
+        if self.reading_k is not None and self.reading_k < 1:
+            raise ConfigError("finetune.reading_k must be >= 1")
         if self.stop_check < 0 or self.stop_check_max_new_tokens < 1:
             raise ConfigError("finetune.stop_check must be >= 0, stop_check_max_new_tokens >= 1")

@@ -52,6 +52,8 @@ class DataReport:
     tokens: dict[str, int] = field(default_factory=dict)
     response_tokens: dict[str, int] = field(default_factory=dict)
     val_source: str = "file"
+    selection: dict[str, Any] = field(default_factory=dict)  # finetune.select and what it covered
+    reading: dict[str, Any] = field(default_factory=dict)  # the reading tasks built, if any
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -136,14 +138,77 @@ def balanced_subset(records: Sequence[dict[str, Any]], limit: int | None) -> lis
     return out
 
 
+def _fact_groups(records: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Records grouped by the fact they ask (all its phrasings together), groups in a stable
+    hashed order, task types taking turns."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault(str(rec.get("fact") or rec.get("id") or _stable_key(rec)), []).append(rec)
+    by_task: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
+    for group in groups.values():
+        by_task[str(group[0].get("task", ""))].append(group)
+    queues = [sorted(g, key=lambda grp: _stable_key(grp[0])) for _, g in sorted(by_task.items())]
+    out: list[list[dict[str, Any]]] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
+
+
+def select_records(records: Sequence[dict[str, Any]], limit: int | None, mode: str = "tasks",
+                   references: Sequence[Sequence[str]] = (), keep_accents: bool = False,
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """At most ``limit`` training records chosen by ``mode`` (see ``finetune.select``), and a
+    report: how many questions have their answer among the chosen outputs."""
+    if mode == "tasks":
+        return balanced_subset(records, limit), {"mode": mode}
+    limit = len(records) if limit is None else limit
+    chosen: list[dict[str, Any]] = []
+    taken: set[int] = set()
+
+    def take(group: list[dict[str, Any]]) -> None:
+        for rec in group:
+            if len(chosen) < limit and id(rec) not in taken:
+                taken.add(id(rec))
+                chosen.append(rec)
+
+    groups = _fact_groups(records)
+    covered = 0
+    if mode == "questions" and references:
+        from compara.exposure import ReferenceMatcher
+
+        matcher = ReferenceMatcher({str(i): list(r) for i, r in enumerate(references)}, keep_accents)
+        per_question: list[list[list[dict[str, Any]]]] = [[] for _ in references]
+        short_first = {"fact": 0, "infobox": 0, "table": 0, "definition": 1}
+        for group in groups:
+            for qi in matcher.match(str(group[0].get("output") or "")):
+                per_question[int(matcher.ids[qi])].append(group)
+        for lst in per_question:
+            lst.sort(key=lambda g: short_first.get(str(g[0].get("task")), 2))
+        covered = sum(bool(lst) for lst in per_question)
+        depth = 0
+        while len(chosen) < limit and any(depth < len(lst) for lst in per_question):
+            for lst in per_question:  # each question in turn: one more fact that answers it
+                if depth < len(lst):
+                    take(lst[depth])
+            depth += 1
+    for group in groups:
+        if len(chosen) >= limit:
+            break
+        take(group)
+    report = {"mode": mode, "questions": len(references), "questions_with_answer_in_data": covered,
+              "facts": len({str(r.get("fact") or r.get("id")) for r in chosen})}
+    return chosen, report
+
+
 def load_splits(data: str | Path, *, val_fraction: float = 0.1, tasks: Sequence[str] | None = None,
-                max_train: int | None = None, max_val: int | None = None,
+                max_train: int | None = None, max_val: int | None = None, select: str = "tasks",
                 ) -> tuple[list[dict], list[dict], DataReport]:
     """Train and val records from an ingest folder or a single JSONL file.
 
     A folder must hold ``instructions.train.jsonl`` (and usually ``instructions.val.jsonl``);
     a file ``X.train.jsonl`` takes its sibling ``X.val.jsonl`` when there is one. Without a val
-    file, ``val_fraction`` of the records is held out by a stable hash of their id.
+    file, ``val_fraction`` of the records is held out by a stable hash of their id. With
+    ``select`` other than "tasks", the train split is returned whole, for :func:`select_records`.
     """
     data = Path(data)
     report = DataReport()
@@ -182,7 +247,8 @@ def load_splits(data: str | Path, *, val_fraction: float = 0.1, tasks: Sequence[
         cut = int(val_fraction * 2**32)
         val = [r for r in train if int(_stable_key(r)[:8], 16) < cut] or train[-1:]
         train = [r for r in train if r not in val] or train
-    train = balanced_subset(train, max_train)
+    if select == "tasks":
+        train = balanced_subset(train, max_train)
     val = balanced_subset(val, max_val)
     report.used = {"train": len(train), "val": len(val)}
     return train, val, report

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compara.io import InputError, atomic_write_json, iter_jsonl
+from compara.io import InputError, atomic_write_json, iter_jsonl, write_jsonl
 from finetune.report import (
     METRICS,
     build_summary,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
+TRAIN_RECORDS = "train_records.jsonl"
 
 CHECKPOINTS = "checkpoints"
 SUMMARY = "summary.json"
@@ -70,6 +71,46 @@ def load_template(cfg: ExperimentConfig, data: Path):
     return PromptTemplate.load(cfg.ingest.instructions.template)
 
 
+def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) -> list[dict]:
+    """The records trained on: ``finetune.select`` within ``max_train_records``, then the
+    reading share built from the index (both recorded in the data report)."""
+    from finetune.data import select_records
+
+    ft = cfg.finetune
+    if ft.select == "tasks" and not ft.reading:
+        return records
+    limit = ft.max_train_records
+    n_reading = round(ft.reading * (limit or len(records)))
+    references: list[list[str]] = []
+    if ft.select == "questions":
+        from compara.batch import stratified_sample
+        from compara.questions import load_questions
+
+        if not cfg.paths.questions:
+            raise InputError("finetune.select=questions needs paths.questions")
+        questions = list(load_questions(Path(cfg.paths.questions), cfg.eval.max_question_chars,
+                                        cfg.eval.long_questions))
+        if ft.select_questions:
+            questions = stratified_sample(questions, ft.select_questions, cfg.seed)
+        references = [q.reference for q in questions if q.reference]
+    budget = None if limit is None else max(1, limit - n_reading)
+    chosen, selection = select_records(records, budget, ft.select, references,
+                                       cfg.eval.keep_accents)
+    report.selection = selection
+    if n_reading:
+        from finetune.reading import build_reading_records, load_index_chunks
+
+        if not cfg.paths.index:
+            raise InputError("finetune.reading needs the index (paths.index): run `compara index`")
+        reading, report.reading = build_reading_records(
+            chosen, load_index_chunks(cfg.paths.index), count=n_reading,
+            k=ft.reading_k or cfg.retrieval.k, no_gold_share=ft.reading_no_gold, seed=ft.seed)
+        log.info("reading tasks: %d records (%d with the gold passage) from %s",
+                 len(reading), report.reading["with_gold"], cfg.paths.index)
+        chosen = chosen + reading
+    return chosen
+
+
 def lora_config(ft):
     from peft import LoraConfig
 
@@ -91,7 +132,8 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     data = Path(data)
     train_records, val_records, report = load_splits(
         data, val_fraction=ft.val_fraction, tasks=ft.tasks, max_train=ft.max_train_records,
-        max_val=ft.max_val_records)
+        max_val=ft.max_val_records, select=ft.select)
+    train_records = choose_training_records(cfg, train_records, report)
     template = load_template(cfg, data)
     loaded = load_base(cfg.model)
     tok = loaded.tokenizer
@@ -268,6 +310,9 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     set_seed(cfg.finetune.seed)
     prepared = prepare(cfg, data)
     loaded = prepared.loaded
+    out.mkdir(parents=True, exist_ok=True)
+    # what the adapter is trained on: fact exposure in `compara batch` is counted on it
+    write_jsonl(out / TRAIN_RECORDS, prepared.train_records)
     identity = _run_identity(prepared, cfg)
     if resume_from is not None:
         before = json.loads((out / RUN_STATE).read_text(encoding="utf-8"))
@@ -318,22 +363,39 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     if chosen is not None and chosen != (Path(best) if best else None):
         _load_adapter_weights(trainer.model, chosen)
     stop = None
+    stop_seconds = 0.0
     if main:
         trainer.model.save_pretrained(out)
         if ft.stop_check:
             from finetune.evaluate import stop_check
 
+            t0 = time.monotonic()
             stop = stop_check(trainer.model, loaded.tokenizer, prepared.template, prepared.train_records,
                               n=ft.stop_check, max_new_tokens=ft.stop_check_max_new_tokens)
+            stop_seconds = time.monotonic() - t0
     summary = build_summary(cfg, prepared, trainer, data, out, state, result, train_seconds,
                        time.monotonic() - started, resumed_step, best, last, chosen,
                        metrics_cb, stop)
+    summary["timing"] = _timing(out, loaded.info.load_seconds, train_seconds, stop_seconds,
+                                summary["elapsed_seconds"], resumed_step)
     if main:
 
         plot_losses(out / METRICS, out / "loss.png", title=f"{cfg.model.base} — {out.name}")
         atomic_write_json(out / SUMMARY, summary)
         write_readme(out, summary)
     return summary
+
+
+def _timing(out: Path, load: float, train_seconds: float, stop_seconds: float, elapsed: float,
+            resumed_step: int) -> dict[str, float]:
+    """Where the tune's time went: loading, training steps, evaluations, the stop check."""
+    evals = [rec for _, rec in iter_jsonl(out / METRICS, on_error=lambda bad: None)
+             if rec.get("kind") == "eval" and rec.get("seconds") is not None
+             and rec.get("step", 0) >= resumed_step] if (out / METRICS).is_file() else []
+    in_training = sum(r["seconds"] for r in evals if r.get("step", 0) > resumed_step)
+    return {"load": round(load, 1), "train_steps": round(max(train_seconds - in_training, 0), 1),
+            "evals": round(sum(r["seconds"] for r in evals), 1),
+            "stop_check": round(stop_seconds, 1), "total": round(elapsed, 1)}
 
 
 def _load_adapter_weights(model, checkpoint: Path) -> None:

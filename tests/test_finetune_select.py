@@ -1,0 +1,93 @@
+"""What the adapter trains on: records chosen by fact or by the questions asked, and reading
+tasks built from the index (the gold passage among distractors, or the abstention answer)."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from compara.io import read_jsonl
+from compara.prompts import RagTemplate
+from finetune.data import select_records
+from finetune.reading import build_reading_records, load_index_chunks
+from ingest.config import InstructionConfig
+from ingest.instructions import generate
+from rag.config import IndexConfig
+from rag.store import IndexRefused, build_index
+
+
+@pytest.fixture(scope="module")
+def records(sample_articles):
+    return [r for _, r in generate(sample_articles[:12], InstructionConfig(val_fraction=0.0))]
+
+
+@pytest.fixture(scope="module")
+def chunks(tmp_path_factory, sample_ingest):
+    from rag.embedders import HashEmbeddings
+
+    out = tmp_path_factory.mktemp("reading-index") / "idx"
+    build_index(sample_ingest / "articles.jsonl", out, IndexConfig(), embedder=HashEmbeddings())
+    return out
+
+
+def test_select_by_facts_keeps_every_phrasing_of_a_fact(records):
+    chosen, report = select_records(records, 90, "facts")
+    assert len(chosen) == 90 and report["mode"] == "facts"
+    per_fact = Counter(r["fact"] for r in chosen if r.get("fact"))
+    full = Counter(r["fact"] for r in records if r.get("fact"))
+    # all phrasings of a fact travel together (only the last fact may be cut by the limit)
+    assert sum(per_fact[f] < full[f] for f in per_fact) <= 1
+    assert len({r["task"] for r in chosen}) >= 3  # task types take turns
+
+
+def test_select_by_questions_puts_their_facts_first(records, sample_articles):
+    title = sample_articles[3]["title"]
+    answers = [r for r in records if r["task"] == "fact" and r["source_title"] == title][:2]
+    refs = [[a["output"].split(",")[0].rstrip(".")] for a in answers]
+    chosen, report = select_records(records, 12, "questions", refs)
+    assert report["questions_with_answer_in_data"] == len(refs)
+    head = " ".join(r["output"] for r in chosen[:8])
+    assert all(ref[0] in head for ref in refs)
+    again, _ = select_records(records, 12, "questions", refs)
+    assert [r["id"] for r in again] == [r["id"] for r in chosen]  # deterministic
+
+
+def test_reading_records_hold_the_gold_passage_among_distractors(records, chunks):
+    built, report = build_reading_records(records, load_index_chunks(chunks), count=30, k=3,
+                                          no_gold_share=0.3, seed=7)
+    tpl = RagTemplate.load()
+    assert report["records"] == len(built) >= 10
+    assert 0 < report["without_gold"] < report["records"]
+    positions = Counter()
+    for rec in built:
+        assert rec["task"] == "reading" and rec["input"].count("\n[") + rec["input"].startswith("[") >= 2
+        assert rec["instruction"] == tpl.fill("x", [])[0]  # the RAG arms' instruction
+        passages = rec["input"].split("Pergunta:")[0]
+        if rec["gold"]:
+            n = rec["gold_position"]
+            positions[n] += 1
+            assert rec["output"].endswith(f"[{n}]")
+            body = rec["output"][: -len(f" [{n}]")].rstrip(".")[:80]
+            block = passages.split(f"[{n}] ", 1)[1].split("\n\n[", 1)[0]
+            assert block.startswith(rec["source_title"]) and body in block
+            # the distractors come from other articles
+            others = [b for b in passages.split("\n\n") if b.startswith("[") and not b.startswith(f"[{n}]")]
+            assert all(not b.split("] ", 1)[1].startswith(rec["source_title"] + "\n") for b in others)
+        else:
+            assert rec["output"] == tpl.abstain
+    assert len(positions) >= 2  # the gold passage is not always in the same slot
+    again, _ = build_reading_records(records, load_index_chunks(chunks), count=30, k=3,
+                                     no_gold_share=0.3, seed=7)
+    assert [r["input"] for r in again] == [r["input"] for r in built]
+
+
+def test_reading_refuses_an_index_that_does_not_verify(chunks, tmp_path):
+    import shutil
+
+    bad = tmp_path / "idx"
+    shutil.copytree(chunks, bad)
+    with open(bad / "chunks.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": "x"}) + "\n")
+    with pytest.raises(IndexRefused):
+        load_index_chunks(bad)
+    assert read_jsonl(chunks / "chunks.jsonl")  # the good one still loads
