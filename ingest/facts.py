@@ -192,8 +192,9 @@ def _front_to_back(clause: str) -> str:
     return clause
 
 
-def _as_question_body(clause: str, subj: Subject) -> tuple[str, bool]:
-    """(the clause ready to follow a question word, whether it names the subject)."""
+def _as_question_body(clause: str, subj: Subject, span_first: bool = False) -> tuple[str, bool]:
+    """(the clause ready to follow a question word, whether it names the subject). A span that
+    opened the sentence was its subject ("88 gols foram marcados"): no subject is put back."""
     if not clause:
         return "", False
     clause = _front_to_back(_front_to_back(clause))
@@ -201,9 +202,9 @@ def _as_question_body(clause: str, subj: Subject) -> tuple[str, bool]:
         clause = subj.np + " " + clause.split(" ", 1)[1]
     else:
         kind = _first_word(clause)
-        if kind == "verb":
+        if kind == "verb" and not span_first:
             clause = subj.np + " " + clause[0].lower() + clause[1:]  # "Foi preso" -> "X foi preso"
-        elif kind == "function":
+        elif kind in ("function", "verb"):
             clause = clause[0].lower() + clause[1:]
     return clause, subj.named_in(clause)
 
@@ -258,7 +259,8 @@ def _quantity_facts(sentence: str, subj: Subject) -> list[Fact]:
         if re.fullmatch(r"1\d{3}|20\d{2}", num) and not m.group("mult"):
             continue  # a year, not a count
         end = m.end("span")
-        body, named = _as_question_body(_clause_without(sentence, m.start("span"), end), subj)
+        body, named = _as_question_body(_clause_without(sentence, m.start("span"), end), subj,
+                                        span_first=_span_is_subject(sentence[:m.start("span")]))
         if not _good_body(body):
             continue
         how_many = "Quantas" if head.endswith(("a", "as")) and not head.endswith("mas") else "Quantos"
@@ -269,6 +271,13 @@ def _quantity_facts(sentence: str, subj: Subject) -> list[Fact]:
               _tell(f"{how_many.lower()} {unit}", body, named, subj))
         facts.append(Fact("quantity", m.group("span"), qs, _sentence_case(m.group("span")) + "."))
     return facts
+
+
+def _span_is_subject(before: str) -> bool:
+    """The span opens the sentence, or follows only its verb ("Foram marcados 88 gols"): it is
+    the subject, and the article's subject must not be put in front of the verb."""
+    words = before.split()
+    return not words or (len(words) <= 2 and _first_word(before) == "verb")
 
 
 def _de_body(body: str) -> str:
