@@ -372,3 +372,18 @@ def test_compara_ingest_runs_the_hook(tmp_path, sample_dump, stub_server):
     assert json.loads(res.stdout)["generated"]["passages"] == 2
     train = read_jsonl(out / "instructions.train.jsonl")
     assert sum(r["task"] != "generated" for r in train) == report["instructions"]["train"]
+
+
+def test_a_chat_model_gets_its_template_and_a_base_model_the_plain_prompt():
+    from types import SimpleNamespace
+
+    from compara.models.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    writer = generated.ModelWriter(GeneratorConfig(model="x"))
+    writer.loaded = SimpleNamespace(tokenizer=tok, info=SimpleNamespace(tokenizer={"adds_bos": True}))
+    assert writer.render("Pergunta?") == "Pergunta?" + generated.COMPLETION_SUFFIX
+    tok.chat_template = ("{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}"
+                         "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    text = writer.render("Pergunta?")
+    assert text == "<|user|>Pergunta?<|assistant|>"  # BOS left to the tokenizer, not doubled
