@@ -42,7 +42,7 @@ _DATE = re.compile(
     re.IGNORECASE)
 _MULTIPLIER = r"(?:mil|milhão|milhões|bilhão|bilhões|trilhão|trilhões)"
 _NUMBER = re.compile(
-    r"(?<![\w.,])(?P<span>(?:(?:cerca de|aproximadamente|mais de|menos de|quase|até) )?(?P<num>\d{1,3}(?:\.\d{3})+(?:,\d+)?|\d+(?:,\d+)?)"
+    r"(?<![\w.,])(?P<span>(?:(?:cerca de|aproximadamente|mais de|menos de|quase|até) )?(?P<num>\d{1,3}(?:[.\u00a0 ]\d{3})+(?:,\d+)?|\d+(?:,\d+)?)"
     rf"(?: (?P<mult>{_MULTIPLIER}))?(?: de)? (?P<unit>[a-zà-ú²³]+(?:²|³)?"
     r"(?: de (?!(?:o|a|os|as|um|uma)\b)[a-zà-ú]{3,})?))(?=[\s,.;:)]|$)")
 _NAME = r"[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ][\wÀ-ú'’-]*(?:\s(?:(?:de|da|do|das|dos|e|del|von|van)\s)?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9][\wÀ-ú'’-]*)*"
@@ -52,7 +52,8 @@ _NAME_ANY = re.compile(rf"(?<!^)(?<![.!?] )(?<![\w'’-])(?P<span>{_NAME})")
 
 # words that never make a unit ("em 1822 e ..." is a year; "3 de ..." a date)
 _NOT_UNITS = frozenset("a o as os e em de do da dos das no na nos nas um uma que por para com se "
-                       "ao aos à às pelo pela foi é era são".split())
+                       "ao aos à às pelo pela foi é era são sobre contra entre até após sob desde "
+                       "como mais menos x ou mas".split())
 _FRONTERS = frozenset(
     "em no na nos nas desde até após depois antes durante com sem segundo conforme quando enquanto "
     "embora apesar para por entre ao à sob nesse nessa neste nesta naquele naquela hoje então "
@@ -154,6 +155,8 @@ def _first_word(clause: str) -> str:
 def _clause_without(sentence: str, start: int, end: int) -> str:
     """The sentence with [start, end) removed, commas around it mended, final stop dropped."""
     before, after = sentence[:start], sentence[end:]
+    if re.match(r"\s+(?:e|ou)\s", after) or re.search(r"\s(?:e|ou)\s*$", before):
+        return ""  # one of a list ("na Barra e na zona sul"): the question would name the rest
     if _RELATIVE.search(before):
         return ""  # the span sits in a relative clause: a wh-question would ask the wrong thing
     before = before.rstrip()
@@ -168,8 +171,12 @@ def _clause_without(sentence: str, start: int, end: int) -> str:
         before = before[:-1]  # "..., em 1789, ..." -> "... ..."
     # a long sentence: keep the clauses up to the one that held the span
     cut = re.search(r"(?:,|;|:| —| –) ", after)
-    if cut and (len(before) + cut.start() > 20 or not before):
+    if cut and (cut.start() == 0 or len(before) + cut.start() > 20 or not before):
         after = after[:cut.start()]
+    # a span in a later coordinated clause: that clause alone ("..., e o vão principal ... tem")
+    conj = list(re.finditer(r"(?:, e |, mas |; |: )", before))
+    if conj and len(before[conj[-1].end():].split()) >= 2:
+        before = before[conj[-1].end():]
     clause = f"{before} {after}".strip()
     clause = re.sub(r"\s+([,.;:])", r"\1", clause)
     clause = re.sub(r"\s{2,}", " ", clause).strip()
@@ -185,9 +192,8 @@ def _front_to_back(clause: str) -> str:
         return clause
     head = m.group(1)
     first = head.split(" ", 1)[0].casefold()
-    short = len(head.split()) <= 5
-    if (first in _SUBORDINATORS or first.endswith("ndo")
-            or (short and (first in _FRONTERS or _first_word(head) == "function"))):
+    short = len(head.split()) <= 7
+    if first in _SUBORDINATORS or first.endswith("ndo") or (short and first in _FRONTERS):
         return f"{m.group(2)}, {head[0].lower()}{head[1:]}"
     return clause
 
@@ -202,7 +208,8 @@ def _as_question_body(clause: str, subj: Subject, span_first: bool = False) -> t
         clause = subj.np + " " + clause.split(" ", 1)[1]
     else:
         kind = _first_word(clause)
-        if kind == "verb" and not span_first:
+        plural = re.match(r"^\S*(?:ram|ram-se|são|eram|foram|estão|têm)\b", clause, re.IGNORECASE)
+        if kind == "verb" and not span_first and not plural:
             clause = subj.np + " " + clause[0].lower() + clause[1:]  # "Foi preso" -> "X foi preso"
         elif kind in ("function", "verb"):
             clause = clause[0].lower() + clause[1:]
@@ -342,6 +349,10 @@ def _good_body(body: str) -> bool:
         return False
     if words[-1].casefold() in _NOT_UNITS or body.count("(") != body.count(")"):
         return False
+    if words[0].casefold() in {"e", "ou", "mas", "que"}:
+        return False  # a clause cut from its head
+    if " — " in body or " – " in body:
+        return False  # an item of a dashed list, not a clause
     if re.search(r"\b(?:de|do|da|em|no|na|a|o|com|por|para|e),", body):
         return False  # a preposition left hanging where the span was
     if not any(w.casefold() in _VERBS or _VERB_END.search(w.casefold()) for w in words):
