@@ -102,7 +102,7 @@ def test_truncated_multistream_keeps_the_complete_streams(tmp_path, build):
     data = full.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.6)])
     pages, problems = _read(cut)
-    assert 20 <= len(pages) < 66
+    assert 20 <= len(pages) < 79
     assert problems[-1].kind == "truncated" and problems[-1].fatal
 
 

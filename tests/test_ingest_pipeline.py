@@ -20,9 +20,9 @@ def _outputs(folder):
 def test_sample_outputs_and_report(sample_ingest):
     report = json.loads((sample_ingest / "ingest_report.json").read_text())
     assert report["status"] == "complete"
-    assert report["articles"] == 45 and report["redirects"] == 9
+    assert report["articles"] == 51 and report["redirects"] == 16
     assert report["skipped"] == {"disambiguation": 2, "namespace": 9, "stub": 1}
-    assert report["pages_seen"] == 66 and report["problem_count"] == 0
+    assert report["pages_seen"] == 79 and report["problem_count"] == 0
     articles = read_jsonl(sample_ingest / "articles.jsonl")
     titles = {a["title"] for a in articles}
     assert "Tiradentes" in titles and "Amazonas (desambiguação)" not in titles
@@ -77,14 +77,14 @@ def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path, sample_dump, 
     with pytest.raises(KeyboardInterrupt):  # workers=0: the interrupt hits the main process
         run_ingest(sample_dump, out, IngestConfig(batch_pages=8, workers=0))
     state = json.loads((out / pipeline.PARTIAL / "state.json").read_text())
-    assert 0 < state["pages_done"] < 66
+    assert 0 < state["pages_done"] < 79
     assert not (out / "articles.jsonl").exists()  # nothing half-published
     # A partial line left by the kill is repaired, then the run continues where it stopped.
     with open(out / pipeline.PARTIAL / "articles.partial.jsonl", "a") as fh:
         fh.write('{"id": 99, "title": "meia lin')
     monkeypatch.setattr(pipeline, "process_page", real)
     report = run_ingest(sample_dump, out, IngestConfig(batch_pages=8, workers=2), resume=True)
-    assert report["pages_seen"] == 66 and report["articles"] == 45
+    assert report["pages_seen"] == 79 and report["articles"] == 51
     assert _outputs(out) == _outputs(sample_ingest)
     assert not (out / pipeline.PARTIAL).exists()
 
@@ -116,7 +116,7 @@ def test_truncated_dump_keeps_the_good_part_and_fails_clearly(tmp_path, sample_d
     with pytest.raises(IngestFailed) as err:
         run_ingest(cut, tmp_path / "out", IngestConfig())
     report = err.value.report
-    assert report["status"] == "incomplete" and 10 < report["articles"] < 45
+    assert report["status"] == "incomplete" and 10 < report["articles"] < 51
     assert str(cut) in str(err.value)
     articles = read_jsonl(tmp_path / "out/articles.jsonl")  # every line is complete JSON
     assert len(articles) == report["articles"]
