@@ -188,6 +188,21 @@ def _exposure_count(rec: Mapping[str, Any], exposure: Mapping[str, Exposure] | N
     return (rec.get("metrics") or {}).get(f"exposure_{field}")
 
 
+def _split_by(records: Sequence[dict], by_arm: Mapping[str, list[dict]], key, cfg: EvalConfig,
+              ) -> dict[str, dict[str, Any]]:
+    """Per value of ``key(record)`` (records whose key is None left out): per arm, n and the
+    summary metrics with intervals."""
+    out: dict[str, dict[str, Any]] = {}
+    for value in sorted({key(r) for r in records} - {None}):
+        out[value] = {}
+        for arm, recs in by_arm.items():
+            sel = [r for r in recs if key(r) == value]
+            if sel:
+                out[value][arm] = {"n": len(sel), "metrics": {
+                    m: _interval(_values(sel, m), cfg) for m in SUMMARY_METRICS}}
+    return out
+
+
 def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None = None,
               cfg: EvalConfig | None = None, problems: Sequence[BadLine] = ()) -> dict[str, Any]:
     """The summary of records read by :func:`load_results` (those not scored yet are scored)."""
@@ -218,15 +233,10 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
             "identity": identities[arm],
         }
 
-    by_type: dict[str, dict[str, Any]] = {}
-    types = sorted({r.get("type") or "(none)" for r in records})
-    for qtype in types:
-        by_type[qtype] = {}
-        for arm, recs in by_arm.items():
-            sel = [r for r in recs if (r.get("type") or "(none)") == qtype]
-            if sel:
-                by_type[qtype][arm] = {"n": len(sel), "metrics": {
-                    m: _interval(_values(sel, m), cfg) for m in SUMMARY_METRICS}}
+    by_type = _split_by(records, by_arm, lambda r: r.get("type") or "(none)", cfg)
+    # questions marked corpus (known only from these articles) or common (textbook knowledge)
+    by_knowledge = _split_by(records, by_arm, lambda r: None if r.get("answerable") is False
+                             else (r.get("extra") or {}).get("knowledge"), cfg)
 
     exposure_summary = None
     counts = {str(r["question_id"]): _exposure_count(r, exposure, cfg.exposure_count)
@@ -259,7 +269,8 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
         "metrics": list(SUMMARY_METRICS),
         "bootstrap": {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence,
                       "seed": cfg.seed, "unit": "question"},
-        "per_arm": per_arm, "by_type": by_type, "exposure": exposure_summary, "paired": paired,
+        "per_arm": per_arm, "by_type": by_type, "by_knowledge": by_knowledge,
+        "exposure": exposure_summary, "paired": paired,
         "warnings": warnings, "problems": [str(p) for p in problems],
     }
 
@@ -288,9 +299,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     for arm, s in summary["per_arm"].items():
         rows.append(row("all", "", arm, s["n"], s["metrics"], s))
-    for qtype, arms in summary["by_type"].items():
-        for arm, s in arms.items():
-            rows.append(row("type", qtype, arm, s["n"], s["metrics"]))
+    for scope, key in (("type", "by_type"), ("knowledge", "by_knowledge")):
+        for group, arms in (summary.get(key) or {}).items():
+            for arm, s in arms.items():
+                rows.append(row(scope, group, arm, s["n"], s["metrics"]))
     if summary.get("exposure"):
         for label, b in summary["exposure"]["bins"].items():
             for arm, iv in b["arms"].items():
@@ -446,6 +458,14 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
             metric = "abstained_correctly" if qtype == "unanswerable" else "contains"
             t.add_row(f"{qtype} ({n})", *(format_pct((per.get(a) or {}).get("metrics", {}).get(metric))
                                           for a in arms))
+        console.print(t)
+    if summary.get("by_knowledge"):
+        # answerable questions the model could only know from these articles, or from school
+        t = table("contains by what the answer needs: corpus (these articles) or common knowledge")
+        for kind, per in summary["by_knowledge"].items():
+            n = max((s["n"] for s in per.values()), default=0)
+            t.add_row(f"{kind} ({n})", *(format_pct((per.get(a) or {}).get("metrics", {}).get("contains"))
+                                         for a in arms))
         console.print(t)
     for w in summary.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)

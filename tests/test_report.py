@@ -269,3 +269,21 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="confidence"):
         EvalConfig(confidence=1.5)
     assert EvalConfig.from_dict({"bootstrap_resamples": "500"}).bootstrap_resamples == 500
+
+
+def test_summary_splits_by_knowledge_when_questions_say_it():
+    from compara.report import summarize, summary_rows
+
+    recs = []
+    for i, (kind, hit) in enumerate([("corpus", 1), ("corpus", 0), ("common", 1), (None, 1)]):
+        extra = {"knowledge": kind} if kind else {}
+        for arm in ("base", "rag"):
+            recs.append({"question_id": f"q{i}", "arm": arm, "question": "?", "reference": ["x"],
+                         "answer": "x" if hit and arm == "rag" else "y", "type": "lead",
+                         "answerable": True, "extra": extra})
+    summary = summarize(recs)
+    assert set(summary["by_knowledge"]) == {"corpus", "common"}  # unmarked questions left out
+    corpus = summary["by_knowledge"]["corpus"]
+    assert corpus["rag"]["n"] == 2 and corpus["rag"]["metrics"]["contains"]["mean"] == 0.5
+    assert corpus["base"]["metrics"]["contains"]["mean"] == 0.0
+    assert any(r["scope"] == "knowledge" and r["group"] == "common" for r in summary_rows(summary))
