@@ -175,6 +175,8 @@ def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
     settings = cfg.to_dict()
     settings.pop("workers")  # a resumed run may use another number of workers
     settings.pop("batch_pages")
+    # model-written questions run after the pages, with a cache of their own
+    settings.get("instructions", {}).pop("generator", None)
     return {"dump": str(dump.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
             "config": settings}
 
