@@ -188,7 +188,7 @@ def plot_exposure(summary: Mapping[str, Any]) -> str | None:
     if not exposure:
         return None
     bins = {label: b for label, b in exposure["bins"].items() if b["questions"]}
-    labels = [f"{b}\n(n={bins[b]['questions']})" for b in bins]
+    labels = [f"{'never trained on' if b == '0' else b + '×'}\n(n={bins[b]['questions']})" for b in bins]
     arms = summary["arms"]
     series = {a: [bins[b]["arms"].get(a) for b in bins] for a in arms}
     what = "training outputs" if exposure["count"] == "outputs" else "training records"
@@ -352,7 +352,10 @@ def _question_cell(rec: Mapping[str, Any]) -> str:
         lines.append('<div class="small">unanswerable: the right answer is to decline</div>')
     if titles:
         lines.append(f'<div class="small">source: {esc(", ".join(map(str, titles)))}</div>')
-    if m.get("exposure_outputs") is not None:
+    if m.get("exposure_outputs") == 0:
+        lines.append('<div class="small"><b>never trained on</b>: the answer is in no training '
+                     'output</div>')
+    elif m.get("exposure_outputs") is not None:
         lines.append(f'<div class="small">in training: {esc(m["exposure_outputs"])} outputs, '
                      f'{esc(m.get("exposure_records"))} records</div>')
     return "".join(lines)
