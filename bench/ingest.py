@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, this file's folder comes first on sys.path, and this file (ingest.py) would
+# shadow the ingest package that counts the markup.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 OUT = ROOT / "bench" / "out"
 SAMPLE = ROOT / "data/sample/ptwiki-amostra-pages-articles.xml"
 WIKIEXTRACTOR = "wikiextractor==3.1.0"

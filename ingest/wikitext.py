@@ -81,7 +81,10 @@ _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _EMPTY_PARENS = re.compile(r"\(\s*[,;:]?\s*\)")
 _SPACE_AFTER_PAREN = re.compile(r"\( +")
 _SPACE_BEFORE_PUNCT = re.compile(r" +([,.;:!?)])")
-_LEFTOVER = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||^\s*\|\}|^\s*\|-", re.MULTILINE)
+# Markup left unpaired: a template never closed goes with the rest of its line, a line that
+# still starts with "|" (a parameter of that template, a row of a broken table) goes whole,
+# stray brackets and braces go alone.
+_LEFTOVER = re.compile(r"\{\{[^\n]*|\}\}|\[\[|\]\]|\{\||^[ \t]*\|[^\n]*", re.MULTILINE)
 _NOWIKI_ESCAPES = str.maketrans({"[": "&#91;", "]": "&#93;", "{": "&#123;", "}": "&#125;",
                                  "|": "&#124;", "'": "&#39;", "<": "&lt;", ">": "&gt;",
                                  "=": "&#61;", "*": "&#42;", "#": "&#35;", ":": "&#58;"})
@@ -575,7 +578,8 @@ def _lines_to_sections(text: str) -> list[Section]:
 
 
 def _may_have_leftovers(text: str) -> bool:
-    return any(token in text for token in ("{{", "}}", "[[", "]]", "{|", "|}", "|-"))
+    return (any(token in text for token in ("{{", "}}", "[[", "]]", "{|", "\n|", "\n |"))
+            or text[:1] == "|")
 
 
 def parse_wikitext(text: str, title: str = "", tables: str = "text") -> ParsedPage:
@@ -590,8 +594,8 @@ def parse_wikitext(text: str, title: str = "", tables: str = "text") -> ParsedPa
     text = _expand_tables(text, ctx) if "{|" in text else text
     leftovers = len(_LEFTOVER.findall(text)) if _may_have_leftovers(text) else 0
     if leftovers:
-        # Unbalanced markup the passes could not pair: drop the stray tokens themselves.
-        # (Before entities are decoded, so <nowiki> content stays literal.)
+        # Unbalanced markup the passes could not pair (before entities are decoded, so
+        # <nowiki> content stays literal).
         text = _LEFTOVER.sub("", text)
     text = _finish_inline(text, "\n")
     sections = _lines_to_sections(text)

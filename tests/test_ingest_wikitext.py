@@ -90,9 +90,13 @@ def test_categories_and_disambiguation():
 
 
 def test_unbalanced_markup_is_counted_and_removed():
-    page = parse_wikitext("Texto {{quebrado sem fim. E [[link aberto também.")
+    page = parse_wikitext("Texto {{quebrado sem fim.\nE [[link aberto também.")
     assert page.leftover_markup >= 2
     assert "{{" not in page.text and "[[" not in page.text
+    assert page.text == "Texto\nE link aberto também."
+    # An infobox never closed: its parameter lines go with it, the prose stays.
+    page = parse_wikitext("{{Info/Rio\n| nome = Tejo\n| foz = [[Lisboa]]\nO Tejo nasce em Espanha.")
+    assert page.text == "O Tejo nasce em Espanha." and page.leftover_markup >= 3
 
 
 def test_split_params_respects_links():
