@@ -59,10 +59,11 @@ _DROP_ELEMENTS = re.compile(
     r"syntaxhighlight|source|templatedata|includeonly|hiero|ce|inputbox|categorytree)\b[^>]*?"
     r"(?:/\s*>|>.*?(?:</\1\s*>|\Z))",
     re.IGNORECASE | re.DOTALL)
-# A formula on a line of its own (":<math>...</math>."): the whole line goes, its indent and
-# the sentence's closing punctuation with it, instead of leaving a lone "." behind.
-_MATH_LINE = re.compile(r"^[ \t:]*<math\b[^>]*>(?:(?!</math).)*</math\s*>[ \t]*[.,;]?[ \t]*$\n?",
-                        re.IGNORECASE | re.DOTALL | re.MULTILINE)
+# A formula is dropped whole; one on a line of its own (":<math>...</math>.") goes with its
+# line, its indent and the sentence's closing punctuation, instead of leaving a lone "." behind.
+_MATH = re.compile(r"<math\b[^>]*>.*?(?:</math\s*>|\Z)", re.IGNORECASE | re.DOTALL)
+_MATH_LINE_HEAD = re.compile(r"[ \t:]*\Z")
+_MATH_LINE_TAIL = re.compile(r"[ \t]*[.,;]?[ \t]*(?:\n|\Z)")
 _NOWIKI = re.compile(r"<nowiki\s*>(.*?)</nowiki\s*>|<nowiki\s*/\s*>", re.IGNORECASE | re.DOTALL)
 _KEEP_INNER_TAGS = re.compile(r"</?(?:noinclude|onlyinclude|pre|poem|blockquote)\b[^>]*>",
                               re.IGNORECASE)
@@ -254,7 +255,7 @@ def _link_sub(ctx: _Context):
 def _expand_links(text: str, ctx: _Context) -> str:
     # External links first: their single brackets inside a file's caption would otherwise
     # keep the innermost-link pattern from matching the file link.
-    if "[" in text and ("//" in text or "[ftp:" in text):
+    if "[http" in text or "[//" in text or "[ftp:" in text:
         text = _EXTERNAL.sub(lambda m: (m.group(1) or "").strip(), text)
     sub = _link_sub(ctx)
     while "[[" in text:
@@ -380,8 +381,9 @@ def render_table(table: str, ctx: _Context) -> str:
     if caption:
         out.append(clean_inline(caption, ctx, sep=" "))
     headers: list[list[str]] = []  # per column, its names from the top header row down
+    # Header rows wait for a data row to name; header rows with none after them (a "Total"
+    # footer, a table of headers only) are text of their own.
     header_block: list[list[_Cell | None]] = []
-    in_header = True
     for row in _grid(rows):
         first = row[0]
         if len(row) > 1 and first is not None and all(c is first for c in row):
@@ -389,12 +391,11 @@ def render_table(table: str, ctx: _Context) -> str:
                 out.append(text)
             continue
         if all(c is None or c.header for c in row):
-            if not in_header:
-                header_block, in_header = [], True
             header_block.append(row)
-            headers = _column_headers(header_block, clean)
             continue
-        in_header = False
+        if header_block:
+            headers = _column_headers(header_block, clean)
+            header_block = []
         pairs: list[str] = []
         j, width, n_headers = 0, len(row), len(headers)
         while j < width:
@@ -412,6 +413,10 @@ def render_table(table: str, ctx: _Context) -> str:
             j = k
         if pairs:
             out.append("; ".join(pairs))
+    for row in header_block:
+        line = "; ".join(t for t in map(clean, dict.fromkeys(c for c in row if c is not None)) if t)
+        if line:
+            out.append(line)
     return "\n" + "\n".join(out) + "\n"
 
 
@@ -494,9 +499,26 @@ def _strip_elements(text: str) -> str:
     text = _REF_SELF.sub("", text)
     text = _REF.sub("", text)
     if "<math" in text:
-        text = _MATH_LINE.sub("", text)
+        text = _drop_math(text)
     text = _DROP_ELEMENTS.sub("", text)
     return _KEEP_INNER_TAGS.sub("", text)
+
+
+def _drop_math(text: str) -> str:
+    parts, last = [], 0
+    for m in _MATH.finditer(text):
+        start, end = m.start(), m.end()
+        line_start = text.rfind("\n", 0, start) + 1
+        if _MATH_LINE_HEAD.match(text, line_start, start):
+            tail = _MATH_LINE_TAIL.match(text, end)
+            if tail:
+                start, end = line_start, tail.end()
+        if start < last:  # a second formula on the line of one already dropped
+            start = last
+        parts.append(text[last:start])
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
 
 
 def _finish_inline(text: str, sep: str) -> str:
@@ -546,7 +568,8 @@ def _tidy(text: str) -> str:
         text = _LIST_MARKERS.sub("", text)
     if "----" in text:
         text = _HRULES.sub("", text)
-    text = _SPACE_RUNS.sub(" ", text)
+    if "  " in text or "\t" in text or "\u00a0" in text or "\u2009" in text or "\u202f" in text:
+        text = _SPACE_RUNS.sub(" ", text)
     if " \n" in text or "\n " in text or text[:1] == " " or text[-1:] == " ":
         text = _LINE_EDGE_SPACES.sub("", text)
     if "(" in text:

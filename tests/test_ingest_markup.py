@@ -115,6 +115,8 @@ def test_stacked_headers_and_colspans_keep_columns(tables_page):
     # A note across the whole table is a plain line, not a value of the first column.
     assert "Fonte: recenseamento geral." in text.split("\n")
     assert "Distrito: Fonte" not in text
+    # A footer of header cells with no data row under it is a line of its own, not new headers.
+    assert "Total; 190 700" in text.split("\n")
 
 
 def test_indented_table_captions_and_pipes_in_cells(tables_page):
