@@ -53,7 +53,8 @@ _IMAGE_VALUE = re.compile(
 
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
 _REF_SELF = re.compile(r"<ref\b[^>]*?/\s*>", re.IGNORECASE)
-_REF = re.compile(r"<ref\b[^>]*>.*?(?:</ref\s*>|\Z)", re.IGNORECASE | re.DOTALL)
+# A ref never closed takes its paragraph with it, not the rest of the page.
+_REF = re.compile(r"<ref\b[^>]*>(?:.*?</ref\s*>|.*?(?=\n\n|\n=|\Z))", re.IGNORECASE | re.DOTALL)
 _DROP_ELEMENTS = re.compile(
     r"<(references|gallery|math|chem|timeline|imagemap|score|graph|mapframe|maplink|"
     r"syntaxhighlight|source|templatedata|includeonly|hiero|ce|inputbox|categorytree)\b[^>]*?"
@@ -242,6 +243,9 @@ def _link_sub(ctx: _Context):
                 return ""
             if ns is None and prefix.strip().lower() in LANGUAGE_PREFIXES:
                 return ""
+            if ns is not None and not (pipe and label.strip()):
+                # [[Portal:Brasil]], [[Predefinição:X]]: the title without its namespace.
+                target = rest.strip()
         if pipe:
             if label.strip():
                 return label.strip() + trail

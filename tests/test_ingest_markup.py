@@ -242,6 +242,9 @@ FEATURES = [
     ("{|\n! Nome !! Filhos\n|-\n| {{sort|Silva|José da Silva}} ||\n* Ana\n* {{ubl|Bia|[[Caio]]}}\n|}",
      "Nome: José da Silva; Filhos: Ana, Bia, Caio", "Silva|"),
     ("Na sede ({{Flagicon|ENG}} Inglaterra).", "Na sede (Inglaterra).", ""),
+    ("Ver [[Portal:Brasil]] e [[Wikipédia:Livro de estilo|o livro]].", "Ver Brasil e o livro.", ""),
+    ("Texto.<ref>nunca fechada\ncontinua\n\nParágrafo seguinte.", "Texto.\n\nParágrafo seguinte.",
+     "continua"),
     ("Ângulo de <math>\\beta</math> e\n:<math>\\lambda = \\tan\\beta</math>.\nFim.", "Ângulo de e\nFim.", "lambda"),
 ]
 
