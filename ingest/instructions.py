@@ -241,6 +241,14 @@ class _Builder:
         self.title = article["title"]
         self.records: list[dict[str, Any]] = []
         self._seen: set[tuple[str, str]] = set()
+        self._sentences: list[str] | None = None
+
+    @property
+    def sentences(self) -> list[str]:
+        """The article's prose sentences, split once (see :func:`prose_sentences`)."""
+        if self._sentences is None:
+            self._sentences = prose_sentences(self.article)
+        return self._sentences
 
     def add(self, task: str, instruction: str, output: str, input: str = "",
             fact: str | None = None) -> None:
@@ -298,7 +306,7 @@ def _definition_and_summary(b: _Builder, tasks: set[str]) -> None:
             b.add("definition", q.format(T=title), definition, fact=f"definition:{title}")
         _alias_definitions(b, definition)
     if "summary" in tasks:
-        sentences = sentences_of(_prose(lead))
+        sentences = list(prose_sentences_of(lead))
         used, summary = pack_sentences(sentences, 0, b.cfg.max_output_chars)
         if summary and summary != definition:
             for q in b.phrasings(["Resuma o artigo sobre {T}.", "Faça um resumo sobre {T}."], 2):
@@ -331,7 +339,7 @@ def _sections(b: _Builder) -> None:
     limit = b.cfg.max_output_chars
     for section in sections[: b.cfg.max_sections]:
         heading = section["heading"]
-        sentences = sentences_of(_prose(section["text"]))  # table rows have their own task
+        sentences = list(prose_sentences_of(section["text"]))  # table rows have their own task
         used, first = pack_sentences(sentences, 0, limit)
         if not first:
             continue
@@ -417,13 +425,20 @@ def _tables(b: _Builder) -> None:
                     b.add("table", q, output, fact=f"table:{title}:{key_val}:{col}")
 
 
+@functools.lru_cache(maxsize=256)
+def prose_sentences_of(text: str) -> tuple[str, ...]:
+    """The sentences of a lead's or section's text, table rows aside (split once per text: the
+    summary, section, fact and coverage passes all read them)."""
+    return tuple(sentences_of(_prose(text)))
+
+
 def prose_sentences(article: dict[str, Any]) -> list[str]:
     """Every sentence of an article's prose, lead and sections, without table rows: what the
     instruction set must carry, and what :func:`sentence_coverage` counts."""
     out: list[str] = []
     for section in article.get("sections") or []:
         if section.get("text"):
-            out.extend(sentences_of(_prose(section["text"])))
+            out.extend(prose_sentences_of(section["text"]))
     return out
 
 
@@ -432,7 +447,7 @@ def _facts(b: _Builder) -> None:
     from ingest.facts import answer_sentence, sentence_facts, subject_of
 
     subj = subject_of(b.article, _lead(b.article))
-    for sentence in prose_sentences(b.article):
+    for sentence in b.sentences:
         if len(sentence) > b.cfg.max_fact_sentence_chars or sentence.endswith(":"):
             continue
         answer = answer_sentence(sentence, subj)
@@ -444,29 +459,42 @@ def _facts(b: _Builder) -> None:
 
 
 def sentence_coverage(article: dict[str, Any], records: list[dict[str, Any]],
-                      cfg: InstructionConfig) -> dict[str, Any]:
+                      cfg: InstructionConfig, sentences: list[str] | None = None,
+                      splits: list[str] | None = None) -> dict[str, Any]:
     """How much of an article's prose the records carry: its sentences, those found whole in the
     output of a train-split record and of any record, and how many phrasings each fact got."""
     from ingest.facts import answer_sentence, subject_of
 
+    # A fact record's output is one sentence: looked up whole. Other outputs join sentences with
+    # a space or a newline: a sentence is carried when it occurs in one of them whole.
+    whole_train: set[str] = set()
+    whole_any: set[str] = set()
     train_text: list[str] = []
     any_text: list[str] = []
     facts: Counter = Counter()
-    for rec in records:
-        any_text.append(rec["output"])
-        if split_of(rec["id"], cfg.val_fraction, cfg.split_salt) == "train":
-            train_text.append(rec["output"])
-            if rec.get("fact"):
-                facts[rec["fact"]] += 1
-    # outputs join sentences with a space or a newline: a sentence is carried when it occurs whole
-    joined_train, joined_any = "\n".join(train_text), "\n".join(any_text)
-    sentences = prose_sentences(article)
+    if splits is None:
+        splits = [split_of(rec["id"], cfg.val_fraction, cfg.split_salt) for rec in records]
+    for rec, split in zip(records, splits, strict=True):
+        out = rec["output"]
+        whole, text = (whole_train, train_text) if split == "train" else (whole_any, any_text)
+        (whole.add(out) if rec["task"] == "fact" else text.append(out))
+        if split == "train" and rec.get("fact"):
+            facts[rec["fact"]] += 1
+    whole_any |= whole_train
+    joined_train = "\n".join(train_text)
+    joined_any = joined_train + "\n" + "\n".join(any_text)
+    sentences = prose_sentences(article) if sentences is None else sentences
     subj = subject_of(article, _lead(article)) if sentences else None
     train = any_ = 0
     for sentence in sentences:
         alt = answer_sentence(sentence, subj)
+        if alt in whole_train or sentence in whole_train:
+            train += 1
+            any_ += 1
+            continue
         train += sentence in joined_train or alt in joined_train
-        any_ += sentence in joined_any or alt in joined_any
+        any_ += (alt in whole_any or sentence in whole_any or sentence in joined_any
+                 or alt in joined_any)
     return {"sentences": len(sentences), "in_train": train, "in_any": any_,
             "phrasings": Counter(min(n, 5) for n in facts.values())}
 
@@ -492,6 +520,20 @@ def _passage_title(b: _Builder) -> None:
 def article_instructions(article: dict[str, Any], cfg: InstructionConfig) -> list[dict[str, Any]]:
     """All instruction records of one article (deduplicated within it)."""
     b = _Builder(article, cfg)
+    return _build(b, cfg)
+
+
+def article_records(article: dict[str, Any], cfg: InstructionConfig,
+                    ) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    """The instruction records of one article, the split of each, and their
+    :func:`sentence_coverage`."""
+    b = _Builder(article, cfg)
+    records = _build(b, cfg)
+    splits = [split_of(rec["id"], cfg.val_fraction, cfg.split_salt) for rec in records]
+    return records, splits, sentence_coverage(article, records, cfg, b.sentences, splits)
+
+
+def _build(b: _Builder, cfg: InstructionConfig) -> list[dict[str, Any]]:
     tasks = set(cfg.tasks)
     if tasks & {"definition", "summary"}:
         _definition_and_summary(b, tasks)
@@ -564,14 +606,13 @@ def generate(articles: Iterable[dict[str, Any]], cfg: InstructionConfig,
     seen: set[int] = set()
     stats = stats if stats is not None else InstructionStats()
     for article in articles:
-        records = article_instructions(article, cfg)
-        stats.add_coverage(sentence_coverage(article, records, cfg))
-        for rec in records:
+        records, splits, coverage = article_records(article, cfg)
+        stats.add_coverage(coverage)
+        for rec, split in zip(records, splits, strict=True):
             key = dedup_key(rec)
             if key in seen:
                 stats.duplicates_removed += 1
                 continue
             seen.add(key)
-            split = split_of(rec["id"], cfg.val_fraction, cfg.split_salt)
             stats.add(rec["task"], split, len(rec["output"]))
             yield split, rec

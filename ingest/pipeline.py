@@ -80,23 +80,24 @@ class InstructionBatch:
 
 
 def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig,
-                       article: dict[str, Any] | None = None) -> InstructionBatch:
-    from ingest.instructions import dedup_key, sentence_coverage, split_of
+                       splits: list[str] | None = None,
+                       coverage: dict[str, Any] | None = None) -> InstructionBatch:
+    from ingest.instructions import dedup_key, split_of
 
     icfg = cfg.instructions
     rows, lines = [], {"train": [], "val": []}
-    for r in records:
-        split = split_of(r["id"], icfg.val_fraction, icfg.split_salt)
+    if splits is None:
+        splits = [split_of(r["id"], icfg.val_fraction, icfg.split_salt) for r in records]
+    for r, split in zip(records, splits, strict=True):
         rows.append((dedup_key(r), split, r["task"], len(r["output"])))
         lines[split].append(dumps(r) + "\n")
-    coverage = sentence_coverage(article, records, icfg) if article is not None else None
     return InstructionBatch([row[0] for row in rows],
                             {split: "".join(parts) for split, parts in lines.items()}, rows, coverage)
 
 
 def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
     """Classify and clean one page, and derive its instructions (runs in worker processes)."""
-    from ingest.instructions import article_instructions
+    from ingest.instructions import article_records
     from ingest.wikitext import parse_wikitext
 
     text = page.text
@@ -137,9 +138,9 @@ def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
         "categories": parsed.categories,
         "aliases": [],
     }
+    records, splits, coverage = article_records(article, cfg.instructions)
     return PageResult("article", article_line=dumps(article),
-                      instructions=_instruction_lines(article_instructions(article, cfg.instructions), cfg,
-                                                      article),
+                      instructions=_instruction_lines(records, cfg, splits, coverage),
                       leftover_markup=parsed.leftover_markup,
                       dropped_templates=parsed.dropped_templates)
 
