@@ -84,6 +84,17 @@ _MONTH_OR_WEEKDAY = re.compile(rf"^(?:{_MONTH}|[Ss]egunda|[Tt]erça|[Qq]uarta|[Q
 
 
 _RELATIVE = re.compile(r"(?:,|;|:) (?:onde|que|quando|cujo|cuja|cujos|cujas|o qual|a qual|os quais|as quais)\b")
+_LIST_AFTER = re.compile(r"\s+(?:e|ou)\s")
+_LIST_BEFORE = re.compile(r"\s(?:e|ou)\s*$")
+_CLAUSE_END = re.compile(r"(?:,|;|:| —| –) ")
+_CONJUNCTION = re.compile(r"(?:, e |, mas |; |: )")
+_SPACE_PUNCT = re.compile(r"\s+([,.;:])")
+_SPACES = re.compile(r"\s{2,}")
+_TRAILING_CONJ = re.compile(r"(?:,? (?:e|ou|mas))+$")
+_FRONTED = re.compile(r"^([^,]{2,90}), (.+)$")
+_PLURAL_VERB = re.compile(r"^\S*(?:ram|ram-se|são|eram|foram|estão|têm)\b", re.IGNORECASE)
+_YEAR_LIKE = re.compile(r"1\d{3}|20\d{2}")
+_HANGING_PREP = re.compile(r"\b(?:de|do|da|em|no|na|a|o|com|por|para|e),")
 _DIGIT_OR_ERA = re.compile(r"\d|[Ss]éc(?:ulo|\.)|[Dd]écada")
 MAX_BODY_CHARS = 110  # a question longer than ~150 characters is not one a person asks
 
@@ -158,7 +169,7 @@ def _first_word(clause: str) -> str:
 def _clause_without(sentence: str, start: int, end: int) -> str:
     """The sentence with [start, end) removed, commas around it mended, final stop dropped."""
     before, after = sentence[:start], sentence[end:]
-    if re.match(r"\s+(?:e|ou)\s", after) or re.search(r"\s(?:e|ou)\s*$", before):
+    if _LIST_AFTER.match(after) or _LIST_BEFORE.search(before):
         return ""  # one of a list ("na Barra e na zona sul"): the question would name the rest
     if _RELATIVE.search(before):
         return ""  # the span sits in a relative clause: a wh-question would ask the wrong thing
@@ -173,24 +184,24 @@ def _clause_without(sentence: str, start: int, end: int) -> str:
     elif before.endswith(",") and (after.startswith(",") or not after or after[0] in ".;"):
         before = before[:-1]  # "..., em 1789, ..." -> "... ..."
     # a long sentence: keep the clauses up to the one that held the span
-    cut = re.search(r"(?:,|;|:| —| –) ", after)
+    cut = _CLAUSE_END.search(after)
     if cut and (cut.start() == 0 or len(before) + cut.start() > 20 or not before):
         after = after[:cut.start()]
     # a span in a later coordinated clause: that clause alone ("..., e o vão principal ... tem")
-    conj = list(re.finditer(r"(?:, e |, mas |; |: )", before))
+    conj = list(_CONJUNCTION.finditer(before))
     if conj and len(before[conj[-1].end():].split()) >= 2:
         before = before[conj[-1].end():]
     clause = f"{before} {after}".strip()
-    clause = re.sub(r"\s+([,.;:])", r"\1", clause)
-    clause = re.sub(r"\s{2,}", " ", clause).strip()
+    clause = _SPACE_PUNCT.sub(r"\1", clause)
+    clause = _SPACES.sub(" ", clause).strip()
     clause = clause.rstrip(" .;:!…")
-    return re.sub(r"(?:,? (?:e|ou|mas))+$", "", clause)  # "... de Campo Belo e" -> "... de Campo Belo"
+    return _TRAILING_CONJ.sub("", clause)  # "... de Campo Belo e" -> "... de Campo Belo"
 
 
 def _front_to_back(clause: str) -> str:
     """"Em 1775, X ingressou ..." -> "X ingressou ..., em 1775": the question word must meet the
     main clause, not a fronted adverbial or a subordinate clause."""
-    m = re.match(r"^([^,]{2,90}), (.+)$", clause)
+    m = _FRONTED.match(clause)
     if not m:
         return clause
     head = m.group(1)
@@ -211,7 +222,7 @@ def _as_question_body(clause: str, subj: Subject, span_first: bool = False) -> t
         clause = subj.np + " " + clause.split(" ", 1)[1]
     else:
         kind = _first_word(clause)
-        plural = re.match(r"^\S*(?:ram|ram-se|são|eram|foram|estão|têm)\b", clause, re.IGNORECASE)
+        plural = _PLURAL_VERB.match(clause)
         if kind == "verb" and not span_first and not plural:
             clause = subj.np + " " + clause[0].lower() + clause[1:]  # "Foi preso" -> "X foi preso"
         elif kind in ("function", "verb"):
@@ -266,7 +277,7 @@ def _quantity_facts(sentence: str, subj: Subject) -> list[Fact]:
         if head in _NOT_UNITS or head in MONTHS or len(head) < 2:
             continue
         num = m.group("num")
-        if re.fullmatch(r"1\d{3}|20\d{2}", num) and not m.group("mult"):
+        if _YEAR_LIKE.fullmatch(num) and not m.group("mult"):
             continue  # a year, not a count
         end = m.end("span")
         body, named = _as_question_body(_clause_without(sentence, m.start("span"), end), subj,
@@ -356,7 +367,7 @@ def _good_body(body: str) -> bool:
         return False  # a clause cut from its head
     if " — " in body or " – " in body:
         return False  # an item of a dashed list, not a clause
-    if re.search(r"\b(?:de|do|da|em|no|na|a|o|com|por|para|e),", body):
+    if _HANGING_PREP.search(body):
         return False  # a preposition left hanging where the span was
     if not any(w.casefold() in _VERBS or _VERB_END.search(w.casefold()) for w in words):
         return False  # no verb left: a fragment, not a clause
