@@ -1,7 +1,11 @@
-"""The comparison's cost: memory of four arms, speed of our answer path, batching.
+"""The comparison's cost: memory of four arms, speed of our answer path, batching, and
+how the demo's batch answers under each weight format and with or without stop strings.
 
     python bench/compare.py                         # the demo's base model (gemma3-270m)
     python bench/compare.py --base smollm2-135m --repeats 5
+    python bench/compare.py --only answers -s paths.data=/tmp/d -s paths.index=/tmp/i
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/compare.py   # a CPU without
+                                                    # native bf16, simulated
 
 In one run, interleaved:
 
@@ -14,6 +18,12 @@ In one run, interleaved:
    directly with the same prompt and settings (greedy, same max_new_tokens), alternating
    question by question. Goal: >= 0.95x.
 3. **Batching**: answers/s and tokens/s over the same questions one at a time vs in batches.
+4. **The demo's batch** (``--only answers``): the base and RAG arms over the same questions
+   with the demo's decoding settings (batches of ``generation.batch_size``, up to
+   ``max_new_tokens``), 4-bit vs unquantised weights, with the template's stop strings vs
+   without (the behaviour before them), interleaved: answers/s and how the answers ended.
+
+The compute line (device, CPU capability, dtype) is printed first and written with the results.
 
 The adapter comes from the experiment's paths.adapter; when there is none, a short tune
 (3 steps) is made into bench/out/ first. Results: bench/out/compare.json.
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -30,16 +41,20 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the compara command sets it
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))
 
 
-def _config(base: str, adapter: Path | None, threads: int):
+SETS: list[str] = []  # -s overrides from the command line, for every config below
+
+
+def _config(base: str, adapter: Path | None, threads: int, extra: tuple[str, ...] = ()):
     from compara.config import load_config
 
     sets = [f"model.base={base}", "model.quantize=none", "generation.max_new_tokens=48",
-            f"generation.threads={threads}", "index.threads=1"]
+            f"generation.threads={threads}", "index.threads=1", *SETS, *extra]
     if adapter is not None:
         sets.append(f"paths.adapter={adapter}")
     return load_config(ROOT / "configs/sample.yaml", sets)
@@ -70,12 +85,13 @@ def ensure_adapter(base: str, threads: int) -> Path:
 
 # -- children (fresh processes, so max RSS is theirs alone) ----------------------------------
 
-def child(kind: str, base: str, adapter: str, threads: int) -> None:
+def child(kind: str, base: str, adapter: str, threads: int, sets: str = "[]") -> None:
     import torch
 
     torch.set_num_threads(threads)
     question = _questions(1)[0]
     cfg = _config(base, Path(adapter), threads)
+    SETS.extend(json.loads(sets))
     if kind == "base":
         from compara.answerers import build_comparison
 
@@ -112,7 +128,8 @@ def memory(base: str, adapter: Path, threads: int, repeats: int) -> dict:
     for r in range(repeats):
         for kind in kinds:
             done = subprocess.run([sys.executable, __file__, "--child", kind, "--base", base,
-                                   "--adapter", str(adapter), "--threads", str(threads)],
+                                   "--adapter", str(adapter), "--threads", str(threads),
+                                   "--child-sets", json.dumps(SETS)],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"child {kind} failed:\n{done.stderr[-3000:]}")
@@ -141,9 +158,11 @@ def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
         prompt = comparison.prompt("base", q)[0]
         enc = tok([prompt], return_tensors="pt")
         t0 = time.perf_counter()
+        stops = ({"stop_strings": comparison.stop_strings, "tokenizer": tok}
+                 if comparison.stop_strings else {})
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=cfg.generation.max_new_tokens,
-                                 do_sample=False, pad_token_id=tok.pad_token_id)
+                                 do_sample=False, pad_token_id=tok.pad_token_id, **stops)
         elapsed = time.perf_counter() - t0
         new = out.shape[1] - enc["input_ids"].shape[1]
         raw.append(new / elapsed)
@@ -168,32 +187,136 @@ def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
             "batching_speedup": batching["batched (8)"]["answers_per_s"] / batching["sequential"]["answers_per_s"]}
 
 
+CASES = (("4bit", False), ("4bit", True), ("none", True))  # before; stop strings; + unquantised
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time: the work done, steadier than wall time on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def answers(base: str, threads: int, n: int, rounds: int) -> dict:
+    """The demo's batch settings on the base and RAG arms: 4-bit without stop strings (the
+    behaviour before them), 4-bit with them, unquantised with them; interleaved (each round
+    flips the order); medians over the rounds of wall and CPU seconds."""
+    import gc
+
+    import torch
+
+    from compara.answerers import build_comparison
+
+    torch.set_num_threads(threads)
+    demo = _config(base, None, threads, ("generation.max_new_tokens=96",))
+    questions = _questions(n)
+    runs: list[dict] = []
+    for rnd in range(rounds):
+        quants = ["4bit", "none"] if rnd % 2 == 0 else ["none", "4bit"]
+        for quant in quants:
+            cases = [stops for q, stops in CASES if q == quant]
+            cfg = demo.with_overrides({"model.quantize": quant,
+                                       "generation.max_new_tokens": demo.generation.max_new_tokens})
+            cfg.paths = demo.paths
+            comparison = build_comparison(cfg, ["base", "rag"])
+            comparison.answer("base", questions[:1])  # warm-up
+            for stops in (cases if rnd % 2 == 0 else cases[::-1]):
+                view = comparison.with_settings(
+                    decoding=cfg.generation if stops else cfg.generation.replace(stop_strings=[]))
+                for arm in ("base", "rag"):
+                    t0, c0 = time.perf_counter(), _cpu_seconds()
+                    got = view.answer(arm, questions)
+                    s, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+                    ends = {r: sum(a.finish_reason == r for a in got)
+                            for r in ("eos", "stop_string", "max_tokens")}
+                    runs.append({"round": rnd, "quantize": quant, "stop_strings": stops,
+                                 "arm": arm, "s": s, "cpu_s": cpu, "load": os.getloadavg()[0],
+                                 "answers_per_s": len(got) / s,
+                                 "tokens_out": sum(a.tokens_out for a in got),
+                                 "prefill_tokens": sum(a.tokens_in for a in got), **ends})
+                    print(f"  round {rnd + 1} {quant:>4} stops {'on ' if stops else 'off'} "
+                          f"{arm:4s}: {s:6.1f} s ({cpu:6.1f} CPU s, load "
+                          f"{runs[-1]['load']:.1f}), {len(got) / s:.2f} answers/s, "
+                          f"{runs[-1]['tokens_out']} tokens out, ended {ends}", flush=True)
+            del comparison, view
+            gc.collect()
+    table = {}
+    for quant, stops in CASES:
+        rows = [r for r in runs if r["quantize"] == quant and r["stop_strings"] == stops]
+        per_round: dict[int, list[dict]] = {}
+        for r in rows:
+            per_round.setdefault(r["round"], []).append(r)
+        wall = statistics.median(sum(x["s"] for x in rs) for rs in per_round.values())
+        cpu = statistics.median(sum(x["cpu_s"] for x in rs) for rs in per_round.values())
+        count = len(questions) * 2
+        ended = {arm: sum(r["eos"] + r["stop_string"] for r in rows if r["arm"] == arm)
+                 / sum(r["eos"] + r["stop_string"] + r["max_tokens"] for r in rows
+                       if r["arm"] == arm) for arm in ("base", "rag")}
+        table[f"{quant}, stops {'on' if stops else 'off'}"] = {
+            "s": wall, "cpu_s": cpu, "answers_per_s": count / wall,
+            "answers_per_cpu_s": count / cpu, "ended_cleanly": ended,
+            "tokens_out": statistics.median(
+                sum(x["tokens_out"] for x in rs) for rs in per_round.values())}
+    return {"questions": len(questions), "runs": runs, "table": table}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="gemma3-270m")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="memory,speed,answers",
+                    help="comma-separated sections: memory, speed, answers")
+    ap.add_argument("--set", "-s", action="append", default=[],
+                    help="config override for every run (e.g. paths.index=...)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-sets", default="[]", help=argparse.SUPPRESS)
     ap.add_argument("--adapter", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child, args.base, args.adapter, args.threads)
+        child(args.child, args.base, args.adapter, args.threads, args.child_sets)
         return 0
+    SETS.extend(args.set)
+    sections = set(args.only.split(","))
     OUT.mkdir(parents=True, exist_ok=True)
+    from compara.models.loading import compute_plan
+
+    plan = compute_plan(_config(args.base, None, args.threads).model)
+    print(f"{plan.replace('unquantised weights', 'weights as each section says')}", flush=True)
+    results: dict = {"base": args.base, "compute": plan}
+    if "answers" in sections:
+        print(f"the demo's batch, {args.questions} questions x base and rag, "
+              f"{args.repeats} round(s):", flush=True)
+        ans = answers(args.base, args.threads, args.questions, args.repeats)
+        before = ans["table"]["4bit, stops off"]
+        for name, row in ans["table"].items():
+            print(f"  {name:16s} {row['s']:7.1f} s {row['cpu_s']:7.1f} CPU s "
+                  f"{row['tokens_out']:6.0f} tokens out  {row['answers_per_s']:.3f} answers/s "
+                  f"({row['answers_per_s'] / before['answers_per_s']:.2f}x), per CPU second "
+                  f"{row['answers_per_cpu_s'] / before['answers_per_cpu_s']:.2f}x; ended cleanly "
+                  f"base {row['ended_cleanly']['base']:.0%}, rag {row['ended_cleanly']['rag']:.0%}")
+        results["answers"] = ans
+    if not sections & {"memory", "speed"}:
+        (OUT / "compare.json").write_text(json.dumps(results, indent=2))
+        print(f"wrote {OUT / 'compare.json'}")
+        return 0
     adapter = ensure_adapter(args.base, args.threads)
     print(f"base {args.base}, adapter {adapter}, {args.threads} thread(s)", flush=True)
-    mem = memory(args.base, adapter, args.threads, args.repeats)
-    print(f"\npeak RSS medians: base alone {mem['median_mb']['base']:.0f} MB, four arms "
-          f"{mem['median_mb']['four']:.0f} MB ({mem['four_over_base']:.2f}x), separate models "
-          f"{mem['median_mb']['separate']:.0f} MB ({mem['separate_over_base']:.2f}x)")
-    spd = speed(args.base, adapter, args.threads, args.questions)
-    print(f"generation: ours {spd['median_tokens_per_s']['ours']:.1f} tok/s, model.generate "
-          f"{spd['median_tokens_per_s']['model.generate']:.1f} tok/s ({spd['ours_over_generate']:.2f}x)")
-    for name, row in spd["batching"].items():
-        print(f"  {name:12s} {row['answers_per_s']:.2f} answers/s {row['tokens_per_s']:.1f} tok/s")
-    print(f"batching speed-up: {spd['batching_speedup']:.2f}x")
-    (OUT / "compare.json").write_text(json.dumps({"base": args.base, "memory": mem, "speed": spd}, indent=2))
+    if "memory" in sections:
+        mem = results["memory"] = memory(args.base, adapter, args.threads, args.repeats)
+        print(f"\npeak RSS medians: base alone {mem['median_mb']['base']:.0f} MB, four arms "
+              f"{mem['median_mb']['four']:.0f} MB ({mem['four_over_base']:.2f}x), separate models "
+              f"{mem['median_mb']['separate']:.0f} MB ({mem['separate_over_base']:.2f}x)")
+    if "speed" in sections:
+        spd = results["speed"] = speed(args.base, adapter, args.threads, args.questions)
+        print(f"generation: ours {spd['median_tokens_per_s']['ours']:.1f} tok/s, model.generate "
+              f"{spd['median_tokens_per_s']['model.generate']:.1f} tok/s "
+              f"({spd['ours_over_generate']:.2f}x)")
+        for name, row in spd["batching"].items():
+            print(f"  {name:12s} {row['answers_per_s']:.2f} answers/s "
+                  f"{row['tokens_per_s']:.1f} tok/s")
+        print(f"batching speed-up: {spd['batching_speedup']:.2f}x")
+    (OUT / "compare.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {OUT / 'compare.json'}")
     return 0
 

@@ -3,13 +3,18 @@
     python bench/finetune.py                                  # gemma3-270m, 4bit and none, 3 rounds
     python bench/finetune.py --model smollm2-135m --rounds 2 --steps 4
     python bench/finetune.py --data data/amostra              # another instruction set
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/finetune.py   # a CPU without
+                                                              # native bf16, simulated
 
-Both arms train the same base model (loaded the same way: NF4 with double quantisation and
-bf16 compute for ``4bit``, bf16 weights for ``none``), on the same instruction records rendered
+Both arms train the same base model (loaded the same way: NF4 with double quantisation for
+``4bit``, plain weights for ``none``; computing in the dtype compara chooses for this CPU: bf16
+where the CPU has native bf16, else fp32 — printed at the start), on the same instruction records rendered
 with the same template, with the same LoRA config (r=16, alpha=32, all linear layers), batch
 size, max length, learning rate and number of steps, gradient checkpointing off in both.
 The baseline is TRL's ``SFTTrainer`` with its defaults otherwise (prompt-completion data, so
-the prompt is masked out of its loss too, and EOS appended to every completion).
+the prompt is masked out of its loss too, and EOS appended to every completion; its bf16
+autocast only where the model computes in bf16, since emulated bf16 would make it ~200x slower
+and the comparison meaningless).
 
 Each run is a fresh process (peak RSS is per process); the arms alternate within a round and
 the order flips every round, so background load hits both alike. Train tokens/s is measured the
@@ -76,11 +81,13 @@ def _experiment(a):
     from compara.config import load_config
 
     return load_config(ROOT / "configs" / "sample.yaml", [
-        f"model.base={a.model}", f"model.quantize={a.quantize}", "model.dtype=bfloat16",
+        f"model.base={a.model}", f"model.quantize={a.quantize}", "model.dtype=auto",
         f"finetune.max_steps={a.steps}", f"finetune.batch_size={a.batch}",
         f"finetune.max_length={a.max_length}", f"finetune.max_train_records={a.steps * a.batch}",
         "finetune.max_val_records=4", f"finetune.eval_steps={a.steps}", "finetune.stop_check=0",
         "finetune.warmup_ratio=0", f"finetune.tasks=[{','.join(TASKS)}]",
+        # the records TRL gets too: chosen by task, no reading tasks (those need the index)
+        "finetune.select=tasks", "finetune.reading=0",
         "finetune.gradient_checkpointing=false"])
 
 
@@ -121,7 +128,7 @@ def run_trl(a) -> dict:
             logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
             use_cpu=loaded.info.device == "cpu", seed=ft.seed, data_seed=ft.seed,
             gradient_checkpointing=False, include_num_input_tokens_seen="non_padding",
-            disable_tqdm=True)
+            disable_tqdm=True, bf16=loaded.info.dtype == "bfloat16")
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=loaded.tokenizer, peft_config=lora_config(ft),
                              callbacks=[timer])
@@ -184,8 +191,12 @@ def main() -> int:
     if a.model in REGISTRY:  # convert once, outside the timed runs
         ensure_converted(REGISTRY[a.model])
     quants = a.quantize.split(",")
+    from compara.models.loading import compute_plan
+
+    plan = compute_plan(_experiment(a).model)
     print(f"model {a.model}, data {a.data}, {a.steps} steps x {a.batch} examples, "
           f"max_length {a.max_length}, {a.threads} threads, {a.rounds} rounds", flush=True)
+    print(plan.replace("4-bit NF4 weights", "weights as --quantize says"), flush=True)
     runs = []
     for rnd in range(a.rounds):
         for q in quants:
@@ -217,7 +228,8 @@ def main() -> int:
               "(median of per-round ratios)")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "finetune.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(a).items()}, "runs": runs, "summary": summary},
+        {"args": {k: str(v) for k, v in vars(a).items()}, "compute": plan, "runs": runs,
+         "summary": summary},
         indent=2) + "\n")
     return 0
 

@@ -309,6 +309,11 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
 
         torch.set_num_threads(cfg.generation.threads)
     loaded = load_base(cfg.model)
+    if loaded.info.device == "cpu" and loaded.info.quantize == "4bit":
+        log.info("4-bit weights on a CPU answer more slowly than unquantised ones (they are "
+                 "dequantised at every step; BENCHMARKS.md); `-s model.quantize=none` answers "
+                 "faster, every arm still on the one set of base weights (the adapter, trained "
+                 "on the 4-bit base, is then applied to the unquantised one)")
     if need_adapter and adapter_dir:
         loaded = attach_adapter(loaded, adapter_dir)
         template = loaded.adapter.template

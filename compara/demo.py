@@ -27,6 +27,30 @@ class Stage:
     describe: Callable[[ExperimentConfig, dict[str, Any] | None], str]
 
 
+def _model_fresh(cfg: ExperimentConfig) -> bool:
+    """A registered model is converted once into the cache; other models need nothing."""
+    from compara.models import resolve
+    from compara.models.convert import cached_path
+
+    source = resolve(cfg.model.base, cfg.model.revision)
+    return source.kind != "registry" or cached_path(source.spec) is not None
+
+
+def _model_run(cfg: ExperimentConfig) -> dict[str, Any]:
+    from compara.models import resolve
+    from compara.models.convert import ensure_converted
+
+    return {"path": str(ensure_converted(resolve(cfg.model.base, cfg.model.revision).spec))}
+
+
+def _model_describe(cfg: ExperimentConfig, result: dict[str, Any] | None) -> str:
+    from compara.models import resolve
+    from compara.models.loading import source_path
+
+    source = resolve(cfg.model.base, cfg.model.revision)
+    return f"{cfg.model.base} ({source_path(source) if source.kind != 'hub' else 'hub cache'})"
+
+
 def _ingest_fresh(cfg: ExperimentConfig) -> bool:
     import json
 
@@ -163,15 +187,21 @@ def _batch_run(cfg: ExperimentConfig) -> dict[str, Any]:
 
     sample = cfg.demo.questions or None
     run_dir = _demo_run_dir(cfg)
+    t0 = time.monotonic()
     comparison = build_comparison(cfg)  # loaded once, also for a second attempt
+    loading = time.monotonic() - t0
     try:
-        return run_batch(cfg, cfg.paths.questions, run_dir, comparison=comparison, sample=sample)
+        summary = run_batch(cfg, cfg.paths.questions, run_dir, comparison=comparison,
+                            sample=sample)
     except StaleRun as exc:
         previous = run_dir.with_name(run_dir.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
         run_dir.rename(previous)
         log.warning("%s; kept it as %s and starting the run again", exc, previous)
-        return run_batch(cfg, cfg.paths.questions, run_dir, comparison=comparison, sample=sample)
+        summary = run_batch(cfg, cfg.paths.questions, run_dir, comparison=comparison,
+                            sample=sample)
+    summary["run"]["load_s"] = round(loading, 1)
+    return summary
 
 
 def _batch_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> str:
@@ -182,6 +212,7 @@ def _batch_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> st
 
 
 STAGES = [
+    Stage("model", _model_fresh, _model_run, _model_describe),
     Stage("ingest", _ingest_fresh, _ingest_run, _ingest_describe),
     Stage("index", _index_fresh, _index_run, _index_describe),
     Stage("finetune", _finetune_fresh, _finetune_run, _finetune_describe),
@@ -191,27 +222,62 @@ STAGES = [
 ]
 
 
+def time_breakdown(seconds: dict[str, float], results: dict[str, dict[str, Any]]) -> str:
+    """Where the demo's time went: each stage that ran, the tune and the answers in parts."""
+    parts = []
+    for name, s in seconds.items():
+        text = f"{name} {s:.0f} s"
+        inner: list[str] = []
+        if name == "finetune":
+            timing = results[name].get("timing") or {}
+            inner = [f"{label} {timing[key]:.0f} s" for key, label in (
+                ("load", "loading"), ("train_steps", "training"), ("evals", "evals"),
+                ("stop_check", "stop check")) if timing.get(key) is not None]
+            counted = sum(timing.get(k) or 0 for k in ("load", "train_steps", "evals",
+                                                      "stop_check"))
+        elif name == "batch":
+            run = results[name].get("run") or {}
+            answers = run.get("generated", 0)
+            inner = [f"loading {run['load_s']:.0f} s"] if run.get("load_s") is not None else []
+            if run.get("elapsed_s"):
+                inner.append(f"answering {run['elapsed_s']:.0f} s for {answers} answers "
+                             f"({answers / run['elapsed_s']:.2f} answers/s)")
+            counted = (run.get("load_s") or 0) + (run.get("elapsed_s") or 0)
+        if inner:
+            inner.append(f"the rest {max(s - counted, 0):.0f} s")
+            text += f" ({', '.join(inner)})"
+        parts.append(text)
+    return ", ".join(parts) if parts else "nothing to do: every stage was up to date"
+
+
 def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
     from compara.logs import console as make_console
 
     console = make_console()
     console.print(f"[bold]compara demo[/] — experiment [cyan]{cfg.name}[/] "
                   f"({cfg.source or 'built-in defaults'})")
+    from compara.models.loading import compute_plan
+
+    console.print(f"  {compute_plan(cfg.model)}")
     start = time.monotonic()
     result: dict[str, Any] | None = None
+    results: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
     for stage in STAGES:
         if not force and stage.fresh(cfg):
             console.print(f"• {stage.name}: up to date — {stage.describe(cfg, None)}")
             continue
         t0 = time.monotonic()
         console.print(f"• {stage.name}: running ...")
-        result = stage.run(cfg)
-        console.print(f"• {stage.name}: done in {time.monotonic() - t0:.1f} s — "
+        result = results[stage.name] = stage.run(cfg)
+        seconds[stage.name] = time.monotonic() - t0
+        console.print(f"• {stage.name}: done in {seconds[stage.name]:.1f} s — "
                       f"{stage.describe(cfg, result)}")
     from compara.report import print_summary
 
     if result is not None and "per_arm" in result:
         print_summary(result, console=console)
+    console.print(f"where the time went: {time_breakdown(seconds, results)}")
     console.print(f"demo finished in {time.monotonic() - start:.0f} s; open "
                   f"{_demo_run_dir(cfg) / 'report.html'} for every answer side by side, or run "
                   f"`make app` to ask your own questions.")

@@ -59,6 +59,30 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     for noisy in ("httpx", "urllib3", "filelock", "faiss", "faiss.loader", "sentence_transformers",
                   "datasets", "matplotlib", "PIL", "bitsandbytes", "bm25s"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    quiet_libraries(verbose)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Third-party progress bars and warnings stay out of the command's own lines; with -v
+    they are shown (warnings through the log)."""
+    import os
+
+    logging.captureWarnings(True)  # Python warnings go through the log, as "py.warnings"
+    # Library warnings (deprecations, "harmless" kernel notes) are for whoever debugs: -v.
+    level = logging.WARNING if verbose else logging.ERROR
+    for name in ("py.warnings", "transformers", "peft", "accelerate", "bitsandbytes",
+                 "huggingface_hub", "sentence_transformers"):
+        logging.getLogger(name).setLevel(level)
+    if verbose:
+        return
+    # Read when huggingface_hub / transformers are imported (they are not yet: lazy imports).
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    if "transformers" in sys.modules:  # already imported (a test, the app): tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 def progress_enabled() -> bool:

@@ -31,8 +31,15 @@ def _demo(repo_root: Path, tmp_path: Path, *extra: str):
 def test_the_demo_runs_every_stage_then_skips_what_is_up_to_date(repo_root, tmp_path):
     first = _demo(repo_root, tmp_path)
     assert first.exit_code == 0, first.output
-    for stage in ("ingest", "index", "finetune", "batch"):
+    for stage in ("model", "ingest", "index", "finetune", "batch"):
         assert f"• {stage}: done" in first.output
+    # the compute line at the start, where the time went at the end
+    assert "compute: " in first.output
+    breakdown = next(line for line in first.output.splitlines()
+                     if line.startswith("where the time went:"))
+    for part in ("model", "finetune", "(loading", "training", "evals", "stop check",
+                 "batch", "answering", "answers/s", "the rest"):
+        assert part in breakdown
     run = tmp_path / "runs" / "ci-demo"
     rows = read_jsonl(run / "results.jsonl")
     arms = {r["arm"] for r in rows}
@@ -47,7 +54,7 @@ def test_the_demo_runs_every_stage_then_skips_what_is_up_to_date(repo_root, tmp_
 
     second = _demo(repo_root, tmp_path)
     assert second.exit_code == 0, second.output
-    for stage in ("ingest", "index", "finetune"):
+    for stage in ("model", "ingest", "index", "finetune"):
         assert f"• {stage}: up to date" in second.output
     assert "0 answers generated" in second.output.replace("\n", " ")
     assert len(read_jsonl(run / "results.jsonl")) == len(rows)  # nothing written twice

@@ -43,8 +43,10 @@ STRINGS: dict[str, tuple[str, str]] = {
                         "A registered model (shipped in a PyPI package, works offline) or the "
                         "one of the config."),
     "quantize": ("Quantização", "Quantisation"),
-    "quantize_help": ("4bit = NF4 (QLoRA); a mesma para todos os braços.",
-                      "4bit = NF4 (QLoRA); the same for every arm."),
+    "quantize_help": ("4bit = NF4 (QLoRA); a mesma para todos os braços. Numa CPU, `none` "
+                      "responde mais rápido (o 4-bit é descomprimido a cada passo).",
+                      "4bit = NF4 (QLoRA); the same for every arm. On a CPU, `none` answers "
+                      "faster (4-bit weights are unpacked at every step)."),
     "adapter": ("Adaptador (ajuste fino)", "Adapter (fine-tuning)"),
     "adapter_help": ("Pastas de adapters/ criadas por `compara finetune`.",
                      "Folders in adapters/ written by `compara finetune`."),
@@ -77,9 +79,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "repetition_penalty_help": ("1.0 = nenhuma.", "1.0 = none."),
     "loaded": ("O que está carregado", "What is loaded"),
     "loaded_model": ("**Modelo:** `{base}` ({kind}, {arch}, {params} parâmetros), {quantize}, "
-                     "{dtype}, {device}; carregado em {seconds} s.",
+                     "{dtype}, {device}{cpu}; carregado em {seconds} s.",
                      "**Model:** `{base}` ({kind}, {arch}, {params} parameters), {quantize}, "
-                     "{dtype}, {device}; loaded in {seconds} s."),
+                     "{dtype}, {device}{cpu}; loaded in {seconds} s."),
     "loaded_adapter": ("**Adaptador:** `{path}` — modelo de prompt `{template}`, {steps} passos, "
                        "perda de validação {loss0} → {loss}, treinado em {quantize}.",
                        "**Adapter:** `{path}` — prompt template `{template}`, {steps} steps, "

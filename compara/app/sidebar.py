@@ -129,7 +129,10 @@ def loaded_info(comparison: Comparison, tr: Tr) -> None:
     with st.sidebar.expander(tr("loaded"), expanded=False):
         st.markdown(tr("loaded_model", base=info.base, kind=info.kind, arch=info.architecture,
                        params=f"{info.parameters / 1e6:,.1f}M", quantize=info.quantize,
-                       dtype=info.dtype, device=info.device, seconds=info.load_seconds))
+                       dtype=info.dtype, device=info.device, seconds=info.load_seconds,
+                       cpu=(f" ({info.cpu_capability}, "
+                            f"{'native bf16' if info.bf16_native else 'no native bf16'})"
+                            if info.cpu_capability else "")))
         adapter = comparison.loaded.adapter
         if adapter is None:
             st.caption(tr("loaded_no_adapter"))

@@ -71,13 +71,27 @@ class ModelInfo:
 
     def compute_line(self) -> str:
         """One line that says where and in what precision the model computes."""
-        where = self.device
-        if self.device == "cpu" and self.cpu_capability:
-            bf16 = "native bf16" if self.bf16_native else "no native bf16"
-            where = f"cpu ({self.cpu_capability}, {bf16})"
-        weights = {"4bit": "4-bit NF4 weights", "8bit": "8-bit weights"}.get(
-            self.quantize, "unquantised weights")
-        return f"compute: {where} · {self.dtype} · {weights}"
+        return compute_line(self.device, self.dtype, self.quantize, self.cpu_capability,
+                            self.bf16_native)
+
+
+def compute_line(device: str, dtype: str, quantize: str, capability: str | None = None,
+                 bf16_native: bool | None = None) -> str:
+    where = device
+    if device == "cpu" and capability:
+        where = f"cpu ({capability}, {'native bf16' if bf16_native else 'no native bf16'})"
+    weights = {"4bit": "4-bit NF4 weights", "8bit": "8-bit weights"}.get(quantize,
+                                                                        "unquantised weights")
+    return f"compute: {where} · {dtype} · {weights}"
+
+
+def compute_plan(cfg: ModelConfig) -> str:
+    """:func:`compute_line` of what :func:`load_base` will choose, without loading anything."""
+    device = resolve_device(cfg.device)
+    dtype = str(resolve_dtype(cfg.dtype, device)).replace("torch.", "")
+    cpu = device == "cpu"
+    return compute_line(device, dtype, cfg.quantize, cpu_capability() if cpu else None,
+                        cpu_has_native_bf16() if cpu else None)
 
 
 @dataclass
