@@ -84,8 +84,11 @@ def _ingest_describe(cfg: ExperimentConfig, report: dict[str, Any] | None) -> st
     if report is None:
         report = json.loads((Path(cfg.paths.data) / "ingest_report.json").read_text(encoding="utf-8"))
     ins = report["instructions"]
+    cov = ins.get("coverage") or {}
+    carried = (f", {cov['sentence_coverage_train']:.0%} of the prose's {cov['sentences']} sentences "
+               "in training outputs" if cov.get("sentences") else "")
     return (f"{report['articles']} articles, {report['redirects']} redirects, "
-            f"{ins['train']} + {ins['val']} instructions (train + val) in {cfg.paths.data}")
+            f"{ins['train']} + {ins['val']} instructions (train + val){carried} in {cfg.paths.data}")
 
 
 def _index_fresh(cfg: ExperimentConfig) -> bool:
@@ -166,6 +169,13 @@ def _finetune_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) ->
     start, final = summary.get("eval_loss_start"), summary.get("eval_loss_final")
     if start is not None and final is not None:
         parts.append(f"val loss {start:.3f} → {final:.3f}")
+    data = summary.get("data") or {}
+    sel, reading = data.get("selection") or {}, data.get("reading") or {}
+    if sel.get("questions"):
+        parts.append(f"answers of {sel['questions_with_answer_in_data']}/{sel['questions']} "
+                     "demo questions in its data")
+    if reading.get("records"):
+        parts.append(f"{reading['records']} reading tasks")
     stop = summary.get("stop_check") or {}
     tuned, base = stop.get("finetuned", {}), stop.get("base", {})
     if tuned.get("stop_rate") is not None and base.get("stop_rate") is not None:
