@@ -17,10 +17,13 @@ without special tokens. Only the continuation's tokens are scored, and **EOS is 
 reference is scored as the start of an answer, so a model that would go on writing after it
 is not penalised, and references of different lengths are compared per token.
 
-Every batch is ONE forward pass (no generation), left padded with an attention mask and
-position ids counted from each row's first real token, so batching changes no number; only the
-logits of the last ``longest continuation + 1`` positions are kept (``logits_to_keep`` where the
-model takes it), so a 262k-token vocabulary costs megabytes, not gigabytes.
+No generation: forward passes only, left padded with an attention mask and position ids
+counted from each row's first real token, so batching changes no number. A question's prompt
+is long and its continuations (references and distractors) short, so each distinct prompt is
+run ONCE and its key/value cache serves all its continuations (one more pass over just their
+tokens); a model without a cache gets one pass over prompt + continuation per row. Only the
+logits that score a token are kept (``logits_to_keep`` where the model takes it), so a
+262k-token vocabulary costs megabytes, not gigabytes.
 
 :func:`score_arm` does this for one arm of a :class:`compara.answerers.Comparison`: the
 prompts come from ``comparison.prompt`` (byte for byte those the answers are generated from),
@@ -94,13 +97,90 @@ def _batch_logprobs(model, rows: list[tuple[list[int], list[int]]], pad_id: int,
     return [float(token_lp[j, -len(r):].mean()) for j, (_, r) in enumerate(rows)]
 
 
+def _prompt_then_continuations(model, prompts: list[list[int]], rows: list[tuple[int, list[int]]],
+                               pad_id: int, device, rows_per_pass: int) -> list[float]:
+    """Mean log-probability of each row's continuation (row = (prompt index, ids)): the prompts
+    in one forward pass whose key/value cache every continuation of that prompt then reuses."""
+    import copy
+
+    import torch
+
+    width = max(len(p) for p in prompts)
+    p_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    p_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    p_pos = torch.tensor([[0] * (width - len(p)) + list(range(len(p))) for p in prompts],
+                         device=device)
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **keep)
+    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each first token
+    cache = out.past_key_values
+    result: list[float] = [0.0] * len(rows)
+    fed = [len(r) - 1 for _, r in rows]  # tokens after the first: fed to the second pass
+    for chunk in _passes(fed, rows_per_pass):
+        which = torch.tensor([rows[i][0] for i in chunk], device=device)
+        totals = first[which, torch.tensor([rows[i][1][0] for i in chunk], device=device)]
+        longest = max(fed[i] for i in chunk)
+        if longest > 0:  # the tokens after the first are predicted by the continuation itself
+            conts = [rows[i][1] for i in chunk]
+            c_ids = torch.tensor([r[:-1] + [pad_id] * (longest + 1 - len(r)) for r in conts],
+                                 device=device)
+            c_mask = torch.tensor([[1] * (len(r) - 1) + [0] * (longest + 1 - len(r))
+                                   for r in conts], device=device)
+            c_pos = torch.tensor([[len(prompts[rows[i][0]]) + t for t in range(longest)]
+                                  for i in chunk], device=device)
+            past = copy.deepcopy(cache)
+            past.batch_select_indices(which)
+            logits = model(input_ids=c_ids, attention_mask=torch.cat([p_mask[which], c_mask], 1),
+                           position_ids=c_pos, past_key_values=past, use_cache=True).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            targets = torch.tensor([r[1:] + [0] * (longest + 1 - len(r)) for r in conts],
+                                   device=device)
+            token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            token_lp = torch.where(c_mask.bool(), token_lp, torch.zeros_like(token_lp))
+            totals = totals + token_lp.sum(dim=1)
+            del past, logits, logp
+        for i, total in zip(chunk, totals.tolist(), strict=True):
+            result[i] = total / len(rows[i][1])
+    return result
+
+
+# A forward pass costs about as much as this many padded tokens more (it reads every weight).
+PASS_COST_TOKENS = 64
+
+
+def _passes(lengths: Sequence[int], most: int) -> list[list[int]]:
+    """Rows grouped into forward passes: shortest first, at most ``most`` a pass, a new pass
+    when padding the next row's pass to it would waste more than a pass costs. (A group of
+    rows of length 0 needs no forward pass at all.)"""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    passes: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in order:
+        n = lengths[i]
+        waste = (len(current) + 1) * n - (total + n)
+        if current and (len(current) >= most or waste > PASS_COST_TOKENS):
+            passes.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += n
+    if current:
+        passes.append(current)
+    return passes
+
+
 def reference_logprobs(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str],
-                       batch_size: int = 8) -> list[float | None]:
+                       batch_size: int = 8, reuse_prompt: bool | None = None) -> list[float | None]:
     """The mean log-probability per token of ``continuations[i]`` after ``prompts[i]``.
 
     Natural log; EOS not included (see the module docstring). None for a continuation with no
-    token (an empty text). Pairs of similar lengths are batched together, ``batch_size`` at a
-    time, one forward pass each; the result is in the order given.
+    token (an empty text). The result is in the order given.
+
+    ``reuse_prompt`` (default: when the model takes ``past_key_values``): each distinct prompt
+    is run once, ``batch_size`` prompts per forward pass, and all its continuations are scored
+    on its key/value cache, as many rows per pass as hold the key/values of ``batch_size``
+    rows of 1024 tokens (at least ``batch_size``). Otherwise each (prompt, continuation) is one
+    row, ``batch_size`` rows of similar lengths per forward pass. Both give the same numbers.
     """
     import torch
 
@@ -111,17 +191,36 @@ def reference_logprobs(model, tokenizer, prompts: Sequence[str], continuations: 
         if r and not p:
             raise ValueError(f"prompt {i} has no token: nothing predicts the continuation's first "
                              "token (give a prompt, or a tokenizer that adds BOS)")
-    todo = sorted((i for i, (_, r) in enumerate(pairs) if r),
-                  key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     out: list[float | None] = [None] * len(pairs)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     size = max(1, batch_size)
+    if reuse_prompt is None:
+        reuse_prompt = _accepts(model, "past_key_values")
     with torch.inference_mode():
-        for start in range(0, len(todo), size):
-            idx = todo[start:start + size]
-            for i, value in zip(idx, _batch_logprobs(model, [pairs[i] for i in idx], pad_id, device),
-                                strict=True):
+        if not reuse_prompt:
+            todo = sorted((i for i, (_, r) in enumerate(pairs) if r),
+                          key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+            for start in range(0, len(todo), size):
+                idx = todo[start:start + size]
+                values = _batch_logprobs(model, [pairs[i] for i in idx], pad_id, device)
+                for i, value in zip(idx, values, strict=True):
+                    out[i] = value
+            return out
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for i, (p, r) in enumerate(pairs):
+            if r:
+                by_prompt.setdefault(tuple(p), []).append(i)
+        order = sorted(by_prompt, key=len)
+        for start in range(0, len(order), size):
+            group = order[start:start + size]
+            members = [(j, i) for j, key in enumerate(group) for i in by_prompt[key]]
+            width = len(group[-1]) + max(len(pairs[i][1]) for _, i in members)
+            per_pass = max(size, size * 1024 // width)
+            values = _prompt_then_continuations(
+                model, [list(key) for key in group], [(j, pairs[i][1]) for j, i in members],
+                pad_id, device, per_pass)
+            for (_, i), value in zip(members, values, strict=True):
                 out[i] = value
     return out
 

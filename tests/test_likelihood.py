@@ -251,26 +251,74 @@ def test_continuations_are_tokenised_as_training_tokenises_a_response(loaded):
     assert [t for t in ex.labels if t != -100] == r + [loaded.tokenizer.eos_token_id]
 
 
-def test_tiny_llama_batched_with_padding_equals_one_at_a_time_and_a_plain_forward(loaded):
+def _plain_forward(model, tok, prompt: str, continuation: str) -> float:
+    """An independent computation: the unpadded sequence's logits, no cache, no batch."""
     import torch
 
+    p, r = encode_pair(tok, prompt, continuation)
+    with torch.no_grad():
+        logits = model(torch.tensor([p + r])).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    return sum(float(logp[len(p) - 1 + i, t]) for i, t in enumerate(r)) / len(r)
+
+
+def test_rows_are_grouped_into_passes_of_similar_lengths():
+    from compara.likelihood import PASS_COST_TOKENS, _passes
+
+    lengths = [0, 5, 1, 0, 200, 3, 199, 2, 1, 4]
+    passes = _passes(lengths, most=4)
+    assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
+    assert all(len(p) <= 4 for p in passes)
+    for p in passes:  # no pass pads more than a pass costs
+        longest = max(lengths[i] for i in p)
+        assert sum(longest - lengths[i] for i in p) <= PASS_COST_TOKENS
+    assert {4, 6} in [set(p) for p in passes]  # the two long ones together, apart from the rest
+
+
+@pytest.mark.parametrize("reuse_prompt", [True, False])
+def test_tiny_llama_any_batching_equals_a_plain_forward(loaded, reuse_prompt, monkeypatch):
     model, tok = loaded.model, loaded.tokenizer
-    prompts = ["Qual é a capital de Portugal?", "Onde nasce o rio Amazonas? Responda.",
-               "Quem", "Fale sobre a história da cidade de Recife e da sua economia local."]
-    conts = ["Lisboa", "Nos Andes, no Peru.", "Ela nasceu em Recife e estudou ciências.", "1822"]
-    batched = reference_logprobs(model, tok, prompts, conts, batch_size=4)
-    single = [reference_logprobs(model, tok, [p], [c], batch_size=1)[0]
-              for p, c in zip(prompts, conts, strict=True)]
-    assert batched == pytest.approx(single, abs=1e-5)
-    # an independent computation: the full, unpadded sequence's logits
-    for p_text, c_text, got in zip(prompts, conts, batched, strict=True):
-        p, r = encode_pair(tok, p_text, c_text)
-        with torch.no_grad():
-            logits = model(torch.tensor([p + r])).logits[0].float()
-        logp = torch.log_softmax(logits, -1)
-        want = sum(float(logp[len(p) - 1 + i, t]) for i, t in enumerate(r)) / len(r)
-        assert got == pytest.approx(want, abs=1e-5)
-        assert got < 0
+    q1, q2 = "Qual é a capital de Portugal?", "Fale sobre a história da cidade de Recife."
+    # repeated prompts (a question's references and distractors), 1- to many-token texts
+    prompts = [q1, q1, q1, "Onde nasce o rio Amazonas? Responda.", q2, q2, "Quem", q1]
+    conts = ["Lisboa", "A capital é Lisboa, na foz do Tejo.", "1822", "Nos Andes, no Peru.",
+             "Ela nasceu em Recife e estudou ciências.", "a", "O", "Porto"]
+    want = [_plain_forward(model, tok, p, c) for p, c in zip(prompts, conts, strict=True)]
+    for size in (1, 2, 5, 16):
+        got = reference_logprobs(model, tok, prompts, conts, batch_size=size,
+                                 reuse_prompt=reuse_prompt)
+        assert got == pytest.approx(want, abs=1e-5), size
+    monkeypatch.setattr("compara.likelihood.PASS_COST_TOKENS", 0)  # a pass per length
+    got = reference_logprobs(model, tok, prompts, conts, batch_size=16, reuse_prompt=reuse_prompt)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert all(w < 0 for w in want)
+
+
+def test_tiny_llama_with_a_hand_set_output_bias_gives_the_hand_computed_value(one_torch_thread):
+    """lm_head replaced by weights 0 and a fixed bias: every position predicts softmax(bias),
+    so a continuation's mean log-probability is the mean of log softmax(bias)[its tokens]."""
+    import torch
+
+    from compara.config import ModelConfig
+    from compara.models import load_base
+
+    fresh = load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
+    model, tok = fresh.model, fresh.tokenizer
+    vocab = model.config.vocab_size
+    head = torch.nn.Linear(model.config.hidden_size, vocab, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.linspace(-3.0, 2.0, vocab))
+    model.lm_head = head
+    log_z = math.log(sum(math.exp(-3.0 + 5.0 * i / (vocab - 1)) for i in range(vocab)))
+    prompts = ["Qual é a capital de Portugal?", "Qual é a capital de Portugal?", "Quem"]
+    conts = ["Lisboa", "1822", "Ela nasceu em Recife."]
+    for reuse in (True, False):
+        got = reference_logprobs(model, tok, prompts, conts, batch_size=2, reuse_prompt=reuse)
+        for c, value in zip(conts, got, strict=True):
+            ids = tok(c, add_special_tokens=False)["input_ids"]
+            hand = sum(-3.0 + 5.0 * t / (vocab - 1) - log_z for t in ids) / len(ids)
+            assert value == pytest.approx(hand, abs=1e-5)
 
 
 def test_score_arm_uses_the_arms_prompt_adapter_state_and_lock(loaded, monkeypatch):
