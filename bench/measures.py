@@ -19,7 +19,8 @@ Also printed: the largest difference between the prompt-reusing likelihood and o
 pass per (prompt, text) on one question (``reuse-full``, nats per token): they must agree.
 
 Two prompt shapes: the instruction prompt of the base and fine-tuned arms, and the RAG prompt
-with ``retrieval.k`` passages of 1000 characters (text from the test fixtures' articles). The
+with ``retrieval.k`` passages of 1000 characters (text from the test fixtures' articles; fewer
+passages when the prompt would pass ``generation.max_prompt_tokens``). The
 ratio likelihood / generation is the share the measures add to a batch run (goal: <= 15%).
 Results: bench/out/measures.json.
 """
@@ -156,10 +157,16 @@ def main() -> None:
         from compara.prompts import RagTemplate
 
         passages = _passages(cfg.retrieval.k)
+        rag = RagTemplate.load()
+        tokenizer = comparison.loaded.tokenizer
+        while len(passages) > 1 and max(  # as Comparison.prompt does: fit max_prompt_tokens
+                len(tokenizer(rag.render(comparison.template, q.question, passages)).input_ids)
+                for q in questions) > cfg.generation.max_prompt_tokens:
+            passages = passages[:-1]
         shapes = {
             "instruction": [comparison.prompt("base", q.question)[0] for q in questions],
-            f"rag k={cfg.retrieval.k}": [RagTemplate.load().render(comparison.template, q.question,
-                                                                   passages) for q in questions],
+            f"rag k={len(passages)}": [rag.render(comparison.template, q.question, passages)
+                                       for q in questions],
         }
         comparison.generate_prompts("base", shapes["instruction"][:1])  # warm-up
         for shape, prompts in shapes.items():
