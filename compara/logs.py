@@ -67,7 +67,10 @@ def quiet_libraries(verbose: bool) -> None:
     they are shown (warnings through the log)."""
     import os
 
-    logging.captureWarnings(True)  # Python warnings go through the log, as "py.warnings"
+    # Python warnings go through the log, as "py.warnings" (off and on again: something may
+    # have put its own warnings.showwarning in place since an earlier call).
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     # Library warnings (deprecations, "harmless" kernel notes) are for whoever debugs: -v.
     level = logging.WARNING if verbose else logging.ERROR
     for name in ("py.warnings", "transformers", "peft", "accelerate", "bitsandbytes",

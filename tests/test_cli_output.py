@@ -45,3 +45,32 @@ def test_cli_error_whole_in_a_narrow_runner(tmp_path, repo_root, monkeypatch):
                                    "--data", str(missing), "--out", str(tmp_path / "a")])
     assert res.exit_code == 2
     assert f"{missing}: no such file" in res.output
+
+
+def test_library_warnings_and_bars_stay_out_unless_verbose(monkeypatch, capsys):
+    import os
+    import warnings
+
+    from compara.logs import setup_logging
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # restored afterwards
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            setup_logging()
+            warnings.warn("a deprecation from a library", FutureWarning, stacklevel=1)
+            logging.getLogger("peft.tuners").warning("a library's note")
+            logging.getLogger("compara.demo").info("our own line")
+            err = capsys.readouterr().err
+            assert "our own line" in err
+            assert "deprecation" not in err and "library's note" not in err
+            assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+            setup_logging(verbose=True)
+            warnings.warn("another deprecation", FutureWarning, stacklevel=1)
+            assert "another deprecation" in capsys.readouterr().err
+    finally:
+        logging.captureWarnings(False)
+        logging.getLogger().handlers.clear()
+        for name in ("py.warnings", "peft"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
