@@ -239,14 +239,17 @@ class Comparison:
 
     # -- answering ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _arm_state(self, arm: str):
-        """The adapter on for the fine-tuned arms, off for the base arms (under the lock)."""
+    def arm_state(self, arm: str):
+        """The adapter on for the fine-tuned arms, off for the base arms (under the lock):
+        what generation and reference likelihood (:mod:`compara.likelihood`) both run in."""
         with self.lock:
             if arm in ADAPTER_ARMS:
                 yield
             else:
                 with self.loaded.adapter_disabled():
                     yield
+
+    _arm_state = arm_state  # the former name
 
     def _answer(self, arm: str, question: str, prompt: str, passages: list[dict[str, Any]],
                 truncated: bool, seconds: float | None, gen: Generation) -> Answer:
@@ -260,7 +263,7 @@ class Comparison:
         from compara.generation import generate
 
         self.check(arm)
-        with self._arm_state(arm):
+        with self.arm_state(arm):
             return generate(self.loaded.model, self.loaded.tokenizer, prompts, self.decoding,
                             on_batch=on_batch, stop_strings=self.stop_strings)
 
@@ -275,7 +278,7 @@ class Comparison:
         from compara.generation import Generation, generate_stream
 
         prompt, passages, truncated, seconds = self.prompt(arm, question)
-        with self._arm_state(arm):
+        with self.arm_state(arm):
             for item in generate_stream(self.loaded.model, self.loaded.tokenizer, prompt,
                                         self.decoding, stop_strings=self.stop_strings):
                 if isinstance(item, Generation):

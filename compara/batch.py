@@ -6,8 +6,15 @@ what is done and writes no duplicate. Answers are also kept in a cache keyed on 
 adapter, index, decoding, prompt), shared by the runs of a project: an unchanged question
 asked again — in another run folder, or from the app — is answered at once.
 
+Each batch of answers also gets the measures without a judge (``eval.measures``,
+:class:`Measurer`): reference likelihood and multiple choice (:mod:`compara.likelihood`, on
+the prompts the answers came from, cached in the same cache under their own keys), semantic
+similarity, language and faithfulness (:mod:`compara.measures`), before its lines are written:
+a resumed run computes them only for the answers it writes. The distractors of the multiple
+choice are chosen once per run folder and kept in ``distractors.json``.
+
 At the end: exposure.jsonl, summary.json, summary.csv, report.html and run.json (the resolved
-config, library versions, hashes of the data, index and adapter).
+config, library versions, hashes of the data, index and adapter, and where the time went).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 RESULTS = "results.jsonl"
 RUN_FILE = "run.json"
 CACHE_FILE = "answers.sqlite"
+DISTRACTORS_FILE = "distractors.json"
 
 
 class AnswerCache:
@@ -110,6 +118,106 @@ def _hashes(cfg: ExperimentConfig, comparison: Comparison, questions_path: Path)
         "adapter": comparison.identity("finetuned")["adapter"] if "finetuned" in comparison.arms else None,
         "index": comparison.identity("rag")["index"] if "rag" in comparison.arms else None,
     }
+
+
+def run_distractors(out: Path, questions: Sequence[Question], k: int,
+                    seed: int) -> dict[str, list[str]]:
+    """The multiple-choice distractors of a run: those saved in the run folder (a resumed run
+    ranks against the same ones), chosen for the questions not in it yet, and saved."""
+    from compara.likelihood import choose_distractors
+
+    path = out / DISTRACTORS_FILE
+    saved: dict[str, list[str]] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("k") == k and data.get("seed") == seed:
+                saved = {str(q): list(d) for q, d in data["distractors"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("%s: unreadable (%s); distractors chosen again", path, exc)
+    wanted = [q for q in questions if q.reference]
+    if any(q.id not in saved for q in wanted):
+        fresh = choose_distractors(questions, k=k, seed=seed)
+        saved = {**fresh, **saved}
+        atomic_write_json(path, {"k": k, "seed": seed, "distractors": saved})
+    return saved
+
+
+class Measurer:
+    """The measures without a judge of one batch of records, as ``eval.measures`` asks.
+
+    Likelihood and multiple choice: one :func:`compara.likelihood.score_arm` call per batch
+    for the records not in the cache; similarity with the index's embedder (else the
+    configured one, loaded on first use). ``seconds`` adds up the time spent here.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, comparison: Comparison, cache: AnswerCache,
+                 distractors: dict[str, list[str]] | None):
+        self.cfg = cfg
+        self.comparison = comparison
+        self.cache = cache
+        self.measures = set(cfg.eval.measures)
+        self.distractors = distractors if "choice" in self.measures else {}
+        self._embed = None
+        self.seconds = 0.0
+        self.scored = 0  # (question, arm) pairs put through the model, not from the cache
+
+    def embed(self):
+        if self._embed is None:
+            from compara.measures import query_side
+
+            index = self.comparison.index
+            if index is not None and getattr(index, "embedder", None) is not None:
+                embedder = index.embedder
+            else:
+                from rag.embedders import make_embedder
+
+                embedder = make_embedder(self.cfg.index)
+            self._embed = query_side(embedder)
+        return self._embed
+
+    def measure(self, arm: str, questions: Sequence[Question],
+                records: Sequence[dict[str, Any]]) -> None:
+        """Put each record's model measures in ``record["metrics"]`` (before score_answer)."""
+        t0 = time.perf_counter()
+        for r in records:
+            r.setdefault("metrics", {})
+        if {"likelihood", "choice"} & self.measures:
+            self._knowledge(arm, questions, records)
+        if "similarity" in self.measures:
+            from compara.measures import semantic_similarity
+
+            for q, r in zip(questions, records, strict=True):
+                if q.reference and (r.get("answer") or "").strip():
+                    r["metrics"]["similarity"] = semantic_similarity(r["answer"], q.reference,
+                                                                     self.embed())
+        self.seconds += time.perf_counter() - t0
+
+    def _knowledge(self, arm: str, questions: Sequence[Question],
+                   records: Sequence[dict[str, Any]]) -> None:
+        from compara.likelihood import cache_key, score_arm
+        from compara.metrics import MEASURES
+
+        keep = [f for name in ("likelihood", "choice") if name in self.measures
+                for f in MEASURES[name]]
+        keys, found = {}, {}
+        for i, (q, r) in enumerate(zip(questions, records, strict=True)):
+            if q.reference:
+                texts = [*q.reference, *self.distractors.get(q.id, [])]
+                keys[i] = cache_key(self.comparison, arm, r["prompt"], texts)
+                hit = self.cache.get(keys[i])
+                if hit is not None:
+                    found[i] = hit
+        todo = [i for i in keys if i not in found]
+        if todo:
+            scores = score_arm(self.comparison, arm, [questions[i] for i in todo],
+                               self.distractors, prompts=[records[i]["prompt"] for i in todo])
+            for i, score in zip(todo, scores, strict=True):
+                found[i] = score.to_record()
+                self.cache.put(keys[i], found[i])
+            self.scored += len(todo)
+        for i, values in found.items():
+            records[i]["metrics"].update({k: values.get(k) for k in keep})
 
 
 def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> list[Question]:
@@ -191,6 +299,10 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
         write_exposure(out / "exposure.jsonl", exposure)
 
     cache = cache_for(cfg)
+    distractors = None
+    if "choice" in cfg.eval.measures:
+        distractors = run_distractors(out, questions, cfg.eval.distractors, cfg.eval.seed)
+    measurer = Measurer(cfg, comparison, cache, distractors)
     abstain = [comparison.rag_template.abstain]
     todo = [(arm, q) for arm in arm_list for q in questions if (q.id, arm) not in done]
     skipped = len(arm_list) * len(questions) - len(todo)
@@ -198,7 +310,7 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
         log.info("%s: %d answers already written, %d to go", results, skipped, len(todo))
     bar = progress(total=len(todo), desc="answers", unit=" answer")
     t_start = time.monotonic()
-    stats = {"generated": 0, "cached": 0}
+    stats = {"generated": 0, "cached": 0, "generation_s": 0.0, "scoring_s": 0.0}
     with JsonlAppender(results) as writer:
         for arm in arm_list:
             pending = [q for a, q in todo if a == arm]
@@ -210,8 +322,11 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                 missing = [i for i, c in enumerate(cached) if c is None]
                 gens = {}
                 if missing:
+                    t0 = time.perf_counter()
                     out_gens = comparison.generate_prompts(arm, [prepared[i][0] for i in missing])
+                    stats["generation_s"] += time.perf_counter() - t0
                     gens = dict(zip(missing, out_gens, strict=True))
+                records = []
                 for i, q in enumerate(batch):
                     prompt, passages, truncated, seconds = prepared[i]
                     if i in gens:
@@ -223,21 +338,29 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                         ans = {"arm": arm, "identity": comparison.identity(arm),
                                **with_finish_reason(cached[i])}
                         from_cache = True
-                    record = {"key": keys[i], **q.to_dict(), **ans, "cached": from_cache}
-                    score_answer(record, exposure, keep_accents=cfg.eval.keep_accents,
-                                 abstain_phrases=abstain)
-                    writer.write(record)
+                    records.append({"key": keys[i], **q.to_dict(), **ans, "cached": from_cache})
                     stats["cached" if from_cache else "generated"] += 1
+                measurer.measure(arm, batch, records)
+                for record in records:
+                    t0 = time.perf_counter()
+                    score_answer(record, exposure, keep_accents=cfg.eval.keep_accents,
+                                 abstain_phrases=abstain, measures=cfg.eval.measures)
+                    stats["scoring_s"] += time.perf_counter() - t0
                     bar.update(1)
                     if progress_callback is not None:
                         progress_callback(bar.n, bar.total)
     bar.close()
     run_info.update(finished_at=_now(), elapsed_s=round(time.monotonic() - t_start, 1),
                     answers={"generated": stats["generated"], "from_cache": stats["cached"],
-                             "already_written": skipped})
+                             "already_written": skipped},
+                    timing={"generation_s": round(stats["generation_s"], 2),
+                            "measures_s": round(measurer.seconds, 2),
+                            "text_metrics_s": round(stats["scoring_s"], 2),
+                            "likelihood_scored": measurer.scored})
     atomic_write_json(out / RUN_FILE, run_info)
     summary = write_report(out, exposure=exposure, cfg=cfg.eval)
-    summary["run"] = {"dir": str(out), **run_info["answers"], "elapsed_s": run_info["elapsed_s"]}
+    summary["run"] = {"dir": str(out), **run_info["answers"], "elapsed_s": run_info["elapsed_s"],
+                      "timing": run_info["timing"]}
     return summary
 
 

@@ -406,7 +406,7 @@ def score_arm(comparison: Comparison, arm: str, questions: Sequence[Question],
             flat_prompts += [prompt] * len(texts)
             flat_texts += texts
     size = batch_size or comparison.decoding.batch_size
-    with comparison._arm_state(arm):  # the lock, and the adapter on or off as for answers
+    with comparison.arm_state(arm):  # the lock, and the adapter on or off as for answers
         scores = reference_logprobs(comparison.loaded.model, comparison.loaded.tokenizer,
                                     flat_prompts, flat_texts, batch_size=size)
     out: list[KnowledgeScore] = []

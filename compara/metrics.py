@@ -14,7 +14,10 @@ only of articles ("A", "um") keeps them, so it does not vanish.
 - :func:`is_abstention`: the answer declines ("Os trechos não contêm a resposta.", "não sei"...);
 - :func:`support`, :func:`retrieval_hit`: for the retrieval arms, whether a reference is in the
   retrieved passages, and whether a passage comes from the question's source article;
-- :func:`score_answer`: all of them for one results record;
+- :func:`score_answer`: all of them for one results record, with the two judge-free measures
+  that need only text (``portuguese``, ``faithfulness``: :mod:`compara.measures`); the ones
+  that need a model (``ref_logprob``, ``mc_correct``, ``similarity``) are computed by the batch
+  runner and kept through a re-scoring;
 - :func:`bootstrap_mean`, :func:`paired_bootstrap`: seeded 95% intervals, resampling questions.
 """
 
@@ -36,7 +39,20 @@ ARTICLES = frozenset(
 RETRIEVAL_ARMS = frozenset({"rag", "finetuned+rag"})
 METRICS = ("em", "f1", "contains", "rouge_l", "repetition", "abstained", "abstained_correctly",
            "support", "retrieval_hit")
+# The judge-free measures by their name in ``eval.measures``, and the metrics each one writes
+# (compara.likelihood: likelihood, choice; compara.measures: similarity, language, faithfulness).
+MEASURES = {"likelihood": ("ref_logprob", "ref_best"),
+            "choice": ("mc_correct", "mc_rank", "mc_choices"),
+            "similarity": ("similarity",), "language": ("portuguese",),
+            "faithfulness": ("faithfulness",)}
+MEASURE_METRICS = ("ref_logprob", "mc_correct", "similarity", "portuguese", "faithfulness")
+# Computed with the model or the embedder, so a re-scoring keeps them as they were written.
+MODEL_FIELDS = (*MEASURES["likelihood"], *MEASURES["choice"], "similarity")
+# Not a share: shown as a value, not in percent.
+VALUE_METRICS = frozenset({"ref_logprob", "similarity"})
 LABELS = {
+    "ref_logprob": "ref. log-prob/token", "mc_correct": "multiple choice",
+    "similarity": "similarity", "portuguese": "in Portuguese", "faithfulness": "faithfulness",
     "em": "exact match", "f1": "token F1", "contains": "contains", "rouge_l": "ROUGE-L",
     "repetition": "repetition", "abstained": "abstained (all)",
     "abstained_correctly": "correct abstention", "support": "support",
@@ -267,7 +283,8 @@ def _exposure_of(exposure: Any, question_id: str) -> Any:
 
 
 def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: bool = False,
-                 abstain_phrases: Iterable[str] = ()) -> dict[str, Any]:
+                 abstain_phrases: Iterable[str] = (),
+                 measures: Iterable[str] = tuple(MEASURES)) -> dict[str, Any]:
     """Every metric of one results record (question × arm); also stored in ``record["metrics"]``.
 
     None marks what does not apply: correctness metrics without a reference, ``support`` and
@@ -278,6 +295,11 @@ def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: boo
     ``exposure`` (question id → :class:`compara.exposure.Exposure`, or one of them) adds
     ``exposure_outputs`` and ``exposure_records``. ``abstain_phrases``: the abstain sentence
     of the RAG template actually used, when it is not the shipped one.
+
+    ``measures`` (``eval.measures``): ``language`` adds ``portuguese`` (True / False, None for
+    an answer too short to tell), ``faithfulness`` adds ``faithfulness`` for the retrieval arms
+    (the share of the answer's content words found in its passages). The model's measures
+    already in ``record["metrics"]`` (:data:`MODEL_FIELDS`) are kept.
     """
     answer = record.get("answer") or ""
     refs = _references(record.get("reference"))
@@ -303,6 +325,18 @@ def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: boo
     }
     if abstained and refs and not m["contains"]:
         m.update(em=0.0, f1=0.0, contains=0.0, rouge_l=0.0)
+    measures = set(measures)
+    if "language" in measures:
+        from compara.measures import is_portuguese
+
+        m["portuguese"] = is_portuguese(answer)
+    if "faithfulness" in measures:
+        from compara.measures import faithfulness
+
+        m["faithfulness"] = (faithfulness(answer, passages, keep_accents, abstain_phrases)
+                             if retrieval else None)
+    old = record.get("metrics") or {}
+    m.update({k: old[k] for k in MODEL_FIELDS if k in old})
     exp = _exposure_of(exposure, str(record.get("question_id")))
     if exposure is not None:
         m["exposure_outputs"] = getattr(exp, "outputs", None)

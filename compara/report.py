@@ -24,16 +24,25 @@ from compara.configbase import ConfigBase, ConfigError, opt
 from compara.exposure import DEFAULT_BIN_EDGES, Exposure, bin_labels, exposure_bin
 from compara.generation import FINISH_REASONS
 from compara.io import BadLine, atomic_write_json, atomic_writer, iter_jsonl
-from compara.metrics import LABELS, METRICS, bootstrap_mean, paired_bootstrap, score_answer
+from compara.metrics import (
+    LABELS,
+    MEASURE_METRICS,
+    MEASURES,
+    METRICS,
+    VALUE_METRICS,
+    bootstrap_mean,
+    paired_bootstrap,
+    score_answer,
+)
 
 log = logging.getLogger(__name__)
 
 ARMS = ("base", "rag", "finetuned", "finetuned+rag")
-SUMMARY_METRICS = (*METRICS, "stopped_on_eos", "ended_cleanly")
+SUMMARY_METRICS = (*METRICS, "stopped_on_eos", "ended_cleanly", *MEASURE_METRICS)
 # Arm pairs compared question by question (a − b), when both arms are in the run.
 PAIRS = (("rag", "base"), ("finetuned", "base"), ("finetuned+rag", "base"),
          ("finetuned+rag", "rag"), ("finetuned+rag", "finetuned"))
-PAIRED_METRICS = ("contains", "f1")
+PAIRED_METRICS = ("contains", "f1", *MEASURE_METRICS)
 # Identity fields that must agree across arms for the comparison to be like for like.
 SHARED_IDENTITY = ("base_model", "decoding")
 RESULTS = "results.jsonl"
@@ -56,6 +65,17 @@ class EvalConfig(ConfigBase):
     max_question_chars: int = opt(2000, "Longer questions are cut (or refused, see below).")
     long_questions: Literal["truncate", "refuse"] = opt(
         "truncate", "What to do with a question longer than max_question_chars.")
+    measures: list[str] = opt(
+        list(MEASURES),
+        "Measures without a judge (docs/evaluation.md): likelihood (mean log-probability per "
+        "token of the reference given the arm's prompt: one forward pass per batch), choice "
+        "(the reference ranked against `distractors` other answers, same pass), similarity "
+        "(e5 cosine of answer and reference: the index's embedder), language (is the answer "
+        "in Portuguese), faithfulness (share of the answer's content words in its passages). "
+        "The first three cost model time; [] turns all off.")
+    distractors: int = opt(3, "Wrong answers the reference is ranked against in `choice` "
+                              "(references of other questions, same type first; seeded by "
+                              "eval.seed).")
 
     def validate(self) -> None:
         if self.bootstrap_resamples < 0:
@@ -67,6 +87,12 @@ class EvalConfig(ConfigBase):
             raise ConfigError("eval.exposure_bins must be increasing lower edges starting at 0")
         if self.max_question_chars < 1:
             raise ConfigError("eval.max_question_chars must be >= 1")
+        unknown = [m for m in self.measures if m not in MEASURES]
+        if unknown:
+            raise ConfigError(f"eval.measures: unknown {', '.join(map(repr, unknown))}; "
+                              f"measures: {', '.join(MEASURES)}")
+        if self.distractors < 1:
+            raise ConfigError("eval.distractors must be >= 1")
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -148,6 +174,14 @@ def ended_cleanly(rec: Mapping[str, Any]) -> bool | None:
     return reason != "max_tokens"
 
 
+def mc_chance(records: Iterable[Mapping[str, Any]]) -> float | None:
+    """The multiple-choice accuracy of guessing over these records: the mean of 1 / choices
+    (:func:`compara.likelihood.chance_level` on stored records)."""
+    levels = [1.0 / c for c in ((r.get("metrics") or {}).get("mc_choices") for r in records)
+              if isinstance(c, int) and c > 0]
+    return sum(levels) / len(levels) if levels else None
+
+
 def _interval(values: Iterable[Any], cfg: EvalConfig) -> dict[str, Any]:
     return bootstrap_mean(values, cfg.bootstrap_resamples, cfg.confidence, cfg.seed).to_dict()
 
@@ -210,7 +244,7 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if not r.get("metrics"):
-            score_answer(r, exposure, keep_accents=cfg.keep_accents)
+            score_answer(r, exposure, keep_accents=cfg.keep_accents, measures=cfg.measures)
         by_arm[r["arm"]].append(r)
     arms = arm_order(by_arm)
     by_arm = {a: by_arm[a] for a in arms}
@@ -231,6 +265,7 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
             "tokens_per_s": _stats(r.get("tokens_per_s") for r in recs),
             "tokens_out": _stats(r.get("tokens_out") for r in recs),
             "identity": identities[arm],
+            "mc_chance": mc_chance(recs),
         }
 
     by_type = _split_by(records, by_arm, lambda r: r.get("type") or "(none)", cfg)
@@ -241,16 +276,22 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
     exposure_summary = None
     counts = {str(r["question_id"]): _exposure_count(r, exposure, cfg.exposure_count)
               for r in records}
+    has_likelihood = any((r.get("metrics") or {}).get("ref_logprob") is not None
+                         for r in records)
     if any(c is not None for c in counts.values()):
         labels = bin_labels(cfg.exposure_bins)
         bins: dict[str, Any] = {}
         for label in labels:
             qids = {q for q, c in counts.items()
                     if c is not None and exposure_bin(c, cfg.exposure_bins) == label}
+            in_bin = {arm: [r for r in recs if str(r["question_id"]) in qids]
+                      for arm, recs in by_arm.items()}
             bins[label] = {"questions": len(qids), "arms": {
-                arm: _interval(_values([r for r in recs if str(r["question_id"]) in qids],
-                                       "contains"), cfg)
-                for arm, recs in by_arm.items()}}
+                arm: _interval(_values(recs, "contains"), cfg) for arm, recs in in_bin.items()}}
+            if has_likelihood:  # does the reference's likelihood rise with the times seen?
+                bins[label]["ref_logprob"] = {
+                    arm: _interval(_values(recs, "ref_logprob"), cfg)
+                    for arm, recs in in_bin.items()}
         exposure_summary = {"count": cfg.exposure_count, "metric": "contains", "bins": bins,
                             "never_trained_on": bins.get("0", {}).get("questions", 0),
                             "questions": sum(c is not None for c in counts.values())}
@@ -261,6 +302,8 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
             for m in PAIRED_METRICS:
                 va = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[a]}
                 vb = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[b]}
+                if m in MEASURE_METRICS and not any(v is not None for v in va.values()):
+                    continue  # a measure turned off, or a run written before it existed
                 paired.append(paired_bootstrap(va, vb, cfg.bootstrap_resamples, cfg.confidence,
                                                cfg.seed, names=(a, b), metric=m).to_dict())
 
@@ -271,13 +314,15 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
                       "seed": cfg.seed, "unit": "question"},
         "per_arm": per_arm, "by_type": by_type, "by_knowledge": by_knowledge,
         "exposure": exposure_summary, "paired": paired,
+        "measures": {"enabled": list(cfg.measures), "distractors": cfg.distractors,
+                     "chance_level": mc_chance(records)},
         "warnings": warnings, "problems": [str(p) for p in problems],
     }
 
 
 # -- files --------------------------------------------------------------------------------------
 
-CSV_STATS = ("latency_median_s", "latency_p95_s", "tokens_per_s_median")
+CSV_STATS = ("latency_median_s", "latency_p95_s", "tokens_per_s_median", "mc_chance")
 
 
 def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -295,6 +340,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         out["latency_median_s"] = (speed.get("latency_s") or {}).get("median")
         out["latency_p95_s"] = (speed.get("latency_s") or {}).get("p95")
         out["tokens_per_s_median"] = (speed.get("tokens_per_s") or {}).get("median")
+        out["mc_chance"] = speed.get("mc_chance")
         return out
 
     for arm, s in summary["per_arm"].items():
@@ -306,7 +352,10 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     if summary.get("exposure"):
         for label, b in summary["exposure"]["bins"].items():
             for arm, iv in b["arms"].items():
-                rows.append(row("exposure", label, arm, iv["n"], {"contains": iv}))
+                ivs = {"contains": iv}
+                if (b.get("ref_logprob") or {}).get(arm):
+                    ivs["ref_logprob"] = b["ref_logprob"][arm]
+                rows.append(row("exposure", label, arm, iv["n"], ivs))
     return rows
 
 
@@ -332,7 +381,7 @@ def rescore(records: Iterable[dict], exposure: Mapping[str, Exposure] | None = N
     for r in records:
         old = r.get("metrics") or {}
         kept = {k: old[k] for k in ("exposure_outputs", "exposure_records") if k in old}
-        score_answer(r, exposure, keep_accents=cfg.keep_accents)
+        score_answer(r, exposure, keep_accents=cfg.keep_accents, measures=cfg.measures)
         if exposure is None:
             r["metrics"].update(kept)
     return records
@@ -391,7 +440,9 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
 
 TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
                  "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
-                 "ended_cleanly")
+                 "ended_cleanly", *MEASURE_METRICS)
+# Paired differences printed in the terminal: the measures that read what a model knows.
+TABLE_PAIRED = ("ref_logprob", "mc_correct")
 
 
 def format_pct(iv: Mapping[str, Any] | None) -> str:
@@ -401,6 +452,34 @@ def format_pct(iv: Mapping[str, Any] | None) -> str:
     text = f"{100 * iv['mean']:.0f}%"
     if iv.get("lo") is not None and iv["lo"] != iv["hi"]:
         text += f" ({100 * iv['lo']:.0f}–{100 * iv['hi']:.0f})"
+    return text
+
+
+def format_value(iv: Mapping[str, Any] | None) -> str:
+    """A mean that is not a share, with half its interval: "-2.31 ±0.20"."""
+    if not iv or iv.get("mean") is None:
+        return "—"
+    text = f"{iv['mean']:.2f}"
+    if iv.get("lo") is not None and iv["lo"] != iv["hi"]:
+        text += f" ±{(iv['hi'] - iv['lo']) / 2:.2f}"
+    return text
+
+
+def format_metric(metric: str, iv: Mapping[str, Any] | None) -> str:
+    return format_value(iv) if metric in VALUE_METRICS else format_pct(iv)
+
+
+def format_diff(p: Mapping[str, Any]) -> str:
+    """A paired difference and its interval; "*" when the interval leaves out zero."""
+    if p.get("diff") is None:
+        return "—"
+    pct = 100 if p["metric"] not in VALUE_METRICS else 1
+    digits = 0 if pct == 100 else 2
+    text = f"{pct * p['diff']:+.{digits}f}"
+    if p.get("lo") is not None and p["lo"] != p["hi"]:
+        text += f" ({pct * p['lo']:+.{digits}f}, {pct * p['hi']:+.{digits}f})"
+        if p["lo"] > 0 or p["hi"] < 0:
+            text += " *"
     return text
 
 
@@ -423,12 +502,16 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
             t.add_column(arm, justify="right")
         return t
 
-    main = table(f"{summary['n_questions']} questions — mean in % ({conf}% interval)")
+    main = table(f"{summary['n_questions']} questions — mean, in % for shares ({conf}% interval)")
     main.add_row("answers", *(str(summary["per_arm"][a]["n"]) for a in arms))
     for m in TABLE_METRICS:
-        cells = [format_pct(summary["per_arm"][a]["metrics"].get(m)) for a in arms]
+        cells = [format_metric(m, summary["per_arm"][a]["metrics"].get(m)) for a in arms]
         if any(c != "—" for c in cells):
             main.add_row(LABELS[m], *cells)
+        if m == "mc_correct" and any(c != "—" for c in cells):
+            chance = [summary["per_arm"][a].get("mc_chance") for a in arms]
+            main.add_row("  chance level", *("—" if c is None else f"{100 * c:.0f}%"
+                                             for c in chance))
     lat = [summary["per_arm"][a]["latency_s"] for a in arms]
     if any(x["median"] is not None for x in lat):
         main.add_row("latency s med/p95", *("—" if x["median"] is None else
@@ -438,6 +521,21 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
         main.add_row("tokens/s (median)", *("—" if x["median"] is None else f"{x['median']:.1f}"
                                             for x in tps))
     console.print(main)
+    rows = {}
+    for p in summary.get("paired") or []:
+        if p["metric"] in TABLE_PAIRED and p.get("diff") is not None:
+            rows.setdefault(f"{p['a']} − {p['b']}", {})[p["metric"]] = format_diff(p)
+    if rows:
+        shown = [m for m in TABLE_PAIRED if any(m in r for r in rows.values())]
+        t = Table(title=f"paired differences, same questions ({conf}% interval; * leaves out 0)",
+                  title_justify="left", header_style="bold")
+        t.add_column("")
+        for m in shown:
+            t.add_column(LABELS[m] + (" (pts)" if m not in VALUE_METRICS else ""),
+                         justify="right")
+        for pair, cells in rows.items():
+            t.add_row(pair, *(cells.get(m, "—") for m in shown))
+        console.print(t)
 
     exposure = summary.get("exposure")
     if exposure:
@@ -451,6 +549,14 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
                 t.add_row(f"seen {label}× ({b['questions']})",
                           *(format_pct(b["arms"].get(a)) for a in arms))
         console.print(t)
+        if any(b.get("ref_logprob") for b in exposure["bins"].values()):
+            t = table(f"reference log-prob per token by how often the answer was in the {what}")
+            for label, b in exposure["bins"].items():
+                if label == "0" or b["questions"]:
+                    name = "never trained on" if label == "0" else f"seen {label}×"
+                    t.add_row(f"{name} ({b['questions']})",
+                              *(format_value((b.get("ref_logprob") or {}).get(a)) for a in arms))
+            console.print(t)
     if by_type:
         t = table("contains by question type (correct abstention where unanswerable)")
         for qtype, per in summary["by_type"].items():

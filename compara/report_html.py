@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from compara.metrics import ARTICLES, LABELS, tokens
+from compara.metrics import ARTICLES, LABELS, MEASURE_METRICS, VALUE_METRICS, tokens
 
 ARM_COLORS = {"base": "#7f7f7f", "rag": "#1f77b4", "finetuned": "#ff7f0e",
               "finetuned+rag": "#2ca02c"}
@@ -26,8 +26,19 @@ _OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#d62728
 BAR_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
                "abstained_correctly")
 TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit", "abstained",
-                 "abstained_correctly", "repetition", "stopped_on_eos", "ended_cleanly")
-BINARY = {"em", "contains", "support", "retrieval_hit", "abstained", "abstained_correctly"}
+                 "abstained_correctly", "repetition", "stopped_on_eos", "ended_cleanly",
+                 *MEASURE_METRICS)
+BINARY = {"em", "contains", "support", "retrieval_hit", "abstained", "abstained_correctly",
+          "mc_correct", "portuguese"}
+# What each judge-free measure's plot says under its title.
+MEASURE_NOTES = {
+    "ref_logprob": "mean log-probability per token of the reference given the arm's prompt "
+                   "(higher: the arm finds the right answer more likely)",
+    "mc_correct": "the reference scores above every distractor",
+    "similarity": "e5 cosine of answer and reference (compressed: compare arms, not levels)",
+    "portuguese": "answers long enough to tell (3+ words) that are in Portuguese",
+    "faithfulness": "share of the answer's content words found in its passages",
+}
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#222}
@@ -125,8 +136,8 @@ def _img(fig: Any, alt: str) -> str:
 
 
 def _grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[Mapping | None]],
-                  title: str, ylabel: str, alt: str, ylim: tuple[float, float] | None = (0, 1.05)
-                  ) -> str | None:
+                  title: str, ylabel: str, alt: str, ylim: tuple[float, float] | None = (0, 1.05),
+                  hline: tuple[float, str] | None = None) -> str | None:
     """Bars per group, one per arm, with interval whiskers; None when there is nothing to draw."""
     from matplotlib.figure import Figure
 
@@ -155,6 +166,8 @@ def _grouped_bars(groups: Sequence[str], series: Mapping[str, Sequence[Mapping |
     ax.set_title(title, fontsize=11)
     if ylim:
         ax.set_ylim(*ylim)
+    if hline is not None:
+        ax.axhline(hline[0], color="#444", linestyle="--", linewidth=1, label=hline[1])
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncols=min(4, len(series)), loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _img(fig, alt)
@@ -196,6 +209,40 @@ def plot_exposure(summary: Mapping[str, Any]) -> str | None:
                          f"{exposure['metric']} by how often the answer was in the {what}",
                          exposure["metric"],
                          "bar chart of accuracy per fact-exposure bin and arm")
+
+
+def plot_measure(summary: Mapping[str, Any], metric: str) -> str | None:
+    """One judge-free measure per arm with its interval (multiple choice: chance level drawn)."""
+    per_arm = summary["per_arm"]
+    series = {a: [per_arm[a]["metrics"].get(metric)] for a in per_arm}
+    conf = round(summary["bootstrap"]["confidence"] * 100)
+    hline = None
+    chance = (summary.get("measures") or {}).get("chance_level")
+    if metric == "mc_correct" and chance is not None:
+        hline = (chance, f"chance {chance:.0%}")
+    note = MEASURE_NOTES.get(metric, "")
+    return _grouped_bars([note.replace(" (", "\n(", 1)], series,
+                         f"{LABELS[metric]} per arm (mean, {conf}% bootstrap interval)",
+                         LABELS[metric], f"bar chart of {LABELS[metric]} per arm",
+                         ylim=None if metric in VALUE_METRICS else (0, 1.05), hline=hline)
+
+
+def plot_exposure_likelihood(summary: Mapping[str, Any]) -> str | None:
+    """The reference's log-probability per fact-exposure bin: does it rise with training?"""
+    exposure = summary.get("exposure")
+    if not exposure or not any(b.get("ref_logprob") for b in exposure["bins"].values()):
+        return None
+    bins = {label: b for label, b in exposure["bins"].items() if b["questions"]}
+    labels = [f"{'never trained on' if b == '0' else b + '×'}\n(n={bins[b]['questions']})"
+              for b in bins]
+    series = {a: [(bins[b].get("ref_logprob") or {}).get(a) for b in bins]
+              for a in summary["arms"]}
+    what = "training outputs" if exposure["count"] == "outputs" else "training records"
+    return _grouped_bars(labels, series,
+                         f"reference log-prob per token by how often the answer was in the {what}",
+                         "log-prob / token",
+                         "bar chart of reference likelihood per fact-exposure bin and arm",
+                         ylim=None)
 
 
 def plot_latency(records: Sequence[Mapping[str, Any]], arms: Sequence[str]) -> str | None:
@@ -246,6 +293,17 @@ def _summary_table(summary: Mapping[str, Any]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+def _measures_note(summary: Mapping[str, Any]) -> str:
+    chance = (summary.get("measures") or {}).get("chance_level")
+    if chance is None:
+        return ""
+    k = (summary.get("measures") or {}).get("distractors")
+    return (f'<p class="small">{esc(LABELS["mc_correct"])}: the reference against up to {esc(k)} '
+            f"distractors (references of other questions); chance level {chance:.0%}. "
+            f"{esc(LABELS['ref_logprob'])}: nats per token, higher is better "
+            "(docs/evaluation.md, measures without a judge).</p>")
+
+
 def _paired_table(summary: Mapping[str, Any]) -> str:
     rows = []
     for p in summary.get("paired") or []:
@@ -291,7 +349,8 @@ def _badge(label: str, value: Any, binary: bool) -> str:
 def _metric_badges(rec: Mapping[str, Any]) -> str:
     m = rec.get("metrics") or {}
     parts = [_badge(LABELS.get(k, k), m.get(k), k in BINARY)
-             for k in ("contains", "em", "f1", "rouge_l", "support", "retrieval_hit")]
+             for k in ("contains", "em", "f1", "rouge_l", "support", "retrieval_hit",
+                       *MEASURE_METRICS)]
     if m.get("abstained_correctly") is not None:
         parts.append(_badge("abstained", m["abstained_correctly"], True))
     elif m.get("abstained"):
@@ -398,8 +457,9 @@ def render_html(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
                   + "".join(f"<li>{esc(p)}</li>" for p in problems[:50])
                   + (f"<li>… and {len(problems) - 50} more</li>" if len(problems) > 50 else "")
                   + "</ul></div>")
-    plots = [plot_metrics(summary), plot_latency(records, arms), plot_by_type(summary),
-             plot_exposure(summary)]
+    plots = [plot_metrics(summary), *(plot_measure(summary, m) for m in MEASURE_METRICS),
+             plot_latency(records, arms), plot_by_type(summary), plot_exposure(summary),
+             plot_exposure_likelihood(summary)]
     paired = _paired_table(summary)
     return "\n".join([
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
@@ -410,7 +470,7 @@ def render_html(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
         f"({esc(', '.join(arms))}); means with {conf}% bootstrap intervals over questions "
         f"({summary['bootstrap']['resamples']} resamples, seed {summary['bootstrap']['seed']}).</p>",
         notes,
-        "<h2>Summary</h2>", _summary_table(summary),
+        "<h2>Summary</h2>", _summary_table(summary), _measures_note(summary),
         "<h2>Arms</h2>", _identity_table(summary),
         ("<h2>Paired differences (same questions)</h2>" + paired) if paired else "",
         '<h2>Plots</h2><div class="plots">', "".join(p for p in plots if p), "</div>",

@@ -160,7 +160,29 @@ def test_score_answer_fills_the_metrics_with_none_where_not_applicable():
     assert m["support"] is None and m["retrieval_hit"] is None
     assert m["abstained"] is False and m["abstained_correctly"] is None
     assert set(m) == {"em", "f1", "contains", "rouge_l", "repetition", "abstained",
-                      "abstained_correctly", "support", "retrieval_hit"}
+                      "abstained_correctly", "support", "retrieval_hit", "portuguese",
+                      "faithfulness"}
+    assert m["portuguese"] is True and m["faithfulness"] is None  # no passages: not a RAG arm
+    assert set(score_answer(record("base", "x"), measures=[])) == {
+        "em", "f1", "contains", "rouge_l", "repetition", "abstained", "abstained_correctly",
+        "support", "retrieval_hit"}
+
+
+def test_score_answer_adds_the_text_measures_and_keeps_the_model_ones():
+    passage = {"rank": 1, "title": "Rio Verde-Claro", "section": "",
+               "text": "O rio nasce na Serra do Lajeado, no leste do estado."}
+    rec = record("rag", "O rio nasce na Serra do Lajeado e corre para o mar.",
+                 passages=[passage], metrics={"ref_logprob": -1.5, "mc_correct": 1.0,
+                                              "mc_choices": 4, "similarity": 0.9, "em": 7})
+    m = score_answer(rec, measures=["faithfulness", "language"])
+    # content words: rio, nasce, serra, lajeado, corre, mar; the last two not in the passage
+    assert m["faithfulness"] == pytest.approx(4 / 6)
+    assert m["portuguese"] is True
+    assert (m["ref_logprob"], m["mc_correct"], m["mc_choices"], m["similarity"]) == \
+        (-1.5, 1.0, 4, 0.9)  # written by the batch runner, kept through a re-scoring
+    assert m["em"] == 0.0  # a text metric is computed again
+    assert score_answer(record("rag", "The river rises in the hills of the east.",
+                               passages=[passage]))["portuguese"] is False
 
 
 def test_retrieval_arms_get_support_and_hit_even_without_passages():
