@@ -51,7 +51,7 @@ MODEL_FIELDS = (*MEASURES["likelihood"], *MEASURES["choice"], "similarity")
 # Not a share: shown as a value, not in percent.
 VALUE_METRICS = frozenset({"ref_logprob", "similarity"})
 LABELS = {
-    "ref_logprob": "ref. log-prob/token", "mc_correct": "multiple choice",
+    "ref_logprob": "ref. log-prob", "mc_correct": "multiple choice",
     "similarity": "similarity", "portuguese": "in Portuguese", "faithfulness": "faithfulness",
     "em": "exact match", "f1": "token F1", "contains": "contains", "rouge_l": "ROUGE-L",
     "repetition": "repetition", "abstained": "abstained (all)",

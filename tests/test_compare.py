@@ -154,6 +154,9 @@ def test_batch_writes_every_answer_summary_and_report(cfg, comparison, fixtures_
         assert (out / name).exists(), name
     run = json.loads((out / "run.json").read_text())
     assert run["arms"] == ["base", "rag"] and run["hashes"]["model_fingerprint"]
+    # where and in what precision the answers were computed
+    assert {"device", "dtype", "cpu_capability", "bf16_native"} <= set(run["model"])
+    assert all(r["finish_reason"] in ("eos", "stop_string", "max_tokens") for r in records)
     assert run["answers"]["generated"] == 10
     assert set(summary["arms"]) == {"base", "rag"}
     assert all("metrics" in r and "contains" in r["metrics"] for r in records)
@@ -248,3 +251,113 @@ def test_a_stratified_sample_covers_every_question_type(repo_root):
     assert picked == stratified_sample(questions, 24, seed=42)  # the same every time
     order = [q.id for q in questions]
     assert [order.index(q.id) for q in picked] == sorted(order.index(q.id) for q in picked)
+
+
+# -- measures without a judge in the batch ------------------------------------------------------
+
+def _count_scoring(monkeypatch):
+    """Wrap compara.likelihood.score_arm: the (arm, question id) pairs it was asked to score."""
+    import compara.likelihood as likelihood
+
+    real, seen = likelihood.score_arm, []
+
+    def counting(comparison, arm, questions, *args, **kwargs):
+        seen.extend((arm, q.id) for q in questions)
+        return real(comparison, arm, questions, *args, **kwargs)
+
+    monkeypatch.setattr(likelihood, "score_arm", counting)
+    return seen
+
+
+def test_batch_writes_the_measures_for_every_arm(cfg, comparison, fixtures_dir, tmp_path,
+                                                 monkeypatch):
+    from compara.batch import run_batch
+
+    seen = _count_scoring(monkeypatch)
+    out = tmp_path / "runs/measured"
+    summary = run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    records = read_jsonl(out / "results.jsonl")
+    with_ref = [r for r in records if r.get("reference")]
+    assert with_ref and len(seen) == len(with_ref)  # each scored once, in its arm
+    distractors = json.loads((out / "distractors.json").read_text())
+    assert distractors["k"] == cfg.eval.distractors and distractors["seed"] == cfg.eval.seed
+    for r in records:
+        m = r["metrics"]
+        assert "portuguese" in m and "faithfulness" in m
+        if r["arm"] == "base":
+            assert m["faithfulness"] is None  # no passages to be faithful to
+        if not r.get("reference"):
+            assert m.get("ref_logprob") is None and m.get("mc_correct") is None
+            continue
+        assert m["ref_logprob"] < 0 and m["ref_best"] in r["reference"]
+        n_distractors = len(distractors["distractors"][r["question_id"]])
+        assert m["mc_choices"] == 1 + n_distractors and m["mc_correct"] in (0.0, 1.0)
+        if r["answer"].strip():
+            assert -1.0 <= m["similarity"] <= 1.0
+    for arm in ("base", "rag"):
+        for metric in ("ref_logprob", "mc_correct", "portuguese"):
+            iv = summary["per_arm"][arm]["metrics"][metric]
+            assert iv["n"] > 0 or metric == "portuguese"
+            if iv["n"]:
+                assert iv["lo"] <= iv["mean"] <= iv["hi"]
+        assert summary["per_arm"][arm]["mc_chance"] == pytest.approx(
+            1 / (1 + cfg.eval.distractors), rel=0.5)
+    assert any(p["metric"] == "ref_logprob" and p["diff"] is not None for p in summary["paired"])
+    timing = summary["run"]["timing"]
+    assert timing["measures_s"] > 0 and timing["likelihood_scored"] == len(with_ref)
+    # the base arm's likelihood is exactly what score_arm gives on the written prompts
+    from compara.likelihood import score_arm
+    from compara.questions import Question
+
+    base = [r for r in with_ref if r["arm"] == "base"][:2]
+    again = score_arm(comparison, "base", [Question.from_record(r) for r in base],
+                      {r["question_id"]: distractors["distractors"][r["question_id"]] for r in base},
+                      prompts=[r["prompt"] for r in base])
+    assert [s.reference_logprob for s in again] == pytest.approx(
+        [r["metrics"]["ref_logprob"] for r in base], abs=1e-5)
+
+
+def test_a_resumed_batch_does_not_score_again_what_is_written(cfg, comparison, fixtures_dir,
+                                                              tmp_path, monkeypatch):
+    from compara.batch import run_batch
+
+    cfg.paths = cfg.paths.replace(runs=str(tmp_path / "own-cache"))  # nothing cached yet
+    seen = _count_scoring(monkeypatch)
+    out = tmp_path / "runs/resumed"
+    run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison, limit=2)
+    first = list(seen)
+    assert first
+    before = read_jsonl(out / "results.jsonl")
+    run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    later = seen[len(first):]
+    assert later and not set(later) & set(first)  # only the questions answered now
+    assert read_jsonl(out / "results.jsonl")[:len(before)] == before
+    seen.clear()
+    run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    assert seen == []  # all written
+    # A new folder chooses its distractors among all the questions (the first run saw two):
+    # those questions are scored anew, once; a third folder finds everything in the cache.
+    run_batch(cfg, fixtures_dir / "questions.jsonl", tmp_path / "runs/b", comparison=comparison)
+    seen.clear()
+    run_batch(cfg, fixtures_dir / "questions.jsonl", tmp_path / "runs/c", comparison=comparison)
+    assert seen == []
+    lp = {name: {(r["question_id"], r["arm"]): r["metrics"].get("ref_logprob")
+                 for r in read_jsonl(tmp_path / f"runs/{name}/results.jsonl")}
+          for name in ("resumed", "b", "c")}
+    assert lp["b"] == lp["c"]
+    assert lp["resumed"] == pytest.approx(lp["b"], abs=1e-5)  # distractors change no likelihood
+
+
+def test_measures_can_be_turned_off(cfg, comparison, fixtures_dir, tmp_path, monkeypatch):
+    from compara.batch import run_batch
+
+    seen = _count_scoring(monkeypatch)
+    cfg.eval = cfg.eval.replace(measures=[])
+    out = tmp_path / "runs/plain"
+    summary = run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    assert seen == [] and not (out / "distractors.json").exists()
+    for r in read_jsonl(out / "results.jsonl"):
+        assert not {"ref_logprob", "mc_correct", "similarity", "portuguese",
+                    "faithfulness"} & set(r["metrics"])
+    assert summary["per_arm"]["base"]["metrics"]["ref_logprob"]["n"] == 0
+    assert not any(p["metric"] == "ref_logprob" for p in summary["paired"])

@@ -287,3 +287,90 @@ def test_summary_splits_by_knowledge_when_questions_say_it():
     assert corpus["rag"]["n"] == 2 and corpus["rag"]["metrics"]["contains"]["mean"] == 0.5
     assert corpus["base"]["metrics"]["contains"]["mean"] == 0.0
     assert any(r["scope"] == "knowledge" and r["group"] == "common" for r in summary_rows(summary))
+
+
+# -- measures without a judge -------------------------------------------------------------------
+
+# (ref_logprob, mc_correct, mc_choices, similarity) per (question, arm) of the answerable ones:
+# the fine-tuned arms find the reference likelier than the base arms on both questions.
+MEASURED = {
+    ("q1", "base"): (-4.0, 0.0, 4, 0.70), ("q2", "base"): (-3.0, 0.0, 4, 0.72),
+    ("q1", "rag"): (-2.0, 1.0, 4, 0.90), ("q2", "rag"): (-2.5, 1.0, 3, 0.80),
+    ("q1", "finetuned"): (-1.0, 1.0, 4, 0.85), ("q2", "finetuned"): (-0.5, 1.0, 4, 0.95),
+    ("q1", "finetuned+rag"): (-1.5, 1.0, 4, 0.88), ("q2", "finetuned+rag"): (-1.0, 0.0, 4, 0.75),
+}
+
+
+def measured_records():
+    records = make_records()
+    for r in records:
+        if (r["question_id"], r["arm"]) in MEASURED:
+            lp, mc, choices, sim = MEASURED[(r["question_id"], r["arm"])]
+            r["metrics"] = {"ref_logprob": lp, "ref_best": r["reference"][0], "mc_correct": mc,
+                            "mc_rank": 1 if mc else 2, "mc_choices": choices, "similarity": sim}
+    return records
+
+
+def test_the_measures_are_summarised_with_intervals_pairs_and_chance(tmp_path):
+    write_jsonl(tmp_path / "results.jsonl", measured_records())
+    summary = write_report(tmp_path, exposure={"q1": Exposure("q1", 6, 4),
+                                               "q2": Exposure("q2", 0, 0)},
+                           cfg=EvalConfig(bootstrap_resamples=200))
+    saved = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
+    per_arm = saved["per_arm"]
+    lp = per_arm["finetuned"]["metrics"]["ref_logprob"]
+    assert lp["mean"] == pytest.approx(-0.75) and lp["n"] == 2 and lp["lo"] <= -0.75 <= lp["hi"]
+    assert per_arm["base"]["metrics"]["mc_correct"]["mean"] == 0.0
+    assert per_arm["rag"]["metrics"]["similarity"]["mean"] == pytest.approx(0.85)
+    assert per_arm["rag"]["mc_chance"] == pytest.approx((1 / 4 + 1 / 3) / 2)
+    assert saved["measures"]["chance_level"] == pytest.approx((7 / 4 + 1 / 3) / 8)
+    # kept through the re-scoring; the text measures computed by it
+    assert per_arm["rag"]["metrics"]["portuguese"]["n"] >= 1
+    assert per_arm["rag"]["metrics"]["faithfulness"]["n"] >= 1
+    assert per_arm["base"]["metrics"]["faithfulness"]["n"] == 0  # not a retrieval arm
+    paired = {(p["a"], p["b"], p["metric"]): p for p in saved["paired"]}
+    diff = paired[("finetuned", "base", "ref_logprob")]
+    assert diff["diff"] == pytest.approx(2.75) and diff["lo"] > 0  # both questions: +3, +2.5
+    assert paired[("rag", "base", "mc_correct")]["diff"] == 1.0
+    bins = saved["exposure"]["bins"]
+    assert bins["0"]["ref_logprob"]["finetuned"]["mean"] == pytest.approx(-0.5)  # q2
+    assert bins["3–5"]["ref_logprob"]["base"]["mean"] == pytest.approx(-4.0)    # q1
+    with open(tmp_path / "summary.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    row = next(r for r in rows if r["scope"] == "all" and r["arm"] == "finetuned")
+    assert float(row["ref_logprob"]) == pytest.approx(-0.75) and row["ref_logprob_lo"]
+    assert float(next(r for r in rows if r["scope"] == "all" and r["arm"] == "rag")[
+        "mc_chance"]) == pytest.approx(7 / 24, abs=1e-6)
+    assert any(r["scope"] == "exposure" and r["ref_logprob"] for r in rows)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for label in ("ref. log-prob", "multiple choice", "similarity", "chance level"):
+        assert label in page
+    parsed = Page()
+    parsed.feed(page)
+    alts = page.count('alt="bar chart of ')
+    assert alts >= 5 + 1  # the metrics, each measure, by type, exposure ×2
+
+    console = Console(record=True, width=80)
+    print_summary(summary, console=console)
+    out = console.export_text()
+    assert "ref. log-prob" in out and "chance level" in out and "-0.75" in out
+    assert "finetuned − base" in out and "*" in out  # the interval leaves out zero
+    assert "reference log-prob per token by how often" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_a_run_written_before_the_measures_still_reports(run_dir):
+    summary = write_report(run_dir, cfg=EvalConfig(bootstrap_resamples=50))
+    assert summary["per_arm"]["rag"]["metrics"]["ref_logprob"]["mean"] is None
+    assert summary["per_arm"]["rag"]["mc_chance"] is None
+    assert not any(p["metric"] in ("ref_logprob", "mc_correct", "similarity")
+                   for p in summary["paired"])
+    console = Console(record=True, width=80)
+    print_summary(summary, console=console)
+    out = console.export_text()
+    assert "log-prob" not in out
+    assert "in Portuguese" in out  # computed from the text alone
+    off = write_report(run_dir, cfg=EvalConfig(bootstrap_resamples=50, measures=[]))
+    assert off["per_arm"]["rag"]["metrics"]["portuguese"]["mean"] is None
+    with pytest.raises(ConfigError, match="eval.measures: unknown 'judge'"):
+        EvalConfig(measures=["judge"])

@@ -5,6 +5,9 @@ blind, and each arm's record as it completes — the same record `compara batch`
 results.jsonl (question fields, answer, prompt, passages, timing, identity, metrics), so the
 page, the batch runner and the report all read one format. Answers go through the answer
 cache `compara batch` uses: an unchanged question with unchanged settings is answered at once.
+A card also gets the measures without a judge that one question allows (:func:`card_measures`):
+reference likelihood and similarity when the question has a reference, language and
+faithfulness always; multiple choice needs other questions' answers, so only batch runs have it.
 """
 
 from __future__ import annotations
@@ -83,19 +86,55 @@ def file_question(question: Question, max_chars: int) -> Question:
 
 
 def record_of(question: Question, answer: dict[str, Any], key: str, cached: bool,
-              abstain: Sequence[str] = ()) -> dict[str, Any]:
-    """The results.jsonl record of one answer, scored."""
-    from compara.metrics import score_answer
+              abstain: Sequence[str] = (), measured: dict[str, Any] | None = None,
+              measures: Sequence[str] | None = None) -> dict[str, Any]:
+    """The results.jsonl record of one answer, scored; ``measured``: the model's measures
+    (:func:`card_measures`), ``measures``: ``eval.measures`` (default: all)."""
+    from compara.metrics import MEASURES, score_answer
 
-    record = {"key": key, **question.to_dict(), **answer, "cached": cached}
-    score_answer(record, abstain_phrases=list(abstain))
+    record = {"key": key, **question.to_dict(), **answer, "cached": cached,
+              "metrics": dict(measured or {})}
+    score_answer(record, abstain_phrases=list(abstain),
+                 measures=tuple(MEASURES) if measures is None else measures)
     return record
+
+
+def card_measures(view: Comparison, arm: str, question: Question, prompt: str, answer: str,
+                  measures: Sequence[str] | None = None,
+                  cache: AnswerCache | None = None) -> dict[str, Any]:
+    """Reference likelihood (cached like the batch runner's) and semantic similarity (with the
+    index's embedder; none without an index) of one answer to a question with a reference."""
+    from compara.metrics import MEASURES
+
+    wanted = set(MEASURES if measures is None else measures)
+    out: dict[str, Any] = {}
+    if not question.reference:
+        return out
+    if "likelihood" in wanted:
+        from compara.likelihood import cache_key, score_arm
+
+        key = cache_key(view, arm, prompt, list(question.reference))
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            (score,) = score_arm(view, arm, [question], prompts=[prompt])
+            hit = score.to_record()
+            if cache is not None:
+                cache.put(key, hit)
+        out.update({k: hit.get(k) for k in MEASURES["likelihood"]})
+    embedder = getattr(view.index, "embedder", None)
+    if "similarity" in wanted and embedder is not None and answer.strip():
+        from compara.measures import query_side, semantic_similarity
+
+        out["similarity"] = semantic_similarity(answer, question.reference, query_side(embedder))
+    return out
 
 
 def stream_answer(view: Comparison, arm: str, question: Question,
                   cache: AnswerCache | None = None,
-                  on_wait: Callable[[], None] | None = None) -> Iterator[str | dict[str, Any]]:
-    """Yield the answer's text piece by piece, then its scored record.
+                  on_wait: Callable[[], None] | None = None,
+                  measures: Sequence[str] | None = None) -> Iterator[str | dict[str, Any]]:
+    """Yield the answer's text piece by piece, then its scored record (with the measures of
+    ``measures``, ``eval.measures``; default all).
 
     Holds the comparison's lock for the whole answer (retrieval and generation), so sessions
     take turns on the one model; ``on_wait`` is called first when another session holds it.
@@ -113,9 +152,12 @@ def stream_answer(view: Comparison, arm: str, question: Question,
         prompt, _, _, _ = view.prompt(arm, question.question)
         key = view.cache_key(arm, prompt)
         hit = cache.get(key) if cache is not None else None
+        abstain = [view.rag_template.abstain]
         if hit is not None:
             answer = {"arm": arm, "identity": view.identity(arm), **with_finish_reason(hit)}
-            yield record_of(question, answer, key, True, [view.rag_template.abstain])
+            measured = card_measures(view, arm, question, prompt, answer["answer"], measures,
+                                     cache)
+            yield record_of(question, answer, key, True, abstain, measured, measures)
             return
         stream = view.answer_stream(arm, question.question)
         try:
@@ -125,7 +167,9 @@ def stream_answer(view: Comparison, arm: str, question: Question,
                     if cache is not None:
                         cache.put(key, {k: v for k, v in answer.items()
                                         if k not in ("arm", "identity")})
-                    yield record_of(question, answer, key, False, [view.rag_template.abstain])
+                    measured = card_measures(view, arm, question, prompt, answer["answer"],
+                                             measures, cache)
+                    yield record_of(question, answer, key, False, abstain, measured, measures)
                 else:
                     yield item
         finally:

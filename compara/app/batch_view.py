@@ -19,7 +19,8 @@ import streamlit as st
 from compara.app import files
 from compara.app.i18n import Tr
 from compara.app.views import answer_details, error_message, fit, md
-from compara.report import format_pct
+from compara.metrics import MEASURE_METRICS
+from compara.report import format_metric
 
 if TYPE_CHECKING:
     from compara.answerers import Comparison
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
                  "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
-                 "ended_cleanly")
+                 "ended_cleanly", *MEASURE_METRICS)
 
 
 def run_folder(cfg: ExperimentConfig, view: Comparison, arms: list[str], questions: Path) -> Path:
@@ -114,7 +115,7 @@ def summary_table(summary: dict[str, Any], tr: Tr):
     per_arm = summary["per_arm"]
     rows = {tr("col_answers"): [str(per_arm[a]["n"]) for a in per_arm]}
     for m in TABLE_METRICS:
-        cells = [format_pct(per_arm[a]["metrics"].get(m)) for a in per_arm]
+        cells = [format_metric(m, per_arm[a]["metrics"].get(m)) for a in per_arm]
         if any(c != "—" for c in cells):
             rows[tr("metric_" + m)] = cells
     rows[tr("col_latency")] = [_median(per_arm[a]["latency_s"], "{:.2f} s") for a in per_arm]
@@ -130,11 +131,19 @@ def _median(stats: dict[str, Any], fmt: str) -> str:
 def _read_run(folder: str, stamp: tuple[int, int]) -> tuple[dict[str, Any], list, list[str]]:
     """Summary, records and plots of a run folder (read again when summary.json changes)."""
     from compara.report import load_results
-    from compara.report_html import plot_exposure, plot_latency, plot_metrics
+    from compara.report_html import (
+        plot_exposure,
+        plot_exposure_likelihood,
+        plot_latency,
+        plot_measure,
+        plot_metrics,
+    )
 
     summary = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
     records, _ = load_results(Path(folder) / "results.jsonl")
-    plots = [plot_metrics(summary), plot_latency(records, summary["arms"]), plot_exposure(summary)]
+    plots = [plot_metrics(summary), *(plot_measure(summary, m) for m in MEASURE_METRICS),
+             plot_latency(records, summary["arms"]), plot_exposure(summary),
+             plot_exposure_likelihood(summary)]
     return summary, records, [p for p in plots if p]
 
 

@@ -182,6 +182,19 @@ STRINGS: dict[str, tuple[str, str]] = {
     "metric_repetition": ("repetição", "repetition"),
     "metric_stopped_on_eos": ("parou no EOS", "stopped at EOS"),
     "metric_ended_cleanly": ("terminou limpa", "ended cleanly"),
+    "metric_ref_logprob": ("log-prob da referência", "reference log-prob"),
+    "metric_mc_correct": ("múltipla escolha", "multiple choice"),
+    "metric_similarity": ("similaridade", "similarity"),
+    "metric_portuguese": ("em português", "in Portuguese"),
+    "metric_faithfulness": ("fidelidade aos trechos", "faithfulness"),
+    "measures_help": ("Medidas sem juiz: log-prob média por token da referência dado o prompt "
+                      "deste braço (maior = o braço acha a resposta certa mais provável); "
+                      "similaridade e5 com a referência; se a resposta está em português; a "
+                      "parte das palavras da resposta que está nos trechos.",
+                      "Measures without a judge: mean log-prob per token of the reference given "
+                      "this arm's prompt (higher = the arm finds the right answer more likely); "
+                      "e5 similarity to the reference; whether the answer is in Portuguese; the "
+                      "share of the answer's words found in its passages."),
     # voting
     "vote_title": ("Qual resposta é melhor?", "Which answer is best?"),
     "vote_help": ("Dê 1 à melhor. Notas iguais = empate. As que ficarem sem nota dividem o "

@@ -196,7 +196,7 @@ def show_round(rnd: ask.Round, comparison: Comparison, cfg: ExperimentConfig, tr
     for i, arm in enumerate(rnd.order):
         body, details = slots[i]
         if arm not in rnd.records and view is not None:
-            _stream_into(body, rnd, view, arm, cache, tr)
+            _stream_into(body, rnd, view, arm, cache, tr, cfg.eval.measures)
         record = rnd.records.get(arm)
         if record is None:
             body.caption(rnd.errors.get(arm) or tr("not_answered"))
@@ -211,12 +211,14 @@ def show_round(rnd: ask.Round, comparison: Comparison, cfg: ExperimentConfig, tr
                        + (f" ({time.perf_counter() - t0:.1f} s)" if generate else ""))
 
 
-def _stream_into(body, rnd: ask.Round, view: Comparison, arm: str, cache, tr: Tr) -> None:
+def _stream_into(body, rnd: ask.Round, view: Comparison, arm: str, cache, tr: Tr,
+                 measures=None) -> None:
     pieces: list[str] = []
     last = 0.0
     body.caption(tr("generating"))
     stream = ask.stream_answer(view, arm, rnd.question, cache,
-                               on_wait=lambda: body.info(tr("waiting_other_session")))
+                               on_wait=lambda: body.info(tr("waiting_other_session")),
+                               measures=measures)
     try:
         for item in stream:
             if isinstance(item, dict):
@@ -252,23 +254,35 @@ def stats_line(record: dict[str, Any], tr: Tr) -> str:
 
 
 METRIC_ORDER = ("contains", "em", "f1", "rouge_l", "support", "retrieval_hit")
-BINARY = {"contains", "em", "support", "retrieval_hit"}
+BINARY = {"contains", "em", "support", "retrieval_hit", "mc_correct", "portuguese"}
+# Measures without a judge, in a line of their own (any answer has some of them).
+MEASURE_ORDER = ("ref_logprob", "mc_correct", "similarity", "portuguese", "faithfulness")
 
 
-def metrics_line(record: dict[str, Any], tr: Tr) -> str:
-    m = record.get("metrics") or {}
+def _parts(m: dict[str, Any], names, tr: Tr) -> list[str]:
     parts = []
-    for name in METRIC_ORDER:
+    for name in names:
         v = m.get(name)
         if v is None:
             continue
         value = ("✓" if v else "✗") if name in BINARY else f"{v:.2f}"
         parts.append(f"{tr('metric_' + name)} {value}")
+    return parts
+
+
+def metrics_line(record: dict[str, Any], tr: Tr) -> str:
+    m = record.get("metrics") or {}
+    parts = _parts(m, METRIC_ORDER, tr)
     if m.get("abstained"):
         parts.append(tr("metric_abstained"))
     if m.get("repetition"):
         parts.append(f"{tr('metric_repetition')} {m['repetition']:.2f}")
     return " · ".join(parts)
+
+
+def measures_line(record: dict[str, Any], tr: Tr) -> str:
+    """The measures without a judge a card has ("" when it has none)."""
+    return " · ".join(_parts(record.get("metrics") or {}, MEASURE_ORDER, tr))
 
 
 def answer_details(record: dict[str, Any], tr: Tr) -> None:
@@ -278,6 +292,9 @@ def answer_details(record: dict[str, Any], tr: Tr) -> None:
         st.caption(tr("prompt_truncated"))
     if record.get("reference"):
         st.caption(metrics_line(record, tr))
+    measured = measures_line(record, tr)
+    if measured:
+        st.caption(measured, help=tr("measures_help"))
     passages = record.get("passages") or []
     if passages:
         with st.expander(tr("passages", n=len(passages))):
