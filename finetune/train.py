@@ -108,6 +108,7 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
         log.info("reading tasks: %d records (%d with the gold passage) from %s",
                  len(reading), report.reading["with_gold"], cfg.paths.index)
         chosen = chosen + reading
+    report.used["train"] = len(chosen)
     return chosen
 
 
