@@ -346,6 +346,7 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                     score_answer(record, exposure, keep_accents=cfg.eval.keep_accents,
                                  abstain_phrases=abstain, measures=cfg.eval.measures)
                     stats["scoring_s"] += time.perf_counter() - t0
+                    writer.write(record)
                     bar.update(1)
                     if progress_callback is not None:
                         progress_callback(bar.n, bar.total)
