@@ -252,6 +252,10 @@ def time_breakdown(seconds: dict[str, float], results: dict[str, dict[str, Any]]
             if run.get("elapsed_s"):
                 inner.append(f"answering {run['elapsed_s']:.0f} s for {answers} answers "
                              f"({answers / run['elapsed_s']:.2f} answers/s)")
+                measures = (run.get("timing") or {}).get("measures_s")
+                if measures:  # part of the answering time: the likelihood passes, similarity
+                    inner.append(f"of which measures {measures:.0f} s "
+                                 f"({measures / run['elapsed_s']:.0%})")
             counted = (run.get("load_s") or 0) + (run.get("elapsed_s") or 0)
         if inner:
             inner.append(f"the rest {max(s - counted, 0):.0f} s")

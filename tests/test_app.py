@@ -118,6 +118,12 @@ def test_a_question_from_a_file_brings_its_reference_and_metrics(app):
         assert metrics["contains"] in (0.0, 1.0) and metrics["f1"] is not None
         assert (metrics["retrieval_hit"] is not None) == ("rag" in arm)  # source title known
         assert any(c.value.startswith("contém") for c in column.caption)
+        # measures without a judge: on the record and on the card
+        assert metrics["ref_logprob"] < 0 and -1.0 <= metrics["similarity"] <= 1.0
+        assert "portuguese" in metrics and "faithfulness" in metrics
+        if "rag" not in arm:
+            assert metrics["faithfulness"] is None  # no passages to be faithful to
+        assert any("log-prob da referência" in c.value for c in column.caption)
 
 
 def _sent_to_browser(block) -> str:
