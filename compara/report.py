@@ -441,8 +441,11 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
 TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
                  "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
                  "ended_cleanly", *MEASURE_METRICS)
-# Paired differences printed in the terminal: the measures that read what a model knows.
-TABLE_PAIRED = ("ref_logprob", "mc_correct")
+# Paired differences printed in the terminal (when the likelihood was measured): the text
+# metric next to the measures that read what a model knows.
+TABLE_PAIRED = ("contains", "ref_logprob", "mc_correct")
+PAIRED_HEADERS = {"contains": "contains pts", "ref_logprob": "log-prob",
+                  "mc_correct": "choice pts"}
 
 
 def format_pct(iv: Mapping[str, Any] | None) -> str:
@@ -477,9 +480,9 @@ def format_diff(p: Mapping[str, Any]) -> str:
     digits = 0 if pct == 100 else 2
     text = f"{pct * p['diff']:+.{digits}f}"
     if p.get("lo") is not None and p["lo"] != p["hi"]:
-        text += f" ({pct * p['lo']:+.{digits}f}, {pct * p['hi']:+.{digits}f})"
         if p["lo"] > 0 or p["hi"] < 0:
             text += " *"
+        text += f"\n({pct * p['lo']:+.{digits}f}, {pct * p['hi']:+.{digits}f})"
     return text
 
 
@@ -525,14 +528,13 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
     for p in summary.get("paired") or []:
         if p["metric"] in TABLE_PAIRED and p.get("diff") is not None:
             rows.setdefault(f"{p['a']} − {p['b']}", {})[p["metric"]] = format_diff(p)
-    if rows:
+    if any("ref_logprob" in r for r in rows.values()):
         shown = [m for m in TABLE_PAIRED if any(m in r for r in rows.values())]
         t = Table(title=f"paired differences, same questions ({conf}% interval; * leaves out 0)",
-                  title_justify="left", header_style="bold")
-        t.add_column("")
+                  title_justify="left", header_style="bold", show_lines=True)
+        t.add_column("", no_wrap=True)
         for m in shown:
-            t.add_column(LABELS[m] + (" (pts)" if m not in VALUE_METRICS else ""),
-                         justify="right")
+            t.add_column(PAIRED_HEADERS[m], justify="right")
         for pair, cells in rows.items():
             t.add_row(pair, *(cells.get(m, "—") for m in shown))
         console.print(t)
