@@ -163,6 +163,7 @@ class Measurer:
         self.scored = 0  # (question, arm) pairs put through the model, not from the cache
 
     def embed(self):
+        """The similarity's embedder; None (similarity off, said once) when it cannot load."""
         if self._embed is None:
             from compara.measures import query_side
 
@@ -170,9 +171,15 @@ class Measurer:
             if index is not None and getattr(index, "embedder", None) is not None:
                 embedder = index.embedder
             else:
-                from rag.embedders import make_embedder
+                from rag.embedders import EmbedderError, make_embedder
 
-                embedder = make_embedder(self.cfg.index)
+                try:
+                    embedder = make_embedder(self.cfg.index)
+                except (EmbedderError, OSError, ValueError) as exc:
+                    log.warning("semantic similarity left out: the embedder of index.embedder "
+                                "could not be loaded (%s)", exc)
+                    self.measures.discard("similarity")
+                    return None
             self._embed = query_side(embedder)
         return self._embed
 
@@ -188,7 +195,7 @@ class Measurer:
             from compara.measures import semantic_similarity
 
             for q, r in zip(questions, records, strict=True):
-                if q.reference and (r.get("answer") or "").strip():
+                if q.reference and (r.get("answer") or "").strip() and self.embed():
                     r["metrics"]["similarity"] = semantic_similarity(r["answer"], q.reference,
                                                                      self.embed())
         self.seconds += time.perf_counter() - t0

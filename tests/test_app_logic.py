@@ -295,3 +295,26 @@ def test_the_app_command_binds_to_localhost_and_hands_over_the_config(tmp_path):
     assert env["OMP_WAIT_POLICY"] in ("PASSIVE", os.environ.get("OMP_WAIT_POLICY"))
     result = CliRunner().invoke(app, ["app", "-s", "app.port=0"])
     assert result.exit_code != 0 and "app.port" in result.output
+
+
+def test_a_card_carries_the_measures_and_survives_a_failing_one(comparison, tmp_path,
+                                                                monkeypatch):
+    import compara.likelihood as likelihood
+    from compara.batch import AnswerCache
+
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    q = ask.typed_question("Onde nasce o Rio Verde-Claro?", "Serra do Lajeado", 200, 200)
+    rec = _answer(comparison, "rag", q, cache)
+    m = rec["metrics"]
+    assert m["ref_logprob"] < 0 and m["ref_best"] == "Serra do Lajeado"
+    assert "similarity" in m and "portuguese" in m and "faithfulness" in m
+    assert "mc_correct" not in m  # one question has no distractors: batch runs only
+    # the second time the likelihood comes from the cache, like the answer
+    monkeypatch.setattr(likelihood, "score_arm", lambda *a, **k: 1 / 0)
+    again = _answer(comparison, "rag", q, cache)
+    assert again["cached"] and again["metrics"]["ref_logprob"] == m["ref_logprob"]
+    other = ask.typed_question("Qual é o gentílico de Vila Serena?", "serenense", 200, 200)
+    failed = _answer(comparison, "base", other, cache)  # the measure fails, the answer stays
+    assert failed["answer"] is not None and "ref_logprob" not in failed["metrics"]
+    off = list(ask.stream_answer(comparison, "base", other, cache, measures=[]))[-1]
+    assert not {"ref_logprob", "similarity", "portuguese", "faithfulness"} & set(off["metrics"])

@@ -103,7 +103,17 @@ def card_measures(view: Comparison, arm: str, question: Question, prompt: str, a
                   measures: Sequence[str] | None = None,
                   cache: AnswerCache | None = None) -> dict[str, Any]:
     """Reference likelihood (cached like the batch runner's) and semantic similarity (with the
-    index's embedder; none without an index) of one answer to a question with a reference."""
+    index's embedder; none without an index) of one answer to a question with a reference.
+    A measure that fails is logged and left out: the answer itself is still shown."""
+    try:
+        return _card_measures(view, arm, question, prompt, answer, measures, cache)
+    except Exception:  # a measure must not take the answer's card down
+        log.warning("measures of arm %s left out", arm, exc_info=True)
+        return {}
+
+
+def _card_measures(view: Comparison, arm: str, question: Question, prompt: str, answer: str,
+                   measures: Sequence[str] | None, cache: AnswerCache | None) -> dict[str, Any]:
     from compara.metrics import MEASURES
 
     wanted = set(MEASURES if measures is None else measures)
