@@ -148,7 +148,8 @@ class Measurer:
 
     Likelihood and multiple choice: one :func:`compara.likelihood.score_arm` call per batch
     for the records not in the cache; similarity with the index's embedder (else the
-    configured one, loaded on first use). ``seconds`` adds up the time spent here.
+    configured one, loaded on first use). ``seconds`` adds up the time spent here, and
+    ``per_arm`` per arm.
     """
 
     def __init__(self, cfg: ExperimentConfig, comparison: Comparison, cache: AnswerCache,
@@ -160,6 +161,7 @@ class Measurer:
         self.distractors = distractors if "choice" in self.measures else {}
         self._embed = None
         self.seconds = 0.0
+        self.per_arm: dict[str, float] = {}
         self.scored = 0  # (question, arm) pairs put through the model, not from the cache
 
     def embed(self):
@@ -198,7 +200,9 @@ class Measurer:
                 if q.reference and (r.get("answer") or "").strip() and self.embed():
                     r["metrics"]["similarity"] = semantic_similarity(r["answer"], q.reference,
                                                                      self.embed())
-        self.seconds += time.perf_counter() - t0
+        spent = time.perf_counter() - t0
+        self.seconds += spent
+        self.per_arm[arm] = self.per_arm.get(arm, 0.0) + spent
 
     def _knowledge(self, arm: str, questions: Sequence[Question],
                    records: Sequence[dict[str, Any]]) -> None:
@@ -318,6 +322,7 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
     bar = progress(total=len(todo), desc="answers", unit=" answer")
     t_start = time.monotonic()
     stats = {"generated": 0, "cached": 0, "generation_s": 0.0, "scoring_s": 0.0}
+    per_arm: dict[str, float] = {}  # generation seconds
     with JsonlAppender(results) as writer:
         for arm in arm_list:
             pending = [q for a, q in todo if a == arm]
@@ -331,7 +336,9 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                 if missing:
                     t0 = time.perf_counter()
                     out_gens = comparison.generate_prompts(arm, [prepared[i][0] for i in missing])
-                    stats["generation_s"] += time.perf_counter() - t0
+                    spent = time.perf_counter() - t0
+                    stats["generation_s"] += spent
+                    per_arm[arm] = per_arm.get(arm, 0.0) + spent
                     gens = dict(zip(missing, out_gens, strict=True))
                 records = []
                 for i, q in enumerate(batch):
@@ -364,7 +371,10 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                     timing={"generation_s": round(stats["generation_s"], 2),
                             "measures_s": round(measurer.seconds, 2),
                             "text_metrics_s": round(stats["scoring_s"], 2),
-                            "likelihood_scored": measurer.scored})
+                            "likelihood_scored": measurer.scored,
+                            "per_arm": {arm: {"generation_s": round(per_arm.get(arm, 0.0), 2),
+                                              "measures_s": round(measurer.per_arm.get(arm, 0.0), 2)}
+                                        for arm in arm_list}})
     atomic_write_json(out / RUN_FILE, run_info)
     summary = write_report(out, exposure=exposure, cfg=cfg.eval)
     summary["run"] = {"dir": str(out), **run_info["answers"], "elapsed_s": run_info["elapsed_s"],

@@ -305,6 +305,9 @@ def test_batch_writes_the_measures_for_every_arm(cfg, comparison, fixtures_dir, 
     assert any(p["metric"] == "ref_logprob" and p["diff"] is not None for p in summary["paired"])
     timing = summary["run"]["timing"]
     assert timing["measures_s"] > 0 and timing["likelihood_scored"] == len(with_ref)
+    assert set(timing["per_arm"]) == {"base", "rag"}
+    assert sum(t["measures_s"] for t in timing["per_arm"].values()) == pytest.approx(
+        timing["measures_s"], abs=0.02)
     # the base arm's likelihood is exactly what score_arm gives on the written prompts
     from compara.likelihood import score_arm
     from compara.questions import Question
