@@ -302,8 +302,9 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
             for m in PAIRED_METRICS:
                 va = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[a]}
                 vb = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[b]}
-                if m in MEASURE_METRICS and not any(v is not None for v in va.values()):
-                    continue  # a measure turned off, or a run written before it existed
+                if m in MEASURE_METRICS and not (any(v is not None for v in va.values())
+                                                 and any(v is not None for v in vb.values())):
+                    continue  # turned off, written before it existed, or not for arm b
                 paired.append(paired_bootstrap(va, vb, cfg.bootstrap_resamples, cfg.confidence,
                                                cfg.seed, names=(a, b), metric=m).to_dict())
 

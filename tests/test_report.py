@@ -332,6 +332,8 @@ def test_the_measures_are_summarised_with_intervals_pairs_and_chance(tmp_path):
     diff = paired[("finetuned", "base", "ref_logprob")]
     assert diff["diff"] == pytest.approx(2.75) and diff["lo"] > 0  # both questions: +3, +2.5
     assert paired[("rag", "base", "mc_correct")]["diff"] == 1.0
+    assert ("rag", "base", "faithfulness") not in paired  # base has no passages
+    assert paired[("finetuned+rag", "rag", "faithfulness")]["n"] >= 1
     bins = saved["exposure"]["bins"]
     assert bins["0"]["ref_logprob"]["finetuned"]["mean"] == pytest.approx(-0.5)  # q2
     assert bins["3–5"]["ref_logprob"]["base"]["mean"] == pytest.approx(-4.0)    # q1
