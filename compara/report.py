@@ -560,21 +560,21 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
                     t.add_row(f"{name} ({b['questions']})",
                               *(format_value((b.get("ref_logprob") or {}).get(a)) for a in arms))
             console.print(t)
-    if by_type:
-        t = table("contains by question type (correct abstention where unanswerable)")
-        for qtype, per in summary["by_type"].items():
+    def split_table(title: str, groups: Mapping[str, Any], metric_of) -> None:
+        t = table(title)
+        for group, per in groups.items():
             n = max((s["n"] for s in per.values()), default=0)
-            metric = "abstained_correctly" if qtype == "unanswerable" else "contains"
-            t.add_row(f"{qtype} ({n})", *(format_pct((per.get(a) or {}).get("metrics", {}).get(metric))
-                                          for a in arms))
+            t.add_row(f"{group} ({n})", *(format_pct((per.get(a) or {}).get("metrics", {})
+                                                     .get(metric_of(group))) for a in arms))
         console.print(t)
+
+    if by_type:
+        split_table("contains by question type (correct abstention where unanswerable)",
+                    summary["by_type"],
+                    lambda g: "abstained_correctly" if g == "unanswerable" else "contains")
     if summary.get("by_knowledge"):
         # answerable questions the model could only know from these articles, or from school
-        t = table("contains by what the answer needs: corpus (these articles) or common knowledge")
-        for kind, per in summary["by_knowledge"].items():
-            n = max((s["n"] for s in per.values()), default=0)
-            t.add_row(f"{kind} ({n})", *(format_pct((per.get(a) or {}).get("metrics", {}).get("contains"))
-                                         for a in arms))
-        console.print(t)
+        split_table("contains by what the answer needs: corpus (these articles) or common knowledge",
+                    summary["by_knowledge"], lambda g: "contains")
     for w in summary.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
