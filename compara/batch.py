@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compara.io import InputError, JsonlAppender, atomic_write_json, iter_jsonl, sha256_file
+from compara.questions import stratified_sample
 from compara.versions import library_versions
 
 if TYPE_CHECKING:
@@ -229,28 +230,6 @@ class Measurer:
             self.scored += len(todo)
         for i, values in found.items():
             records[i]["metrics"].update({k: values.get(k) for k in keep})
-
-
-def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> list[Question]:
-    """``n`` questions spread evenly over the question types, the same ones every time.
-
-    Within each type the order is a stable hash of (seed, id); types take turns, so a small
-    sample still has lead, section, infobox, table, multi-article and unanswerable questions.
-    The chosen questions keep the file's order.
-    """
-    import hashlib
-
-    by_type: dict[str, list[Question]] = {}
-    for q in questions:
-        by_type.setdefault(q.type or "", []).append(q)
-    for group in by_type.values():
-        group.sort(key=lambda q: hashlib.sha256(f"{seed}:{q.id}".encode()).hexdigest())
-    chosen: set[str] = set()
-    while len(chosen) < min(n, len(questions)):
-        for group in by_type.values():
-            if group and len(chosen) < n:
-                chosen.add(group.pop(0).id)
-    return [q for q in questions if q.id in chosen]
 
 
 def resolve_arms(comparison: Comparison, arms: Sequence[str] | None) -> list[str]:

@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -391,3 +391,23 @@ def load_questions(path: str | Path, max_chars: int | None = DEFAULT_MAX_CHARS,
         log.warning("%s: %d question(s) loaded, %d bad record(s) skipped", path,
                     len(result.questions), len(result.problems))
     return result
+
+
+def stratified_sample(questions: Sequence[Question], n: int, seed: int = 0) -> list[Question]:
+    """``n`` questions spread evenly over the question types, the same ones every time.
+
+    Within each type the order is a stable hash of (seed, id); types take turns, so a small
+    sample still has lead, section, infobox, table, multi-article and unanswerable questions.
+    The chosen questions keep the file's order.
+    """
+    by_type: dict[str, list[Question]] = {}
+    for q in questions:
+        by_type.setdefault(q.type or "", []).append(q)
+    for group in by_type.values():
+        group.sort(key=lambda q: hashlib.sha256(f"{seed}:{q.id}".encode()).hexdigest())
+    chosen: set[str] = set()
+    while len(chosen) < min(n, len(questions)):
+        for group in by_type.values():
+            if group and len(chosen) < n:
+                chosen.add(group.pop(0).id)
+    return [q for q in questions if q.id in chosen]

@@ -83,8 +83,7 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
     n_reading = round(ft.reading * (limit or len(records)))
     references: list[list[str]] = []
     if ft.select == "questions":
-        from compara.batch import stratified_sample
-        from compara.questions import load_questions
+        from compara.questions import load_questions, stratified_sample
 
         if not cfg.paths.questions:
             raise InputError("finetune.select=questions needs paths.questions")
