@@ -41,6 +41,16 @@ def load_index_chunks(index_dir: str | Path) -> list[Any]:
     return read_chunks(index_dir / CHUNKS)
 
 
+def load_index_bm25(index_dir: str | Path) -> Any | None:
+    """The index's own BM25 over the same chunks, in the same order (None if it has none);
+    call after :func:`load_index_chunks` has verified the folder."""
+    from rag.bm25 import BM25Index
+    from rag.store import BM25_DIR
+
+    folder = Path(index_dir) / BM25_DIR
+    return BM25Index.load(folder) if folder.is_dir() else None
+
+
 def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Sequence[Any]) -> int | None:
     """The chunk of the record's article that holds its answer (the output, or its first
     sentence), or None."""
@@ -54,9 +64,11 @@ def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Seq
 
 def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[Any], *, count: int,
                           k: int = 4, no_gold_share: float = 0.2, seed: int = 42,
-                          rag_template: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                          rag_template: str | None = None, bm25: Any | None = None,
+                          ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Up to ``count`` reading records from ``records`` (fact-like ones whose answer is found in
-    a chunk of their own article), and a report of what was built."""
+    a chunk of their own article), and a report of what was built. ``bm25``: the index's own
+    keyword index over ``chunks`` (:func:`load_index_bm25`); built here when not given."""
     from compara.prompts import RagTemplate
     from rag.bm25 import BM25Index
 
@@ -66,7 +78,8 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
         by_title.setdefault(c.title, []).append(pos)
     candidates = [r for r in records if r.get("task") in SOURCE_TASKS and not r.get("input")]
     candidates.sort(key=lambda r: _key(f"{seed}:{r.get('id') or r['instruction']}"))
-    bm25 = BM25Index.build([c.text for c in chunks]) if chunks and candidates else None
+    if bm25 is None and chunks and candidates:
+        bm25 = BM25Index.build([c.text for c in chunks])
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
     seen_facts: set[str] = set()

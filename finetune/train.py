@@ -97,13 +97,14 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
                                        cfg.eval.keep_accents)
     report.selection = selection
     if n_reading:
-        from finetune.reading import build_reading_records, load_index_chunks
+        from finetune.reading import build_reading_records, load_index_bm25, load_index_chunks
 
         if not cfg.paths.index:
             raise InputError("finetune.reading needs the index (paths.index): run `compara index`")
+        chunks = load_index_chunks(cfg.paths.index)  # verified before anything is read
         reading, report.reading = build_reading_records(
-            chosen, load_index_chunks(cfg.paths.index), count=n_reading,
-            k=ft.reading_k or cfg.retrieval.k, no_gold_share=ft.reading_no_gold, seed=ft.seed)
+            chosen, chunks, count=n_reading, k=ft.reading_k or cfg.retrieval.k,
+            no_gold_share=ft.reading_no_gold, seed=ft.seed, bm25=load_index_bm25(cfg.paths.index))
         log.info("reading tasks: %d records (%d with the gold passage) from %s",
                  len(reading), report.reading["with_gold"], cfg.paths.index)
         chosen = chosen + reading

@@ -91,3 +91,35 @@ def test_reading_refuses_an_index_that_does_not_verify(chunks, tmp_path):
     with pytest.raises(IndexRefused):
         load_index_chunks(bad)
     assert read_jsonl(chunks / "chunks.jsonl")  # the good one still loads
+
+
+def test_reading_records_use_the_index_own_bm25(records, chunks):
+    from finetune.reading import load_index_bm25
+
+    loaded = load_index_chunks(chunks)
+    bm25 = load_index_bm25(chunks)
+    assert bm25 is not None
+    own, _ = build_reading_records(records, loaded, count=20, k=3, seed=7, bm25=bm25)
+    built, _ = build_reading_records(records, loaded, count=20, k=3, seed=7)
+    # the same distractors as a BM25 built on the spot over the same chunks
+    assert [r["input"] for r in own] == [r["input"] for r in built]
+
+
+def test_the_demo_selection_covers_its_questions_and_adds_reading_tasks(sample_ingest, chunks, repo_root):
+    from compara.config import load_config
+    from finetune.data import load_splits
+    from finetune.train import choose_training_records
+
+    cfg = load_config(repo_root / "configs" / "sample.yaml",
+                      [f"paths.data={sample_ingest}", f"paths.index={chunks}",
+                       "finetune.max_train_records=60", "finetune.select_questions=6",
+                       "finetune.reading=0.2"])
+    ft = cfg.finetune
+    train, _, report = load_splits(sample_ingest, tasks=ft.tasks, max_train=ft.max_train_records,
+                                   select=ft.select)
+    chosen = choose_training_records(cfg, train, report)
+    assert len(chosen) <= 60 and report.used["train"] == len(chosen)
+    assert report.selection["mode"] == "questions" and report.selection["questions"] >= 4
+    assert report.selection["questions_with_answer_in_data"] >= report.selection["questions"] - 1
+    assert 0 < sum(r["task"] == "reading" for r in chosen) <= 12
+    assert report.reading["records"] == sum(r["task"] == "reading" for r in chosen)
