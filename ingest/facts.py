@@ -23,7 +23,7 @@ spaCy model for Portuguese, stanza and NLTK download theirs), and the Wikimedia 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MONTHS = ("janeiro", "fevereiro", "março", "abril", "maio", "junho", "julho", "agosto", "setembro",
           "outubro", "novembro", "dezembro")
@@ -116,6 +116,11 @@ class Subject:
     title: str
     article: str  # "o", "a", "os", "as" or ""
     names: tuple[str, ...]  # strings that count as naming the subject (title, aliases, short name)
+    # the names case-folded once: named_in runs for every span of every sentence
+    folded: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folded", tuple(n.casefold() for n in self.names))
 
     @property
     def np(self) -> str:
@@ -128,7 +133,7 @@ class Subject:
 
     def named_in(self, text: str) -> bool:
         low = text.casefold()
-        return any(n.casefold() in low for n in self.names)
+        return any(n in low for n in self.folded)
 
 
 def subject_of(article: dict, lead: str) -> Subject:
@@ -149,6 +154,8 @@ def _sentence_case(text: str) -> str:
 
 def _resolve_pronoun(sentence: str, subj: Subject) -> str:
     """"Ele morreu em 1792." -> "Tiradentes morreu em 1792." (answers and questions name the subject)."""
+    if not sentence.startswith(_PRONOUNS):
+        return sentence
     for p in _PRONOUNS:
         if sentence.startswith(p):
             return _sentence_case(subj.np) + " " + sentence[len(p):]
@@ -341,7 +348,7 @@ def _name_facts(sentence: str, subj: Subject) -> list[Fact]:
     facts = []
     for m in _NAME_ANY.finditer(sentence):
         span = m.group("span").strip()
-        prev = sentence[:m.start()].split()[-1:] or [""]
+        prev = sentence[:m.start()].rsplit(None, 1)[-1:] or [""]  # the word before
         if prev[0][:1].isupper() and prev[0].casefold() not in _NOT_VERB_START:
             continue  # the tail of a name that starts the sentence ("Noel Rosa")
         if len(span) < 4 or subj.named_in(span) or _MONTH_OR_WEEKDAY.match(span) or " " not in span \

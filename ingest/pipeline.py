@@ -71,10 +71,13 @@ def article_url(base_url: str, title: str) -> str:
 @dataclass
 class InstructionBatch:
     """One article's instruction records, ready to write: the lines of each split joined, and
-    per record (key, split, task, output chars) in the order of those lines."""
+    per record (key, split, task, output chars) in the order of those lines.
+
+    The lines are UTF-8 bytes, as orjson writes them: a worker hands them to the writer without
+    decoding them to str and pickling them back to UTF-8 (the writer decodes them once)."""
 
     keys: list[int]
-    joined: dict[str, str]
+    joined: dict[str, bytes]
     rows: list[tuple[int, str, str, int]]
     coverage: dict[str, Any] | None = None  # ingest.instructions.sentence_coverage of the article
 
@@ -82,17 +85,20 @@ class InstructionBatch:
 def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig,
                        splits: list[str] | None = None,
                        coverage: dict[str, Any] | None = None) -> InstructionBatch:
-    from ingest.instructions import dedup_key, split_of
+    import orjson
+
+    from ingest.instructions import dedup_key, splits_of
 
     icfg = cfg.instructions
-    rows, lines = [], {"train": [], "val": []}
     if splits is None:
-        splits = [split_of(r["id"], icfg.val_fraction, icfg.split_salt) for r in records]
+        splits = splits_of([r["id"] for r in records], icfg.val_fraction, icfg.split_salt)
+    rows = [(dedup_key(r), split, r["task"], len(r["output"]))
+            for r, split in zip(records, splits, strict=True)]
+    lines: dict[str, list[bytes]] = {"train": [], "val": []}
     for r, split in zip(records, splits, strict=True):
-        rows.append((dedup_key(r), split, r["task"], len(r["output"])))
-        lines[split].append(dumps(r) + "\n")
+        lines[split].append(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))
     return InstructionBatch([row[0] for row in rows],
-                            {split: "".join(parts) for split, parts in lines.items()}, rows, coverage)
+                            {split: b"".join(parts) for split, parts in lines.items()}, rows, coverage)
 
 
 def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
@@ -253,7 +259,7 @@ class _Run:
             self.seen |= keys
             for split, text in batch.joined.items():
                 if text:
-                    self.writers[split].write_text(text)
+                    self.writers[split].write_text(text.decode())
             for _, split, task, chars in batch.rows:
                 self.lines[split] += 1
                 self.stats.add(task, split, chars)
@@ -261,7 +267,7 @@ class _Run:
         # Some records were seen before (e.g. the same passage under another title): keep the
         # others, still one write per split.
         # (split on "\n" only: str.splitlines would also cut at U+2028 or U+0085 inside a text)
-        pending = {split: iter(text[:-1].split("\n")) for split, text in batch.joined.items()}
+        pending = {split: iter(text.decode()[:-1].split("\n")) for split, text in batch.joined.items()}
         kept: dict[str, list[str]] = {"train": [], "val": []}
         for key, split, task, chars in batch.rows:
             line = next(pending[split])

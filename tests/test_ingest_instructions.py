@@ -1,5 +1,6 @@
 """The instruction set: task types, paraphrases, bounds, dedup and a split that never reshuffles."""
 
+import hashlib
 from collections import Counter
 
 from compara.io import read_jsonl
@@ -9,7 +10,10 @@ from ingest.instructions import (
     InstructionStats,
     article_instructions,
     generate,
+    record_id,
+    split_of,
     split_sentences,
+    splits_of,
     take_sentences,
 )
 
@@ -19,6 +23,22 @@ def test_sentence_splitting_respects_portuguese_abbreviations():
     assert split_sentences(text) == ["D. Pedro II governou até 1889.", "Morreu em Paris.",
                                      "O Sr. Silva e a Dra. Ana chegaram no séc. XIX.", "Fim."]
     assert take_sentences(text, 50) == "D. Pedro II governou até 1889. Morreu em Paris."
+
+
+def test_sentence_ends_keep_their_closing_quote_or_parenthesis():
+    text = 'Ele disse "basta." Depois saiu. (Voltou em 1890.) E então? «Nunca!» Fim…  2 anos após.'
+    assert split_sentences(text) == ['Ele disse "basta."', "Depois saiu.", "(Voltou em 1890.)",
+                                     "E então?", "«Nunca!»", "Fim…", "2 anos após."]
+    # no capital (or digit, or opening quote) after the stop: no sentence break
+    assert split_sentences("Custou 3 mil réis. e mais nada.") == ["Custou 3 mil réis. e mais nada."]
+
+
+def test_split_is_a_hash_of_the_id_keyed_with_the_salt():
+    ids = [record_id("fact", f"Pergunta {i}?", "") for i in range(300)]
+    expected = ["val" if int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=b"compara")
+                                        .digest(), "big") < 0.08 * 2**64 else "train" for i in ids]
+    assert splits_of(ids, 0.08, "compara") == expected == [split_of(i, 0.08, "compara") for i in ids]
+    assert 5 < expected.count("val") < 50
 
 
 def test_every_task_type_with_paraphrases(fixtures_dir):
