@@ -107,6 +107,21 @@ def test_date_quantity_and_place_questions_ask_the_span():
     assert died[0].questions[0] == "Quando Helena Vasconcelos Ramos morreu?"
 
 
+def test_a_clause_has_a_verb_when_one_of_its_words_is_or_ends_like_one():
+    from ingest.facts import _HAS_VERB, _VERB_END, _VERBS
+
+    def per_word(text: str) -> bool:  # the definition: a test per word
+        return any(w in _VERBS or _VERB_END.search(w) for w in text.split())
+
+    clauses = ["tornou-se distrito de Campo Belo", "a cidade de Campo Belo", "foi elevado",
+               "o rio subiu muito", "chamava-se Vila Nova", "morou na rua", "Vila é antiga",
+               "a foz e a nascente", "eu", "doutoramento em 1950", "o acervo do museu",
+               "seu\u00a0pai", "quem ficou-lhe", "os seus", "tinham\tterras", ""]
+    for clause in clauses:
+        assert bool(_HAS_VERB.search(clause)) == per_word(clause), clause
+    assert sum(per_word(c) for c in clauses) >= 7
+
+
 def test_splitter_survives_abbreviations_numbers_lists_and_quotes():
     text = ('O Sr. Artur chegou no séc. XIX. Pelo art. 5º da lei, todos são iguais. D. Pedro I '
             'partiu em 1831. A área é de 1.200,5 km². Ele disse: "Vou." Depois saiu. Mede 5 km. '
