@@ -92,11 +92,12 @@ def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig,
     icfg = cfg.instructions
     if splits is None:
         splits = splits_of([r["id"] for r in records], icfg.val_fraction, icfg.split_salt)
-    rows = [(dedup_key(r), split, r["task"], len(r["output"]))
-            for r, split in zip(records, splits, strict=True)]
+    dump, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    rows = []
     lines: dict[str, list[bytes]] = {"train": [], "val": []}
     for r, split in zip(records, splits, strict=True):
-        lines[split].append(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE))
+        rows.append((dedup_key(r), split, r["task"], len(r["output"])))
+        lines[split].append(dump(r, option=newline))
     return InstructionBatch([row[0] for row in rows],
                             {split: b"".join(parts) for split, parts in lines.items()}, rows, coverage)
 

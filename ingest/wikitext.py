@@ -83,7 +83,9 @@ _HRULE = re.compile(r"^-{4,}\s*")
 _SPACES = re.compile(r"[ \t\u00a0\u2009\u202f]+")
 _EMPTY_PARENS = re.compile(r"\(\s*[,;:]?\s*\)")
 _SPACE_AFTER_PAREN = re.compile(r"\( +")
-_SPACE_BEFORE_PUNCT = re.compile(r" +([,.;:!?)])")
+# (a space and then " *", not " +": a pattern that opens with a literal or a character class lets
+# the engine skip to the candidates in C instead of trying the pattern at every position)
+_SPACE_BEFORE_PUNCT = re.compile(r"  *([,.;:!?)])")
 # Markup left unpaired: a template never closed goes with the rest of its line, a line that
 # still starts with "|" (a parameter of that template, a row of a broken table) goes whole,
 # stray brackets and braces go alone.
@@ -140,23 +142,20 @@ def split_params(body: str) -> list[str]:
     if "[[" not in body:
         return body.split("|")
     parts, depth, start = [], 0, 0
-    i, n = 0, len(body)
-    while i < n:
-        c = body[i]
-        if c == "[" and body.startswith("[[", i):
+    for m in _PARAM_TOKEN.finditer(body):  # only the brackets and pipes, not every character
+        token = m.group()
+        if token == "[[":
             depth += 1
-            i += 2
-            continue
-        if c == "]" and body.startswith("]]", i) and depth:
-            depth -= 1
-            i += 2
-            continue
-        if c == "|" and depth == 0:
-            parts.append(body[start:i])
-            start = i + 1
-        i += 1
+        elif token == "]]":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            parts.append(body[start:m.start()])
+            start = m.end()
     parts.append(body[start:])
     return parts
+
+
+_PARAM_TOKEN = re.compile(r"\[\[|\]\]|\|")
 
 
 def parse_params(parts: list[str]) -> tpl.Params:
@@ -547,7 +546,7 @@ def clean_inline(text: str, ctx: _Context, sep: str = " ") -> str:
         if "\n*" in text or "\n#" in text or text[:1] in "*#":
             text = _VALUE_LIST_ITEM.sub(", ", "\n" + text).lstrip(", ")
         text = text.replace("\n", " ")
-    text = _SPACES.sub(" ", text)
+    text = _collapse_spaces(text)
     if "(" in text:
         text = _EMPTY_PARENS.sub("", text)
         if "( " in text:  # "({{Flagicon|ENG}} Inglaterra)": the icon went, its space stays
@@ -562,9 +561,20 @@ _HRULES = re.compile(r"^-{4,}[ \t]*", re.MULTILINE)
 # Runs of spacing to collapse: two or more, or one that is not a plain space (a plain single
 # space, between every two words, is left alone: replacing it by itself costs the most).
 _SPACE_RUNS = re.compile(r"[ \t\u00a0\u2009\u202f]{2,}|[\t\u00a0\u2009\u202f]")
-_LINE_EDGE_SPACES = re.compile(r"^ +| +$", re.MULTILINE)
+# "^ +| +$" written to open with its space (see _SPACE_BEFORE_PUNCT)
+_LINE_EDGE_SPACES = re.compile(r" (?<=^ ) *|  *$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n{3,}")
-_HEADING_LINE = re.compile(r"^(={1,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.MULTILINE)
+# "^(={1,6})...": opening with the "=" (its line start looked behind for) lets the engine jump from
+# "=" to "=" instead of trying every position of the page.
+_HEADING_LINE = re.compile(r"(=(?<=^=)={0,5})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.MULTILINE)
+
+
+def _collapse_spaces(text: str) -> str:
+    """Runs of spacing to one plain space (what _SPACES.sub(" ", text) gives, without rewriting
+    every single space between two words)."""
+    if "  " in text or "\t" in text or "\u00a0" in text or "\u2009" in text or "\u202f" in text:
+        return _SPACE_RUNS.sub(" ", text)
+    return text
 
 
 def _tidy(text: str) -> str:
@@ -573,8 +583,7 @@ def _tidy(text: str) -> str:
         text = _LIST_MARKERS.sub("", text)
     if "----" in text:
         text = _HRULES.sub("", text)
-    if "  " in text or "\t" in text or "\u00a0" in text or "\u2009" in text or "\u202f" in text:
-        text = _SPACE_RUNS.sub(" ", text)
+    text = _collapse_spaces(text)
     if " \n" in text or "\n " in text or text[:1] == " " or text[-1:] == " ":
         text = _LINE_EDGE_SPACES.sub("", text)
     if "(" in text:

@@ -101,6 +101,18 @@ def test_unbalanced_markup_is_counted_and_removed():
 
 def test_split_params_respects_links():
     assert split_params("a|[[B|c]]|d=e") == ["a", "[[B|c]]", "d=e"]
+    # nested links, a stray "]]" outside any link, a link left open
+    assert split_params("x=[[A|[[B|b]]]]|y]]|z") == ["x=[[A|[[B|b]]]]", "y]]", "z"]
+    assert split_params("[[[A|a]]]|b") == ["[[[A|a]]]", "b"]
+    assert split_params("a|[[B|c") == ["a", "[[B|c"]
+
+
+def test_headings_and_spacing_at_line_edges():
+    page = parse_wikitext("Lead.\n== História ==\n  Texto  \n=== Sub ===\nMais , texto .\n"
+                          "x == y ==\n= Nível um =\nFim")
+    assert [(s.heading, s.level, s.text) for s in page.sections] == [
+        ("", 0, "Lead."), ("História", 2, "Texto"), ("Sub", 3, "Mais, texto.\nx == y =="),
+        ("Nível um", 1, "Fim")]
 
 
 def test_no_markup_survives_on_the_whole_sample(sample_articles):
