@@ -259,13 +259,16 @@ class Comparison:
                       stopped_on_eos=gen.stopped_on_eos, finish_reason=gen.finish_reason,
                       identity=self.identity(arm), truncated=truncated, retrieval_s=seconds)
 
-    def generate_prompts(self, arm: str, prompts: Sequence[str], on_batch=None) -> list[Generation]:
+    def generate_prompts(self, arm: str, prompts: Sequence[str], on_batch=None,
+                         score: Sequence[Sequence[str]] | None = None) -> list[Generation]:
+        """Generations of ``prompts`` through ``arm``; ``score``: texts to score after each
+        prompt on the same prompt pass (``Generation.scores``, see compara.generation)."""
         from compara.generation import generate
 
         self.check(arm)
         with self.arm_state(arm):
             return generate(self.loaded.model, self.loaded.tokenizer, prompts, self.decoding,
-                            on_batch=on_batch, stop_strings=self.stop_strings)
+                            on_batch=on_batch, stop_strings=self.stop_strings, score=score)
 
     def answer(self, arm: str, questions: Sequence[str], on_batch=None) -> list[Answer]:
         """Answers of one arm to several questions (generated in batches)."""

@@ -186,14 +186,42 @@ class Measurer:
             self._embed = query_side(embedder)
         return self._embed
 
+    @property
+    def scores_texts(self) -> bool:
+        """Whether reference likelihood or multiple choice is measured."""
+        return bool({"likelihood", "choice"} & self.measures)
+
+    def texts(self, question: Question) -> list[str]:
+        """What is scored after a question's prompt: its references, then its distractors."""
+        if not question.reference:
+            return []
+        return [*question.reference, *self.distractors.get(question.id, [])]
+
+    def pending(self, arm: str, question: Question, prompt: str) -> list[str]:
+        """The texts to score with the answer's generation: none when the scores are
+        cached (or not measured)."""
+        texts = self.texts(question) if self.scores_texts else []
+        if texts and self.cache.get(self._key(arm, prompt, texts)) is not None:
+            return []
+        return texts
+
+    def _key(self, arm: str, prompt: str, texts: Sequence[str]) -> str:
+        from compara.likelihood import cache_key
+
+        return cache_key(self.comparison, arm, prompt, texts)
+
     def measure(self, arm: str, questions: Sequence[Question],
-                records: Sequence[dict[str, Any]]) -> None:
-        """Put each record's model measures in ``record["metrics"]`` (before score_answer)."""
+                records: Sequence[dict[str, Any]],
+                given: dict[int, tuple[list[float | None], float]] | None = None) -> None:
+        """Put each record's model measures in ``record["metrics"]`` (before score_answer).
+
+        ``given``: record index -> (scores of :meth:`texts`, seconds) already computed on the
+        prompt pass of the answer's generation; they are cached and counted here."""
         t0 = time.perf_counter()
         for r in records:
             r.setdefault("metrics", {})
-        if {"likelihood", "choice"} & self.measures:
-            self._knowledge(arm, questions, records)
+        if self.scores_texts:
+            self._knowledge(arm, questions, records, given or {})
         if "similarity" in self.measures:
             from compara.measures import semantic_similarity
 
@@ -201,13 +229,14 @@ class Measurer:
                 if q.reference and (r.get("answer") or "").strip() and self.embed():
                     r["metrics"]["similarity"] = semantic_similarity(r["answer"], q.reference,
                                                                      self.embed())
-        spent = time.perf_counter() - t0
+        spent = time.perf_counter() - t0 + sum(s for _, s in (given or {}).values())
         self.seconds += spent
         self.per_arm[arm] = self.per_arm.get(arm, 0.0) + spent
 
     def _knowledge(self, arm: str, questions: Sequence[Question],
-                   records: Sequence[dict[str, Any]]) -> None:
-        from compara.likelihood import cache_key, score_arm
+                   records: Sequence[dict[str, Any]],
+                   given: dict[int, tuple[list[float | None], float]]) -> None:
+        from compara.likelihood import score_arm, score_question
         from compara.metrics import MEASURES
 
         keep = [f for name in ("likelihood", "choice") if name in self.measures
@@ -215,8 +244,15 @@ class Measurer:
         keys, found = {}, {}
         for i, (q, r) in enumerate(zip(questions, records, strict=True)):
             if q.reference:
-                texts = [*q.reference, *self.distractors.get(q.id, [])]
-                keys[i] = cache_key(self.comparison, arm, r["prompt"], texts)
+                texts = self.texts(q)
+                keys[i] = self._key(arm, r["prompt"], texts)
+                if i in given and len(given[i][0]) == len(texts):
+                    found[i] = score_question(q.id, arm, q.reference,
+                                              self.distractors.get(q.id, []),
+                                              given[i][0]).to_record()
+                    self.cache.put(keys[i], found[i])
+                    self.scored += 1
+                    continue
                 hit = self.cache.get(keys[i])
                 if hit is not None:
                     found[i] = hit
@@ -311,14 +347,20 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                 keys = [comparison.cache_key(arm, p[0]) for p in prepared]
                 cached = [cache.get(k) for k in keys]
                 missing = [i for i, c in enumerate(cached) if c is None]
-                gens = {}
+                gens, given = {}, {}
                 if missing:
+                    # the reference likelihood rides on the answer's prompt pass
+                    score = [measurer.pending(arm, batch[i], prepared[i][0]) for i in missing]
                     t0 = time.perf_counter()
-                    out_gens = comparison.generate_prompts(arm, [prepared[i][0] for i in missing])
-                    spent = time.perf_counter() - t0
+                    out_gens = comparison.generate_prompts(
+                        arm, [prepared[i][0] for i in missing],
+                        score=score if any(score) else None)
+                    spent = time.perf_counter() - t0 - sum(g.scoring_s for g in out_gens)
                     stats["generation_s"] += spent
                     per_arm[arm] = per_arm.get(arm, 0.0) + spent
                     gens = dict(zip(missing, out_gens, strict=True))
+                    given = {i: (g.scores, g.scoring_s) for i, g in gens.items()
+                             if g.scores is not None}
                 records = []
                 for i, q in enumerate(batch):
                     prompt, passages, truncated, seconds = prepared[i]
@@ -333,7 +375,7 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
                         from_cache = True
                     records.append({"key": keys[i], **q.to_dict(), **ans, "cached": from_cache})
                     stats["cached" if from_cache else "generated"] += 1
-                measurer.measure(arm, batch, records)
+                measurer.measure(arm, batch, records, given)
                 for record in records:
                     t0 = time.perf_counter()
                     score_answer(record, exposure, keep_accents=cfg.eval.keep_accents,

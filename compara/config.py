@@ -76,7 +76,13 @@ class GenerationConfig(ConfigBase):
     stop_strings: list[str] | None = opt(
         None, "An answer ends where one of these is generated (it is cut off the answer), the "
               "same for every arm. None: the template's section markers (`\\n###`); [] turns "
-              "it off (answers end on EOS or at max_new_tokens only).")
+              "stop strings off, the line break included (answers end on EOS or at "
+              "max_new_tokens only).")
+    stop_at_line_break: bool = opt(
+        True, "An answer also ends at its first line break after some text, for every arm: "
+              "every answer the instruction set teaches is one line (ingest writes no line "
+              "break in an output), and a base model that goes on past its answer begins a new "
+              "line (a new passage, the next section). false for multi-line answers.")
     do_sample: bool = opt(False, "Sample instead of greedy decoding (greedy is the default).")
     temperature: float = opt(0.7, "Sampling temperature (with do_sample).")
     top_p: float = opt(0.9, "Nucleus sampling mass (with do_sample).")
@@ -119,10 +125,14 @@ class GenerationConfig(ConfigBase):
         return ident
 
     def resolved_stop_strings(self, template: Any) -> list[str]:
-        """The stop strings in force: the configured ones, else the template's markers."""
-        if self.stop_strings is not None:
-            return list(self.stop_strings)
-        return list(template.stop_markers)
+        """The stop strings in force: the configured ones, else the template's markers, and
+        a line break (:attr:`stop_at_line_break`); none at all for ``stop_strings: []``."""
+        if self.stop_strings == []:
+            return []
+        stops = list(self.stop_strings if self.stop_strings is not None else template.stop_markers)
+        if self.stop_at_line_break and "\n" not in stops:
+            stops.append("\n")
+        return stops
 
 
 @dataclass

@@ -34,6 +34,11 @@ class Generation:
     stopped_on_eos: bool
     batch_size: int = 1
     finish_reason: str = "max_tokens"  # eos | stop_string | max_tokens
+    # Mean log-probability per token of each text asked to be scored after this prompt
+    # (``generate(score=...)``), from the prompt pass the answer was generated from; None
+    # when nothing was asked. ``scoring_s``: this row's share of its batch's scoring time.
+    scores: list[float | None] | None = None
+    scoring_s: float = 0.0
 
     @property
     def ended_cleanly(self) -> bool:
@@ -88,14 +93,22 @@ def stop_string_cut(text: str, stop_strings: Sequence[str], before: str = "") ->
 
     ``before`` is the end of the prompt: a stop string may begin there (the prompt ends with a
     newline and the model writes ``###`` at once); only a match that ends inside ``text``
-    counts, so the prompt's own section markers never do.
+    counts, so the prompt's own section markers never do. A stop string of white space only
+    (a line break) counts only once the answer has begun, after its first visible character:
+    a model may open its answer with a blank line.
     """
     if not stop_strings:
         return None
     context = before[-(max(len(s) for s in stop_strings) - 1):] if before else ""
     joined = context + text
+    begun = len(text) - len(text.lstrip())  # where the answer's first visible character is
     cuts = []
     for s in stop_strings:
+        if s.isspace():
+            at = text.find(s, begun + 1) if begun < len(text) else -1
+            if at >= 0:
+                cuts.append(at)
+            continue
         at = joined.find(s, max(0, len(context) - len(s) + 1))
         if at >= 0:
             cuts.append(max(0, at - len(context)))
@@ -118,50 +131,130 @@ def _finish(tokenizer, row: Sequence[int], eos: set[int], stop_strings: Sequence
     return ids, text.strip(), stopped, "eos" if stopped else "max_tokens"
 
 
-def stop_criteria(tokenizer, stop_strings: Sequence[str]) -> list[Any]:
-    """transformers' stop-string criterion (ends a row as soon as a token completes one)."""
+def stop_criteria(tokenizer, stop_strings: Sequence[str], prompts: Sequence[str] = (),
+                  width: int = 0) -> list[Any]:
+    """A stopping criterion that ends a row as soon as its text holds a stop string, decided
+    by :func:`stop_string_cut` (the same rule that cuts the answer afterwards). ``prompts``:
+    the batch's prompts, ``width``: the padded prompt length (new tokens start there)."""
     if not stop_strings:
         return []
-    from transformers import StopStringCriteria
+    import torch
+    from transformers import StoppingCriteria
 
-    return [StopStringCriteria(tokenizer, list(stop_strings))]
+    class TextStop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            done = []
+            for j, row in enumerate(input_ids[:, width:].tolist()):
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                before = prompts[j] if j < len(prompts) else ""
+                done.append(stop_string_cut(text, stop_strings, before) is not None)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return [TextStop()]
+
+
+def shares_prefix(model, enc) -> bool:
+    """Whether generation can go on from :func:`compara.likelihood.prefix_cache` for this
+    batch: a model that takes a key/value cache, and prompts of two tokens or more."""
+    from compara.likelihood import _accepts
+
+    return enc["input_ids"].shape[1] >= 2 and _accepts(model, "past_key_values")
+
+
+def _score(model, tokenizer, cache, enc, texts: Sequence[Sequence[str]], prompts: Sequence[str],
+           rows_per_pass: int) -> list[list[float | None]]:
+    """Each prompt's ``texts`` scored on the batch's prefix cache (see compara.likelihood)."""
+    from compara.likelihood import encode_pair, score_after_prefix
+
+    rows, where = [], []
+    out: list[list[float | None]] = [[None] * len(t) for t in texts]
+    for j, (prompt, wanted) in enumerate(zip(prompts, texts, strict=True)):
+        for k, text in enumerate(wanted):
+            ids = encode_pair(tokenizer, prompt, text)[1]
+            if ids:
+                rows.append((j, ids))
+                where.append((j, k))
+    if rows:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        values = score_after_prefix(model, cache, enc["input_ids"], enc["attention_mask"], rows,
+                                    pad, rows_per_pass)
+        for (j, k), value in zip(where, values, strict=True):
+            out[j][k] = value
+    return out
 
 
 def generate(model, tokenizer, prompts: Sequence[str], decoding,
              on_batch: Callable[[int], None] | None = None,
-             stop_strings: Sequence[str] = ()) -> list[Generation]:
+             stop_strings: Sequence[str] = (),
+             score: Sequence[Sequence[str]] | None = None) -> list[Generation]:
     """Continuations of ``prompts`` in batches of ``decoding.batch_size`` (similar lengths
     together, left padding), in the order given; each row ends on EOS, at the first of
-    ``stop_strings`` (cut off its text) or at ``max_new_tokens``."""
+    ``stop_strings`` (cut off its text) or at ``max_new_tokens``.
+
+    Each batch's prompts are run once (all but their last token, :func:`compara.likelihood.
+    prefix_cache`) and generation goes on from that cache. ``score[i]``, texts to score after
+    ``prompts[i]`` (a question's references and distractors), are scored on the same cache
+    before generating (:attr:`Generation.scores`): the reference likelihood costs no second
+    pass over a long prompt. Generation is the same with or without ``score``.
+    """
     import torch
     from transformers import StoppingCriteriaList
 
+    if score is not None and len(score) != len(prompts):
+        raise ValueError(f"{len(score)} lists of texts to score for {len(prompts)} prompts")
     device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
     kwargs = decoding_kwargs(decoding, tokenizer)
-    criteria = stop_criteria(tokenizer, stop_strings)
-    if criteria:
-        kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, Generation] = {}
     size = max(1, decoding.batch_size)
     for start in range(0, len(order), size):
         idx = order[start:start + size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        batch_prompts = [prompts[i] for i in idx]
+        enc = tokenizer(batch_prompts, return_tensors="pt", padding=True).to(device)
         lengths = enc["attention_mask"].sum(dim=1).tolist()
+        criteria = stop_criteria(tokenizer, stop_strings, batch_prompts, enc["input_ids"].shape[1])
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         if decoding.do_sample:
             torch.manual_seed(decoding.seed)
+        scores: list[list[float | None]] | None = None
+        scoring_s = 0.0
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**enc, **kwargs)
-        elapsed = time.perf_counter() - t0
+            extra: dict[str, Any] = {}
+            if shares_prefix(model, enc):
+                from compara.likelihood import prefix_cache
+
+                extra["past_key_values"] = prefix_cache(model, enc["input_ids"],
+                                                        enc["attention_mask"])
+                if score is not None and any(score[i] for i in idx):
+                    s0 = time.perf_counter()
+                    scores = _score(model, tokenizer, extra["past_key_values"], enc,
+                                    [score[i] for i in idx], batch_prompts, max(size, 8))
+                    scoring_s = time.perf_counter() - s0
+            elif score is not None and any(score[i] for i in idx):
+                from compara.likelihood import reference_logprobs
+
+                s0 = time.perf_counter()
+                flat = [(j, text) for j, i in enumerate(idx) for text in score[i]]
+                values = reference_logprobs(model, tokenizer, [batch_prompts[j] for j, _ in flat],
+                                            [t for _, t in flat], batch_size=size)
+                scores = [[] for _ in idx]
+                for (j, _), value in zip(flat, values, strict=True):
+                    scores[j].append(value)
+                scoring_s = time.perf_counter() - s0
+            out = model.generate(**enc, **extra, **kwargs)
+        elapsed = time.perf_counter() - t0 - scoring_s
         new = out[:, enc["input_ids"].shape[1]:].tolist()
-        for row, i, n_in in zip(new, idx, lengths, strict=True):
+        for j, (row, i, n_in) in enumerate(zip(new, idx, lengths, strict=True)):
             ids, text, stopped, reason = _finish(tokenizer, row, stop, stop_strings, prompts[i])
             results[i] = Generation(
                 text=text, token_ids=ids, tokens_in=int(n_in), tokens_out=len(ids),
                 latency_s=round(elapsed, 4), stopped_on_eos=stopped, batch_size=len(idx),
-                finish_reason=reason)
+                finish_reason=reason,
+                scores=None if scores is None or not score[i] else scores[j],
+                scoring_s=round(scoring_s / len(idx), 4))
         if on_batch is not None:
             on_batch(len(idx))
     return [results[i] for i in range(len(prompts))]
@@ -233,7 +326,8 @@ def generate_stream(model, tokenizer, prompt: str, decoding,
     kwargs = decoding_kwargs(decoding, tokenizer)
     cancel = threading.Event()
     kwargs["stopping_criteria"] = StoppingCriteriaList(
-        [_cancel_criterion(cancel), *stop_criteria(tokenizer, stop_strings)])
+        [_cancel_criterion(cancel),
+         *stop_criteria(tokenizer, stop_strings, [prompt], enc["input_ids"].shape[1])])
     shown = StopFilter(stop_strings, prompt)
     holder: dict[str, Any] = {}
 

@@ -97,51 +97,77 @@ def _batch_logprobs(model, rows: list[tuple[list[int], list[int]]], pad_id: int,
     return [float(token_lp[j, -len(r):].mean()) for j, (_, r) in enumerate(rows)]
 
 
-def _prompt_then_continuations(model, prompts: list[list[int]], rows: list[tuple[int, list[int]]],
-                               pad_id: int, device, rows_per_pass: int) -> list[float]:
-    """Mean log-probability of each row's continuation (row = (prompt index, ids)): the prompts
-    in one forward pass whose key/value cache every continuation of that prompt then reuses."""
+def prefix_cache(model, input_ids, attention_mask):
+    """The key/value cache of every left-padded row of ``input_ids`` but its last token.
+
+    Both scoring (:func:`score_after_prefix`) and generation (``compara.generation``) go on
+    from it: each feeds the prompt's last token itself, so one pass over the prompt serves
+    the answer and the reference likelihood alike. Position ids count from each row's first
+    real token, as ``generate`` counts them.
+    """
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    out = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                position_ids=positions[:, :-1], use_cache=True, **keep)
+    return out.past_key_values
+
+
+def score_after_prefix(model, cache, input_ids, attention_mask,
+                       rows: Sequence[tuple[int, Sequence[int]]], pad_id: int,
+                       rows_per_pass: int) -> list[float]:
+    """Mean log-probability of each row's continuation ``(prompt row, token ids)`` after its
+    prompt, on a copy of :func:`prefix_cache`'s ``cache`` (which is left as it was).
+
+    A pass feeds each row its prompt's last token and its continuation but the last token:
+    the logits at those positions predict the continuation's tokens. Rows of similar lengths
+    share a pass (:func:`_passes`), at most ``rows_per_pass`` of them.
+    """
     import copy
 
     import torch
 
+    device = input_ids.device
+    last = input_ids[:, -1].tolist()
+    n_real = attention_mask.long().sum(dim=1).tolist()
+    prefix_mask = attention_mask[:, :-1]
+    result: list[float] = [0.0] * len(rows)
+    for chunk in _passes([len(r) for _, r in rows], rows_per_pass):
+        which = torch.tensor([rows[i][0] for i in chunk], device=device)
+        conts = [list(rows[i][1]) for i in chunk]
+        longest = max(len(c) for c in conts)
+        c_ids = torch.tensor([[last[rows[i][0]]] + c[:-1] + [pad_id] * (longest - len(c))
+                              for i, c in zip(chunk, conts, strict=True)], device=device)
+        c_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in conts],
+                              device=device)
+        c_pos = torch.tensor([[n_real[rows[i][0]] - 1 + t for t in range(longest)]
+                              for i in chunk], device=device)
+        targets = torch.tensor([c + [0] * (longest - len(c)) for c in conts], device=device)
+        past = copy.deepcopy(cache)
+        past.batch_select_indices(which)
+        logits = model(input_ids=c_ids, attention_mask=torch.cat([prefix_mask[which], c_mask], 1),
+                       position_ids=c_pos, past_key_values=past, use_cache=True).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        token_lp = torch.where(c_mask.bool(), token_lp, torch.zeros_like(token_lp))
+        for i, c, total in zip(chunk, conts, token_lp.sum(dim=1).tolist(), strict=True):
+            result[i] = total / len(c)
+        del past, logits, logp
+    return result
+
+
+def _prompt_then_continuations(model, prompts: list[list[int]], rows: list[tuple[int, list[int]]],
+                               pad_id: int, device, rows_per_pass: int) -> list[float]:
+    """Mean log-probability of each row's continuation (row = (prompt index, ids)): the prompts
+    in one forward pass whose key/value cache every continuation of that prompt then reuses."""
+    import torch
+
     width = max(len(p) for p in prompts)
+    if width < 2:  # one-token prompts: no prefix to keep, a plain pass per row
+        return _batch_logprobs(model, [(prompts[j], list(r)) for j, r in rows], pad_id, device)
     p_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
     p_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    p_pos = torch.tensor([[0] * (width - len(p)) + list(range(len(p))) for p in prompts],
-                         device=device)
-    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=p_pos, use_cache=True, **keep)
-    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # predicts each first token
-    cache = out.past_key_values
-    result: list[float] = [0.0] * len(rows)
-    fed = [len(r) - 1 for _, r in rows]  # tokens after the first: fed to the second pass
-    for chunk in _passes(fed, rows_per_pass):
-        which = torch.tensor([rows[i][0] for i in chunk], device=device)
-        totals = first[which, torch.tensor([rows[i][1][0] for i in chunk], device=device)]
-        longest = max(fed[i] for i in chunk)
-        if longest > 0:  # the tokens after the first are predicted by the continuation itself
-            conts = [rows[i][1] for i in chunk]
-            c_ids = torch.tensor([r[:-1] + [pad_id] * (longest + 1 - len(r)) for r in conts],
-                                 device=device)
-            c_mask = torch.tensor([[1] * (len(r) - 1) + [0] * (longest + 1 - len(r))
-                                   for r in conts], device=device)
-            c_pos = torch.tensor([[len(prompts[rows[i][0]]) + t for t in range(longest)]
-                                  for i in chunk], device=device)
-            past = copy.deepcopy(cache)
-            past.batch_select_indices(which)
-            logits = model(input_ids=c_ids, attention_mask=torch.cat([p_mask[which], c_mask], 1),
-                           position_ids=c_pos, past_key_values=past, use_cache=True).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            targets = torch.tensor([r[1:] + [0] * (longest + 1 - len(r)) for r in conts],
-                                   device=device)
-            token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            token_lp = torch.where(c_mask.bool(), token_lp, torch.zeros_like(token_lp))
-            totals = totals + token_lp.sum(dim=1)
-            del past, logits, logp
-        for i, total in zip(chunk, totals.tolist(), strict=True):
-            result[i] = total / len(rows[i][1])
-    return result
+    cache = prefix_cache(model, p_ids, p_mask)
+    return score_after_prefix(model, cache, p_ids, p_mask, rows, pad_id, rows_per_pass)
 
 
 # A forward pass costs about as much as this many padded tokens more (it reads every weight).

@@ -170,11 +170,11 @@ def test_a_crashed_batch_resumes_without_loss_or_duplicates(cfg, loaded, index, 
     real = comparison.generate_prompts
     calls = {"n": 0}
 
-    def crashing(arm, prompts, on_batch=None):
+    def crashing(arm, prompts, on_batch=None, score=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt  # the machine went down mid-run
-        return real(arm, prompts, on_batch)
+        return real(arm, prompts, on_batch, score=score)
 
     monkeypatch.setattr(comparison, "generate_prompts", crashing)
     out = tmp_path / "runs/crash"
@@ -256,16 +256,17 @@ def test_a_stratified_sample_covers_every_question_type(repo_root):
 # -- measures without a judge in the batch ------------------------------------------------------
 
 def _count_scoring(monkeypatch):
-    """Wrap compara.likelihood.score_arm: the (arm, question id) pairs it was asked to score."""
+    """Wrap compara.likelihood.score_question: the (arm, question id) pairs scored through the
+    model (on the answer's prompt pass, or by score_arm), not read from the cache."""
     import compara.likelihood as likelihood
 
-    real, seen = likelihood.score_arm, []
+    real, seen = likelihood.score_question, []
 
-    def counting(comparison, arm, questions, *args, **kwargs):
-        seen.extend((arm, q.id) for q in questions)
-        return real(comparison, arm, questions, *args, **kwargs)
+    def counting(question_id, arm, *args, **kwargs):
+        seen.append((arm, question_id))
+        return real(question_id, arm, *args, **kwargs)
 
-    monkeypatch.setattr(likelihood, "score_arm", counting)
+    monkeypatch.setattr(likelihood, "score_question", counting)
     return seen
 
 

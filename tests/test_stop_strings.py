@@ -35,9 +35,33 @@ def _marker(loaded, gen) -> str:
 
 def test_the_template_s_section_marker_is_the_default():
     assert PromptTemplate.load().stop_markers == ["\n###"]
-    cfg = GenerationConfig()
-    assert cfg.resolved_stop_strings(PromptTemplate.load()) == ["\n###"]
-    assert GenerationConfig(stop_strings=[]).resolved_stop_strings(PromptTemplate.load()) == []
+    tpl = PromptTemplate.load()
+    assert GenerationConfig().resolved_stop_strings(tpl) == ["\n###", "\n"]
+    assert GenerationConfig(stop_at_line_break=False).resolved_stop_strings(tpl) == ["\n###"]
+    assert GenerationConfig(stop_strings=["FIM"]).resolved_stop_strings(tpl) == ["FIM", "\n"]
+    assert GenerationConfig(stop_strings=[]).resolved_stop_strings(tpl) == []
+
+
+def test_a_line_break_ends_an_answer_only_once_it_has_begun():
+    stops = ["\n###", "\n"]
+    assert stop_string_cut("Em Brasília.\nOutra coisa", stops) == len("Em Brasília.")
+    assert stop_string_cut("\n\nEm Brasília.", stops) is None  # a blank line opens it
+    assert stop_string_cut("\n\nEm Brasília.\n\n[5] Brasília", stops) == len("\n\nEm Brasília.")
+    assert stop_string_cut("  \n", stops) is None
+    assert stop_string_cut("Em Brasília.", stops, before="Resposta:\n") is None
+    # the section marker still ends an answer that has not begun
+    assert stop_string_cut("### Instrução:", stops, before="Resposta:\n") == 0
+
+
+def test_no_training_output_holds_a_line_break(sample_ingest):
+    """What makes the line-break rule fair: it never cuts an answer the way fine-tuning
+    teaches to write one (every task, train and validation)."""
+    from compara.io import read_jsonl
+
+    records = [r for name in ("train", "val")
+               for r in read_jsonl(sample_ingest / f"instructions.{name}.jsonl")]
+    assert len({r["task"] for r in records}) >= 5
+    assert not [r["id"] for r in records if "\n" in r["output"]]
 
 
 def test_a_stop_string_cut_counts_only_what_was_generated():
@@ -84,8 +108,8 @@ def test_generation_ends_at_a_stop_string_and_says_so(loaded):
 def test_every_arm_gets_the_same_stop_strings_and_the_cache_key_knows_them(loaded):
     on = Comparison(loaded, _decoding(), PromptTemplate.load(), RagTemplate.load())
     off = on.with_settings(decoding=_decoding(stop_strings=[]))
-    assert on.stop_strings == ["\n###"] and off.stop_strings == []
-    assert on.identity("base")["decoding"]["stop_strings"] == ["\n###"]
+    assert on.stop_strings == ["\n###", "\n"] and off.stop_strings == []
+    assert on.identity("base")["decoding"]["stop_strings"] == ["\n###", "\n"]
     assert "stop_strings" not in off.identity("base")["decoding"]
     assert on.cache_key("base", PROMPT) != off.cache_key("base", PROMPT)
     (ans,) = on.answer("base", ["Onde nasce o Rio Verde-Claro?"])

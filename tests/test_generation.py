@@ -1,0 +1,93 @@
+"""One pass over each prompt serves the answer and the reference likelihood: generation that
+goes on from the prompt's prefix cache writes what plain ``model.generate`` writes, and the
+texts scored on that cache get the numbers a separate scoring pass gives, also on a model with
+sliding-window attention whose prompts are longer than the window."""
+
+from __future__ import annotations
+
+import pytest
+
+from compara.config import GenerationConfig, ModelConfig
+from compara.generation import generate
+from compara.likelihood import reference_logprobs
+from compara.prompts import PromptTemplate
+
+TEMPLATE = PromptTemplate.load()
+QUESTIONS = ["Onde nasce o rio Amazonas?", "Qual é a capital de Portugal e onde fica?",
+             "Quem", "Fale sobre a história da cidade de Recife e do seu porto no século XVIII."]
+TEXTS = [["Nos Andes.", "Em Lisboa.", "1822"], ["Lisboa, na foz do Tejo."], [],
+         ["A cidade foi fundada por bandeirantes.", "O"]]
+
+
+@pytest.fixture(scope="module")
+def llama(one_torch_thread):
+    from compara.models import load_base
+
+    loaded = load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
+    return loaded.model, loaded.tokenizer
+
+
+@pytest.fixture(scope="module")
+def sliding(llama):
+    """A 2-layer Gemma 3 (one sliding-window layer of 8 tokens, one global) on the tiny
+    tokenizer: its prompts are far longer than the window."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    _, tok = llama
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, attn_implementation="eager")
+    model = Gemma3ForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model, tok
+
+
+def _plain(model, tok, prompts, max_new_tokens):
+    """What ``model.generate`` writes for each prompt alone (no padding, no prefix cache)."""
+    import torch
+
+    out = []
+    for p in prompts:
+        enc = tok([p], return_tensors="pt")
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        row = ids[0, enc["input_ids"].shape[1]:].tolist()
+        eos = row.index(tok.eos_token_id) if tok.eos_token_id in row else len(row)
+        out.append(row[:eos])
+    return out
+
+
+@pytest.mark.parametrize("which", ["llama", "sliding"])
+def test_answers_and_scores_from_one_prompt_pass_equal_separate_ones(which, request):
+    model, tok = request.getfixturevalue(which)
+    prompts = [TEMPLATE.render(q) for q in QUESTIONS]
+    if which == "sliding":
+        assert min(len(tok(p)["input_ids"]) for p in prompts) > 8 * 3  # far past the window
+    want_ids = _plain(model, tok, prompts, 10)
+    flat = [(i, t) for i, texts in enumerate(TEXTS) for t in texts]
+    want_scores = reference_logprobs(model, tok, [prompts[i] for i, _ in flat],
+                                     [t for _, t in flat], batch_size=1, reuse_prompt=False)
+    for size in (1, 3, 4):
+        decoding = GenerationConfig(max_new_tokens=10, batch_size=size)
+        plain = generate(model, tok, prompts, decoding, stop_strings=())
+        scored = generate(model, tok, prompts, decoding, stop_strings=(), score=TEXTS)
+        assert [g.token_ids for g in plain] == want_ids, size
+        assert [g.token_ids for g in scored] == want_ids, size
+        assert all(g.scores is None for g in plain)
+        got = [scored[i].scores[k] for i, texts in enumerate(TEXTS) for k in range(len(texts))]
+        assert got == pytest.approx(want_scores, abs=1e-4), size
+        assert scored[2].scores is None  # nothing asked for that prompt
+        assert sum(g.scoring_s for g in scored) > 0
+        assert all(w < 0 for w in want_scores)
+
+
+def test_texts_to_score_must_match_the_prompts(llama):
+    model, tok = llama
+    with pytest.raises(ValueError, match="lists of texts to score"):
+        generate(model, tok, [TEMPLATE.render("Quem")], GenerationConfig(), score=[["a"], ["b"]])
