@@ -80,10 +80,9 @@ _VERBS = frozenset(
     "esteve estava possui possuía pertence pertencia vive vivia viveu existe existia dizia fazia "
     "seguia serve serviu deu veio viu pôde quis disse trouxe compõe recebe abriga reúne "
     "mede conta chega nasce morre".split())
-# A word of the clause that is one of _VERBS or ends like a verb (_VERB_END): one scan of the
-# whole clause instead of a test per word.
-_HAS_VERB = re.compile(r"(?<!\S)(?:" + "|".join(map(re.escape, sorted(_VERBS, key=len, reverse=True))) + r")(?!\S)"
-                       r"|(?:ou|eu|iu|aram|eram|iram|ava|avam)(?:-(?:se|o|a|os|as|lhe))?(?!\S)")
+# A word of a (case-folded) clause that ends like a verb (_VERB_END): one scan of the whole
+# clause instead of a test per word.
+_VERB_END_IN = re.compile(r"(?:ou|eu|iu|aram|eram|iram|ava|avam)(?:-(?:se|o|a|os|as|lhe))?(?!\S)")
 _MONTH_OR_WEEKDAY = re.compile(rf"^(?:{_MONTH}|[Ss]egunda|[Tt]erça|[Qq]uarta|[Qq]uinta|[Ss]exta|"
                                r"[Ss]ábado|[Dd]omingo)\b", re.IGNORECASE)
 
@@ -271,7 +270,9 @@ _DATE_WORDS = {"full": ("Quando", "Em que data"), "month": ("Quando", "Em que m�
 def _date_facts(sentence: str, subj: Subject) -> list[Fact]:
     facts = []
     for m in _DATE.finditer(sentence):
-        kind = next(k for k in ("full", "month", "century", "decade", "year") if m.group(k))
+        full, month, century, decade = m.group("full", "month", "century", "decade")
+        kind = ("full" if full else "month" if month else "century" if century
+                else "decade" if decade else "year")
         prep = m.group("prep").lower()
         if prep in {"no", "na", "nos", "nas"} and kind not in {"century", "decade"}:
             continue  # "no 1500" is not Portuguese; "na 1822" neither
@@ -379,6 +380,12 @@ def _name_facts(sentence: str, subj: Subject) -> list[Fact]:
     return facts
 
 
+def has_verb(text: str) -> bool:
+    """Whether a word of ``text`` is one of the common verbs or ends like a verb (_VERB_END)."""
+    low = text.casefold()
+    return not _VERBS.isdisjoint(low.split()) or _VERB_END_IN.search(low) is not None
+
+
 def _good_body(body: str) -> bool:
     """A clause worth asking about: a few words, no dangling connector, no open parenthesis."""
     words = body.split()
@@ -392,7 +399,7 @@ def _good_body(body: str) -> bool:
         return False  # an item of a dashed list, not a clause
     if "," in body and _HANGING_PREP.search(body):
         return False  # a preposition left hanging where the span was
-    if not _HAS_VERB.search(body.casefold()):
+    if not has_verb(body):
         return False  # no verb left: a fragment, not a clause
     return not body.endswith((",", " e", " ou", " de", " em"))
 

@@ -385,8 +385,10 @@ def _continue(b: _Builder, task: str, sentences: list[str], used: int, instructi
         used = end
 
 
+@functools.lru_cache(maxsize=256)
 def _prose(text: str) -> str:
-    """A section's text without its table rows and their captions."""
+    """A section's text without its table rows and their captions (once per text: the sentence
+    split and the passage task both read it)."""
     if ": " not in text:
         return text  # no line can be a table row
     lines = text.split("\n")
@@ -542,13 +544,15 @@ def sentence_coverage(article: dict[str, Any], records: list[dict[str, Any]],
 
 def _passage_title(b: _Builder) -> None:
     title = b.title
-    name_re = re.compile(re.escape(re.sub(r"\s*\([^)]*\)$", "", title)), re.IGNORECASE)
+    name_re = None  # compiled for the first passage (most articles have one; some none)
     picked = 0
     for section in (b.article.get("sections") or [])[1:]:
         for paragraph in _prose(section.get("text", "")).split("\n"):
             if len(paragraph) < 150:
                 continue
             passage = take_sentences(paragraph, b.cfg.max_input_chars)
+            if name_re is None:
+                name_re = re.compile(re.escape(re.sub(r"\s*\([^)]*\)$", "", title)), re.IGNORECASE)
             passage = name_re.sub("___", passage)
             b.add("passage_title", "De qual artigo da Wikipédia é este trecho?", title,
                   input=passage)
