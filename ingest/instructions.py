@@ -389,8 +389,8 @@ def _continue(b: _Builder, task: str, sentences: list[str], used: int, instructi
 def _prose(text: str) -> str:
     """A section's text without its table rows and their captions (once per text: the sentence
     split and the passage task both read it)."""
-    if ": " not in text:
-        return text  # no line can be a table row
+    if ": " not in text or "; " not in text:
+        return text  # no line can be a table row ("Col: value; Col: value")
     lines = text.split("\n")
     row = [_TABLE_LINE.match(line) is not None for line in lines] + [False]
     keep = []
@@ -430,8 +430,11 @@ def _infobox(b: _Builder) -> None:
 def _tables(b: _Builder) -> None:
     title = b.title
     for section in (b.article.get("sections") or []):
+        text = section.get("text", "")
+        if "; " not in text or ": " not in text:
+            continue  # no table row ("Col: value; Col: value") in this section
         rows = 0
-        for line in section.get("text", "").split("\n"):
+        for line in text.split("\n"):
             m = _TABLE_LINE.match(line)
             if not m or rows >= b.cfg.max_table_rows:
                 continue
