@@ -213,7 +213,8 @@ class _Run:
         self.pages_done = 0
         self.elapsed_before = 0.0
         self._prepare(resume)
-        self.writers = {name: JsonlAppender(self.work / fname, flush_each_line=False)
+        self.writers = {name: (_BytesAppender if name in ("train", "val") else JsonlAppender)(
+                            self.work / fname, flush_each_line=False)
                         for name, fname in _PARTS.items()}
 
     def _prepare(self, resume: bool) -> None:
@@ -260,28 +261,28 @@ class _Run:
             self.seen |= keys
             for split, text in batch.joined.items():
                 if text:
-                    self.writers[split].write_text(text.decode())
+                    self.writers[split].write_bytes(text)
             for _, split, task, chars in batch.rows:
                 self.lines[split] += 1
                 self.stats.add(task, split, chars)
             return
         # Some records were seen before (e.g. the same passage under another title): keep the
         # others, still one write per split.
-        # (split on "\n" only: str.splitlines would also cut at U+2028 or U+0085 inside a text)
-        pending = {split: iter(text.decode()[:-1].split("\n")) for split, text in batch.joined.items()}
-        kept: dict[str, list[str]] = {"train": [], "val": []}
+        # (JSON escapes a newline inside a text: every b"\n" ends a line)
+        pending = {split: iter(text[:-1].split(b"\n")) for split, text in batch.joined.items()}
+        kept: dict[str, list[bytes]] = {"train": [], "val": []}
         for key, split, task, chars in batch.rows:
             line = next(pending[split])
             if key in self.seen:
                 self.stats.duplicates_removed += 1
                 continue
             self.seen.add(key)
-            kept[split].append(line + "\n")
+            kept[split].append(line + b"\n")
             self.lines[split] += 1
             self.stats.add(task, split, chars)
         for split, lines in kept.items():
             if lines:
-                self.writers[split].write_text("".join(lines))
+                self.writers[split].write_bytes(b"".join(lines))
 
     def save_state(self, elapsed: float) -> None:
         for writer in self.writers.values():
@@ -309,6 +310,18 @@ class _Run:
     def warn(self, message: str) -> None:
         self.problems.append({"kind": "page", "message": message})
         log.warning("%s: %s", self.dump, message)
+
+
+class _BytesAppender(JsonlAppender):
+    """The instruction files: lines arrive from the workers as UTF-8 bytes (InstructionBatch) and
+    go to the file's byte layer as they are, never decoded to str and encoded back."""
+
+    def write_bytes(self, data: bytes) -> None:
+        """Append several complete lines at once (``data`` ends with a newline)."""
+        self._fh.buffer.write(data)  # nothing goes through the text layer: no order to keep
+        if self._flush_each_line:
+            self._fh.buffer.flush()
+        self.written += data.count(b"\n")
 
 
 def _truncate_lines(path: Path, keep: int) -> None:
