@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import bz2
 import json
+import os
 import re
 import resource
 import statistics
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         tools[f"wikiextractor, {w} process(es)"] = [
             str(wx_python), "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(OUT / f"wx-{w}"),
             "--processes", str(w), "--no-templates", "--json", "-q"]
+    load_before = os.getloadavg()[0]  # above 1 on this 2-core machine: another job shares it
     times: dict[str, list[float]] = {name: [] for name in tools}
     cpus: dict[str, list[float]] = {name: [] for name in tools}
     for r in range(args.rounds):
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus[name].append(cpu)
             print(f"  round {r + 1}: {name:34s} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True)
 
+    load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     med = {name: statistics.median(ts) for name, ts in times.items()}
     med_cpu = {name: statistics.median(ts) for name, ts in cpus.items()}
     floor = med["bzcat (floor)"]
@@ -234,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"pages": n_pages, "xml_bytes": xml_bytes, "rounds": args.rounds, "times_s": times,
               "cpu_s": cpus, "median_s": med, "median_cpu_s": med_cpu, "ratios": ratios,
               "leftovers": {"compara": ours_left, "wikiextractor": wx_left},
-              "markup_left": left, "cpu_capability": cpu_capability()}
+              "markup_left": left, "cpu_capability": cpu_capability(), "load_average": load}
     (OUT / "ingest.json").write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {OUT / 'ingest.json'} (CPU capability: {result['cpu_capability']})")
+    print(f"\nwrote {OUT / 'ingest.json'} (CPU capability: {result['cpu_capability']}; 1-minute "
+          f"load average {load['before']} before, {load['after']} after, on {os.cpu_count()} CPUs)")
     if leaky:
         print("FAILED: compara's text must hold no markup", file=sys.stderr)
         return 1
