@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import re
 import shutil
@@ -189,6 +190,7 @@ def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
             "config": settings}
 
 
+_SPLIT = operator.itemgetter(1)
 _PARTS = {"articles": "articles.partial.jsonl", "redirects": "redirects.jsonl",
           "train": "instructions.train.partial.jsonl", "val": "instructions.val.partial.jsonl"}
 
@@ -262,27 +264,32 @@ class _Run:
             for split, text in batch.joined.items():
                 if text:
                     self.writers[split].write_bytes(text)
-            for _, split, task, chars in batch.rows:
-                self.lines[split] += 1
-                self.stats.add(task, split, chars)
+            self._count(batch.rows)
             return
         # Some records were seen before (e.g. the same passage under another title): keep the
         # others, still one write per split.
         # (JSON escapes a newline inside a text: every b"\n" ends a line)
         pending = {split: iter(text[:-1].split(b"\n")) for split, text in batch.joined.items()}
         kept: dict[str, list[bytes]] = {"train": [], "val": []}
-        for key, split, task, chars in batch.rows:
+        kept_rows = []
+        for row in batch.rows:
+            key, split = row[0], row[1]
             line = next(pending[split])
             if key in self.seen:
                 self.stats.duplicates_removed += 1
                 continue
             self.seen.add(key)
             kept[split].append(line + b"\n")
-            self.lines[split] += 1
-            self.stats.add(task, split, chars)
+            kept_rows.append(row)
         for split, lines in kept.items():
             if lines:
                 self.writers[split].write_bytes(b"".join(lines))
+        self._count(kept_rows)
+
+    def _count(self, rows: list[tuple[int, str, str, int]]) -> None:
+        """Lines and task counts of the records written."""
+        self.lines.update(map(_SPLIT, rows))
+        self.stats.add_rows(rows)
 
     def save_state(self, elapsed: float) -> None:
         for writer in self.writers.values():

@@ -98,6 +98,18 @@ def test_split_is_stable_when_pages_are_added(sample_articles):
     assert salted != more  # another salt draws another split
 
 
+def test_rows_are_counted_as_one_add_each():
+    rows = [(1, "train", "definition", 40), (2, "val", "definition", 40), (3, "train", "fact", 90),
+            (4, "train", "fact", 95), (5, "val", "table", 20), (6, "train", "fact", 10)]
+    one, bulk = InstructionStats(), InstructionStats()
+    for _, split, task, chars in rows:
+        one.add(task, split, chars)
+    bulk.add_rows(rows)
+    bulk.add_rows([])
+    assert list(bulk.by_task.items()) == list(one.by_task.items())  # same counts, same order
+    assert bulk.by_task["fact"] == {"train": 3, "val": 0, "output_chars": 195}
+
+
 def test_duplicates_are_removed_across_articles(sample_articles):
     twin = dict(sample_articles[0])
     stats = InstructionStats()
