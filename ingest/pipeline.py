@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from compara.io import (
     InputError,
     JsonlAppender,
@@ -57,7 +59,7 @@ class IngestFailed(RuntimeError):
 class PageResult:
     kind: str  # "article", "redirect", "skipped"
     reason: str | None = None
-    article_line: str | None = None  # the article as a JSON line (aliases filled in at the end)
+    article_line: bytes | None = None  # the article as a JSON line, UTF-8 (aliases filled in at the end)
     instructions: InstructionBatch | None = None
     redirect: dict[str, Any] | None = None
     leftover_markup: int = 0
@@ -86,8 +88,6 @@ class InstructionBatch:
 def _instruction_lines(records: list[dict[str, Any]], cfg: IngestConfig,
                        splits: list[str] | None = None,
                        coverage: dict[str, Any] | None = None) -> InstructionBatch:
-    import orjson
-
     from ingest.instructions import dedup_key, splits_of
 
     icfg = cfg.instructions
@@ -147,7 +147,7 @@ def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
         "aliases": [],
     }
     records, splits, coverage = article_records(article, cfg.instructions)
-    return PageResult("article", article_line=dumps(article),
+    return PageResult("article", article_line=orjson.dumps(article, option=orjson.OPT_APPEND_NEWLINE),
                       instructions=_instruction_lines(records, cfg, splits, coverage),
                       leftover_markup=parsed.leftover_markup,
                       dropped_templates=parsed.dropped_templates)
@@ -215,7 +215,7 @@ class _Run:
         self.pages_done = 0
         self.elapsed_before = 0.0
         self._prepare(resume)
-        self.writers = {name: (_BytesAppender if name in ("train", "val") else JsonlAppender)(
+        self.writers = {name: (JsonlAppender if name == "redirects" else _BytesAppender)(
                             self.work / fname, flush_each_line=False)
                         for name, fname in _PARTS.items()}
 
@@ -320,8 +320,9 @@ class _Run:
 
 
 class _BytesAppender(JsonlAppender):
-    """The instruction files: lines arrive from the workers as UTF-8 bytes (InstructionBatch) and
-    go to the file's byte layer as they are, never decoded to str and encoded back."""
+    """The article and instruction files: lines arrive from the workers as UTF-8 bytes (as orjson
+    writes them) and go to the file's byte layer as they are, never decoded to str and encoded
+    back."""
 
     def write_bytes(self, data: bytes) -> None:
         """Append several complete lines at once (``data`` ends with a newline)."""
@@ -389,7 +390,7 @@ def _scan(run: _Run) -> DumpReader:
         for res in results:
             run.counts[res.kind] += 1
             if res.kind == "article":
-                run.writers["articles"].write_line(res.article_line)
+                run.writers["articles"].write_bytes(res.article_line)
                 run.lines["articles"] += 1
                 run.write_instructions(res.instructions)
                 if res.leftover_markup:
