@@ -387,12 +387,18 @@ def _continue(b: _Builder, task: str, sentences: list[str], used: int, instructi
         used = end
 
 
+def _may_hold_table_rows(text: str) -> bool:
+    """False when no line of ``text`` can be a table row ("Col: value; Col: value"): most
+    sections, which then skip the per-line match."""
+    return ": " in text and "; " in text
+
+
 @functools.lru_cache(maxsize=256)
 def _prose(text: str) -> str:
     """A section's text without its table rows and their captions (once per text: the sentence
     split and the passage task both read it)."""
-    if ": " not in text or "; " not in text:
-        return text  # no line can be a table row ("Col: value; Col: value")
+    if not _may_hold_table_rows(text):
+        return text
     lines = text.split("\n")
     row = [_TABLE_LINE.match(line) is not None for line in lines] + [False]
     keep = []
@@ -433,8 +439,8 @@ def _tables(b: _Builder) -> None:
     title = b.title
     for section in (b.article.get("sections") or []):
         text = section.get("text", "")
-        if "; " not in text or ": " not in text:
-            continue  # no table row ("Col: value; Col: value") in this section
+        if not _may_hold_table_rows(text):
+            continue
         rows = 0
         for line in text.split("\n"):
             m = _TABLE_LINE.match(line)
