@@ -141,14 +141,32 @@ def stop_criteria(tokenizer, stop_strings: Sequence[str], prompts: Sequence[str]
     import torch
     from transformers import StoppingCriteria
 
+    ends = {s[-1] for s in stop_strings} | {"\ufffd"}  # "\ufffd": part of a multi-byte char
+
     class TextStop(StoppingCriteria):
+        """A stop string that appears ends in the newest token, so it must hold the stop
+        string's last character: only such rows are decoded whole (decoding every row at
+        every step would cost more than the step itself with a large vocabulary)."""
+
+        def __init__(self):
+            self.piece: dict[int, bool] = {}  # token id -> its text holds a last character
+            self.done: set[int] = set()
+
         def __call__(self, input_ids, scores, **kwargs):
-            done = []
-            for j, row in enumerate(input_ids[:, width:].tolist()):
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                before = prompts[j] if j < len(prompts) else ""
-                done.append(stop_string_cut(text, stop_strings, before) is not None)
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+            last = input_ids[:, -1].tolist()
+            for j, tok_id in enumerate(last):
+                if j in self.done or input_ids.shape[1] <= width:
+                    continue
+                if tok_id not in self.piece:
+                    text = tokenizer.decode([tok_id], skip_special_tokens=True)
+                    self.piece[tok_id] = any(ch in text for ch in ends)
+                if self.piece[tok_id]:
+                    text = tokenizer.decode(input_ids[j, width:].tolist(), skip_special_tokens=True)
+                    before = prompts[j] if j < len(prompts) else ""
+                    if stop_string_cut(text, stop_strings, before) is not None:
+                        self.done.add(j)
+            return torch.tensor([j in self.done for j in range(len(last))], dtype=torch.bool,
+                                device=input_ids.device)
 
     return [TextStop()]
 

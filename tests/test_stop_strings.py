@@ -139,3 +139,32 @@ def test_an_empty_stop_string_is_refused():
     with pytest.raises(ConfigError, match="stop_strings"):
         load_config(None, ['generation.stop_strings=[""]'])
     assert load_config(None, ["generation.stop_strings=[]"]).generation.stop_strings == []
+
+
+def test_the_stopping_criterion_ends_a_row_at_the_step_its_text_first_holds_a_stop(loaded):
+    """Fed one token at a time, the criterion stops each row at the first step where
+    stop_string_cut finds a stop in its text (it decodes only rows whose newest token holds a
+    stop string's last character) and keeps it stopped."""
+    import torch
+
+    from compara.generation import stop_criteria
+
+    tok = loaded.tokenizer
+    stops = ["\n###", "\n"]
+    texts = ["\n\nEm Brasília.\nOutra linha", "Nasce na serra.\n### Instrução:", "sem fim nenhum"]
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = 3
+    (criterion,) = stop_criteria(tok, stops, ["Resposta:\n"] * 3, width)
+    longest = max(len(r) for r in rows)
+    padded = [r + [tok.pad_token_id] * (longest - len(r)) for r in rows]
+    first_stop = [None, None, None]
+    for step in range(1, longest + 1):
+        ids = torch.tensor([[7] * width + p[:step] for p in padded])
+        done = criterion(ids, None).tolist()
+        for j in range(3):
+            text = tok.decode(rows[j][:step], skip_special_tokens=True)
+            should = stop_string_cut(text, stops, "Resposta:\n") is not None
+            assert done[j] == (should or first_stop[j] is not None), (j, step, text)
+            if done[j] and first_stop[j] is None:
+                first_stop[j] = step
+    assert first_stop[0] is not None and first_stop[1] is not None and first_stop[2] is None
