@@ -131,41 +131,56 @@ def _finish(tokenizer, row: Sequence[int], eos: set[int], stop_strings: Sequence
     return ids, text.strip(), stopped, "eos" if stopped else "max_tokens"
 
 
+class StopCheck:
+    """Whether a row's new tokens hold a stop string, by :func:`stop_string_cut` (the rule
+    that cuts the answer afterwards). A stop string that appears ends in the newest token, so
+    that token's text must hold the stop string's last character: only then is the row
+    decoded whole (decoding every row at every step would cost more than the step itself
+    with a large vocabulary)."""
+
+    def __init__(self, tokenizer, stop_strings: Sequence[str]):
+        self.tokenizer = tokenizer
+        self.stop_strings = list(stop_strings)
+        self.ends = {s[-1] for s in stop_strings} | {"\ufffd"}  # "\ufffd": part of a character
+        self.piece: dict[int, bool] = {}  # token id -> its text holds a last character
+
+    def __call__(self, new_ids: Sequence[int], before: str = "") -> bool:
+        if not self.stop_strings or not new_ids:
+            return False
+        last = new_ids[-1]
+        if last not in self.piece:
+            text = self.tokenizer.decode([last], skip_special_tokens=True)
+            self.piece[last] = any(ch in text for ch in self.ends)
+        if not self.piece[last]:
+            return False
+        text = self.tokenizer.decode(list(new_ids), skip_special_tokens=True)
+        return stop_string_cut(text, self.stop_strings, before) is not None
+
+
 def stop_criteria(tokenizer, stop_strings: Sequence[str], prompts: Sequence[str] = (),
                   width: int = 0) -> list[Any]:
-    """A stopping criterion that ends a row as soon as its text holds a stop string, decided
-    by :func:`stop_string_cut` (the same rule that cuts the answer afterwards). ``prompts``:
-    the batch's prompts, ``width``: the padded prompt length (new tokens start there)."""
+    """A stopping criterion for ``model.generate`` that ends a row as soon as its text holds a
+    stop string (:class:`StopCheck`). ``prompts``: the batch's prompts, ``width``: the padded
+    prompt length (new tokens start there)."""
     if not stop_strings:
         return []
     import torch
     from transformers import StoppingCriteria
 
-    ends = {s[-1] for s in stop_strings} | {"\ufffd"}  # "\ufffd": part of a multi-byte char
+    check = StopCheck(tokenizer, stop_strings)
 
     class TextStop(StoppingCriteria):
-        """A stop string that appears ends in the newest token, so it must hold the stop
-        string's last character: only such rows are decoded whole (decoding every row at
-        every step would cost more than the step itself with a large vocabulary)."""
-
         def __init__(self):
-            self.piece: dict[int, bool] = {}  # token id -> its text holds a last character
             self.done: set[int] = set()
 
         def __call__(self, input_ids, scores, **kwargs):
-            last = input_ids[:, -1].tolist()
-            for j, tok_id in enumerate(last):
-                if j in self.done or input_ids.shape[1] <= width:
-                    continue
-                if tok_id not in self.piece:
-                    text = tokenizer.decode([tok_id], skip_special_tokens=True)
-                    self.piece[tok_id] = any(ch in text for ch in ends)
-                if self.piece[tok_id]:
-                    text = tokenizer.decode(input_ids[j, width:].tolist(), skip_special_tokens=True)
-                    before = prompts[j] if j < len(prompts) else ""
-                    if stop_string_cut(text, stop_strings, before) is not None:
+            rows = input_ids.shape[0]
+            if input_ids.shape[1] > width:
+                for j in range(rows):
+                    if j not in self.done and check(input_ids[j, width:].tolist(),
+                                                    prompts[j] if j < len(prompts) else ""):
                         self.done.add(j)
-            return torch.tensor([j in self.done for j in range(len(last))], dtype=torch.bool,
+            return torch.tensor([j in self.done for j in range(rows)], dtype=torch.bool,
                                 device=input_ids.device)
 
     return [TextStop()]
@@ -205,9 +220,11 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
              on_batch: Callable[[int], None] | None = None,
              stop_strings: Sequence[str] = (),
              score: Sequence[Sequence[str]] | None = None) -> list[Generation]:
-    """Continuations of ``prompts`` in batches of ``decoding.batch_size`` (similar lengths
-    together, left padding), in the order given; each row ends on EOS, at the first of
-    ``stop_strings`` (cut off its text) or at ``max_new_tokens``.
+    """Continuations of ``prompts``, ``decoding.batch_size`` at a time (shortest prompts
+    first, left padding), in the order given; each row ends on EOS, at the first of
+    ``stop_strings`` (cut off its text) or at ``max_new_tokens``. Greedy decoding refills the
+    batch as rows end (:mod:`compara.continuous`); sampling or a repetition penalty goes
+    through ``model.generate`` batch by batch.
 
     Each batch's prompts are run once (all but their last token, :func:`compara.likelihood.
     prefix_cache`) and generation goes on from that cache. ``score[i]``, texts to score after
@@ -220,8 +237,23 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
 
     if score is not None and len(score) != len(prompts):
         raise ValueError(f"{len(score)} lists of texts to score for {len(prompts)} prompts")
-    device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
+    from compara import continuous
+
+    if prompts and continuous.supported(model, decoding) and min(
+            len(tokenizer(p)["input_ids"]) for p in prompts) >= 2:
+        rows = continuous.generate_continuous(model, tokenizer, prompts, decoding, stop_strings,
+                                              stop, score, on_batch)
+        gens = []
+        for prompt, row in zip(prompts, rows, strict=True):
+            ids, text, stopped, reason = _finish(tokenizer, row["ids"], stop, stop_strings, prompt)
+            gens.append(Generation(
+                text=text, token_ids=ids, tokens_in=row["tokens_in"], tokens_out=len(ids),
+                latency_s=row["latency_s"], stopped_on_eos=stopped,
+                batch_size=max(1, decoding.batch_size), finish_reason=reason,
+                scores=row["scores"], scoring_s=row["scoring_s"]))
+        return gens
+    device = next(model.parameters()).device
     kwargs = decoding_kwargs(decoding, tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: dict[int, Generation] = {}

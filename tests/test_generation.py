@@ -91,3 +91,46 @@ def test_texts_to_score_must_match_the_prompts(llama):
     model, tok = llama
     with pytest.raises(ValueError, match="lists of texts to score"):
         generate(model, tok, [TEMPLATE.render("Quem")], GenerationConfig(), score=[["a"], ["b"]])
+
+
+@pytest.mark.parametrize("which", ["llama", "sliding"])
+def test_rows_that_end_early_make_room_and_every_answer_stays_the_same(which, request,
+                                                                       monkeypatch):
+    """Rows end at different steps (a frequent token made an end-of-sequence token), waiting
+    prompts join the running batch, and every answer is still token for token what
+    ``model.generate`` writes for its prompt alone."""
+    from collections import Counter
+
+    import compara.continuous as continuous
+
+    model, tok = request.getfixturevalue(which)
+    prompts = [TEMPLATE.render(q) for q in QUESTIONS + [
+        "Quando foi inaugurada a ponte?", "O que é um município e quem o governa?"]]
+    free = _plain(model, tok, prompts, 12)
+    # an early "EOS": the generated token whose first appearances are at the most different
+    # steps (never the first token of an answer)
+    def spread(t):
+        return len({ids.index(t) if t in ids else len(ids) for ids in free})
+
+    candidates = [t for t in Counter(t for ids in free for t in ids[1:])
+                  if all(ids[0] != t for ids in free)]
+    end = max(candidates, key=lambda t: (spread(t), -t))
+    monkeypatch.setattr(model.generation_config, "eos_token_id", [tok.eos_token_id, end])
+    want = []
+    for ids in _plain(model, tok, prompts, 12):
+        want.append(ids[:ids.index(end)] if end in ids else ids)
+    assert len({len(w) for w in want}) > 1  # the rows end at different steps
+    joins = []
+    real_join = continuous._join
+
+    def spy(cache, mask, other, other_mask):
+        joins.append(cache is not None)
+        return real_join(cache, mask, other, other_mask)
+
+    monkeypatch.setattr(continuous, "_join", spy)
+    for size in (2, 3, 4):
+        gens = generate(model, tok, prompts, GenerationConfig(max_new_tokens=12, batch_size=size),
+                        stop_strings=())
+        assert [g.token_ids for g in gens] == want, size
+        assert all(g.stopped_on_eos == (len(g.token_ids) < 12) for g in gens)
+    assert any(joins)  # prompts joined a batch that was running
