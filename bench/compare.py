@@ -18,10 +18,11 @@ In one run, interleaved:
    directly with the same prompt and settings (greedy, same max_new_tokens), alternating
    question by question. Goal: >= 0.95x.
 3. **Batching**: answers/s and tokens/s over the same questions one at a time vs in batches.
-4. **The demo's batch** (``--only answers``): the base and RAG arms over the same questions
-   with the demo's decoding settings (batches of ``generation.batch_size``, up to
-   ``max_new_tokens``), 4-bit vs unquantised weights, with the template's stop strings vs
-   without (the behaviour before them), interleaved: answers/s and how the answers ended.
+4. **The demo's batch** (``--only answers``): the base and RAG arms over the same questions,
+   up to 96 new tokens, interleaved: ``model.generate`` in batches of 4 with the template's
+   marker as the only stop string (how every answer was generated before) vs our continuous
+   batching loop in batches of 12 with the line-break stop (the demo's settings), 4-bit, and
+   the latter unquantised: answers/s, the ratio to before, and how the answers ended.
 
 The compute line (device, CPU capability, dtype) is printed first and written with the results.
 
@@ -187,7 +188,12 @@ def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
             "batching_speedup": batching["batched (8)"]["answers_per_s"] / batching["sequential"]["answers_per_s"]}
 
 
-CASES = (("4bit", False), ("4bit", True), ("none", True))  # before; stop strings; + unquantised
+# (label, weights, continuous batching, line-break stop, batch size): the behaviour before
+# this product's own decoding loop (model.generate in batches of 4, the template's marker as
+# the only stop), the demo's settings now, and the same unquantised.
+CASES = (("before: generate x4, marker", "4bit", False, False, 4),
+         ("now: continuous x12, marker + line break", "4bit", True, True, 12),
+         ("now, unquantised", "none", True, True, 12))
 
 
 def _cpu_seconds() -> float:
@@ -197,51 +203,54 @@ def _cpu_seconds() -> float:
 
 
 def answers(base: str, threads: int, n: int, rounds: int) -> dict:
-    """The demo's batch settings on the base and RAG arms: 4-bit without stop strings (the
-    behaviour before them), 4-bit with them, unquantised with them; interleaved (each round
-    flips the order); medians over the rounds of wall and CPU seconds."""
+    """The demo's batch on the base and RAG arms under each of CASES, interleaved (each round
+    flips the order of the weight formats and of the cases); medians over the rounds of wall
+    and CPU seconds. "before" goes through ``model.generate`` batch by batch, the way every
+    answer was generated before the continuous batching loop (``compara.continuous``)."""
     import gc
 
     import torch
 
+    import compara.continuous as continuous
     from compara.answerers import build_comparison
 
     torch.set_num_threads(threads)
     demo = _config(base, None, threads, ("generation.max_new_tokens=96",))
     questions = _questions(n)
     runs: list[dict] = []
+    supported = continuous.supported
     for rnd in range(rounds):
         quants = ["4bit", "none"] if rnd % 2 == 0 else ["none", "4bit"]
         for quant in quants:
-            cases = [stops for q, stops in CASES if q == quant]
+            cases = [c for c in CASES if c[1] == quant]
             cfg = demo.with_overrides({"model.quantize": quant,
                                        "generation.max_new_tokens": demo.generation.max_new_tokens})
             cfg.paths = demo.paths
             comparison = build_comparison(cfg, ["base", "rag"])
             comparison.answer("base", questions[:1])  # warm-up
-            for stops in (cases if rnd % 2 == 0 else cases[::-1]):
-                view = comparison.with_settings(
-                    decoding=cfg.generation if stops else cfg.generation.replace(stop_strings=[]))
+            for label, _, cont, line_break, size in (cases if rnd % 2 == 0 else cases[::-1]):
+                continuous.supported = supported if cont else (lambda *a: False)
+                view = comparison.with_settings(decoding=cfg.generation.replace(
+                    stop_at_line_break=line_break, batch_size=size))
                 for arm in ("base", "rag"):
                     t0, c0 = time.perf_counter(), _cpu_seconds()
                     got = view.answer(arm, questions)
                     s, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
                     ends = {r: sum(a.finish_reason == r for a in got)
                             for r in ("eos", "stop_string", "max_tokens")}
-                    runs.append({"round": rnd, "quantize": quant, "stop_strings": stops,
-                                 "arm": arm, "s": s, "cpu_s": cpu, "load": os.getloadavg()[0],
-                                 "answers_per_s": len(got) / s,
+                    runs.append({"round": rnd, "case": label, "arm": arm, "s": s, "cpu_s": cpu,
+                                 "load": os.getloadavg()[0], "answers_per_s": len(got) / s,
                                  "tokens_out": sum(a.tokens_out for a in got),
                                  "prefill_tokens": sum(a.tokens_in for a in got), **ends})
-                    print(f"  round {rnd + 1} {quant:>4} stops {'on ' if stops else 'off'} "
-                          f"{arm:4s}: {s:6.1f} s ({cpu:6.1f} CPU s, load "
-                          f"{runs[-1]['load']:.1f}), {len(got) / s:.2f} answers/s, "
+                    print(f"  round {rnd + 1} {label:42s} {arm:4s}: {s:6.1f} s ({cpu:6.1f} CPU "
+                          f"s, load {runs[-1]['load']:.1f}), {len(got) / s:.2f} answers/s, "
                           f"{runs[-1]['tokens_out']} tokens out, ended {ends}", flush=True)
+                continuous.supported = supported
             del comparison, view
             gc.collect()
     table = {}
-    for quant, stops in CASES:
-        rows = [r for r in runs if r["quantize"] == quant and r["stop_strings"] == stops]
+    for label, *_ in CASES:
+        rows = [r for r in runs if r["case"] == label]
         per_round: dict[int, list[dict]] = {}
         for r in rows:
             per_round.setdefault(r["round"], []).append(r)
@@ -251,11 +260,14 @@ def answers(base: str, threads: int, n: int, rounds: int) -> dict:
         ended = {arm: sum(r["eos"] + r["stop_string"] for r in rows if r["arm"] == arm)
                  / sum(r["eos"] + r["stop_string"] + r["max_tokens"] for r in rows
                        if r["arm"] == arm) for arm in ("base", "rag")}
-        table[f"{quant}, stops {'on' if stops else 'off'}"] = {
+        table[label] = {
             "s": wall, "cpu_s": cpu, "answers_per_s": count / wall,
             "answers_per_cpu_s": count / cpu, "ended_cleanly": ended,
             "tokens_out": statistics.median(
                 sum(x["tokens_out"] for x in rs) for rs in per_round.values())}
+    before = table[CASES[0][0]]["answers_per_s"]
+    for row in table.values():
+        row["vs_before"] = row["answers_per_s"] / before
     return {"questions": len(questions), "runs": runs, "table": table}
 
 
@@ -288,9 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the demo's batch, {args.questions} questions x base and rag, "
               f"{args.repeats} round(s):", flush=True)
         ans = answers(args.base, args.threads, args.questions, args.repeats)
-        before = ans["table"]["4bit, stops off"]
+        before = ans["table"][CASES[0][0]]
         for name, row in ans["table"].items():
-            print(f"  {name:16s} {row['s']:7.1f} s {row['cpu_s']:7.1f} CPU s "
+            print(f"  {name:42s} {row['s']:7.1f} s {row['cpu_s']:7.1f} CPU s "
                   f"{row['tokens_out']:6.0f} tokens out  {row['answers_per_s']:.3f} answers/s "
                   f"({row['answers_per_s'] / before['answers_per_s']:.2f}x), per CPU second "
                   f"{row['answers_per_cpu_s'] / before['answers_per_cpu_s']:.2f}x; ended cleanly "

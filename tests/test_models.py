@@ -231,3 +231,20 @@ def test_the_output_head_gets_a_dense_input_so_a_frozen_head_is_never_copied():
         torch.nn.functional.linear(fixed, weight)
     ops = {e.name for e in prof.events()}
     assert "aten::bmm" not in ops  # the plain matrix product, no per-row weight copy
+
+
+def test_the_gguf_reading_bar_is_off_when_third_party_bars_are(monkeypatch):
+    """Converting a bundled model on first use reads GGUF under transformers' own tqdm bar,
+    which its switch does not reach: off without -v, on with it, restored afterwards."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    from compara.models.convert import _gguf_bar_quiet
+
+    real = gguf_utils.tqdm
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with _gguf_bar_quiet():
+        assert gguf_utils.tqdm(range(3)).disable
+    assert gguf_utils.tqdm is real
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
+    with _gguf_bar_quiet():
+        assert gguf_utils.tqdm is real

@@ -86,12 +86,36 @@ def ensure_converted(spec: ModelSpec) -> Path:
     return final
 
 
+@contextlib.contextmanager
+def _gguf_bar_quiet():
+    """transformers reads GGUF tensors under a plain tqdm bar that its own switch does not
+    reach: off too when third-party bars are (``compara.logs.quiet_libraries``, without -v)."""
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") != "1":
+        yield
+        return
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def _save_from_gguf(folder: Path, gguf_file: str, dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    with _gguf_bar_quiet():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file,
+                                                     dtype=torch.float32)
     model.to(torch.bfloat16)
     # transformers refuses to save a model it still believes GGUF-quantised; its tensors are
     # already de-quantised.
