@@ -59,6 +59,17 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+def _bm25s():
+    """bm25s, imported; it sets its own logger to DEBUG when imported, which would put its
+    notes among the command's lines: back to warnings only."""
+    import logging
+
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 class BM25Index:
     """A BM25 index over chunk texts; ids are positions in the chunk list."""
 
@@ -68,8 +79,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: list[str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
-        import bm25s
-
+        bm25s = _bm25s()
         corpus = [tokenize(t) for t in texts]
         # bm25s needs at least one token per document to build its vocabulary.
         corpus = [toks or ["\u2205"] for toks in corpus]
@@ -86,8 +96,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = False) -> BM25Index:
-        import bm25s
-
+        bm25s = _bm25s()
         folder = Path(folder)
         meta = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
         if meta.get("tokenizer") != TOKENIZER_VERSION:

@@ -205,3 +205,15 @@ def test_copied_index_folder_still_loads(built, tmp_path):
     copy = tmp_path / "moved"
     shutil.copytree(out, copy)
     assert len(_load(copy, cfg)) == manifest["counts"]["chunks"]
+
+
+def test_building_bm25_leaves_no_debug_note_among_the_command_s_lines(caplog):
+    """bm25s sets its logger to DEBUG when imported: its notes must not reach the output."""
+    import logging
+
+    from rag.bm25 import BM25Index
+
+    with caplog.at_level(logging.DEBUG):
+        BM25Index.build(["O rio nasce na serra.", "A cidade fica na costa."])
+    assert logging.getLogger("bm25s").level == logging.WARNING
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")]
