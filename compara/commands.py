@@ -1,4 +1,4 @@
-"""Commands of the shared core: `config` and `demo`."""
+"""Commands of the shared core: `config`, `plan` and `demo`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from compara.cliutils import ConfigOption, SetOption, load_experiment
+from compara.cliutils import ConfigOption, JsonOption, SetOption, load_experiment
 
 
 def config(
@@ -33,6 +33,37 @@ def config(
     typer.echo(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False))
 
 
+def plan(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    sample_pages: Annotated[int, typer.Option(
+        "--sample-pages", help="Pages read from the dump for an estimate when the stage's "
+                               "outputs do not exist yet.")] = 200,
+    json_: JsonOption = False,
+) -> None:
+    """Size a run before it starts: per stage (ingest, index, finetune, batch) its inputs
+    (pages, articles, chunks, instruction records, train tokens), disk, peak memory and time
+    on this device and on a reference GPU (an A100: a bound from its datasheet peak).
+
+    Figures are COUNTED where the stage's outputs exist (ingest_report.json,
+    instructions.train.jsonl, the index manifest), else ESTIMATED (marked ~) from the first
+    --sample-pages pages of the dump, ingested by the same code and scaled by the share of the
+    dump's bytes they took. Every rate names its source (BENCHMARKS.md, a public datasheet);
+    a rate without one is shown as unknown. Sources: docs/plan.md. `compara finetune` plans
+    its own run the same way and refuses one over finetune.max_hours unless --force.
+    """
+    from compara.plan import build_plan, print_plan
+
+    cfg = load_experiment(config, set_)
+    result = build_plan(cfg, sample_pages=sample_pages)
+    if json_:
+        from compara.cliutils import print_json
+
+        print_json(result)
+    else:
+        print_plan(result)
+
+
 def demo(
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -50,4 +81,5 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     app.command("config")(config)
+    app.command("plan")(plan)
     app.command("demo")(demo)

@@ -56,6 +56,16 @@ class FinetuneConfig(ConfigBase):
     max_train_records: int | None = opt(
         None, "Use at most this many training records (a stable, task-balanced subset).")
     max_val_records: int | None = opt(None, "Evaluate on at most this many val records.")
+    max_train_tokens: int | None = opt(
+        None, "Train on records holding at most this many tokens (prompt + response, one pass "
+              "over the training set; the run sees epochs x this). Records are kept in the order "
+              "of finetune.select ('facts' when select is 'tasks': fact coverage, never file "
+              "order) until the budget is spent; the summary says how many were kept. "
+              "null = no budget.")
+    max_hours: float | None = opt(
+        None, "Refuse to start a run whose planned training time exceeds this many hours "
+              "(`compara plan` shows the estimate and the source of its rate; --force runs it "
+              "anyway). null = no limit.")
     select: Literal["tasks", "facts", "questions"] = opt(
         "tasks", "Which records fill max_train_records: 'tasks' (task types in turn), 'facts' "
                  "(facts in turn, each with all its phrasings), 'questions' (first the facts "
@@ -113,5 +123,9 @@ class FinetuneConfig(ConfigBase):
             raise ConfigError("finetune.reading must be in [0, 1) and reading_no_gold in [0, 1]")
         if self.reading_k is not None and self.reading_k < 1:
             raise ConfigError("finetune.reading_k must be >= 1")
+        if self.max_train_tokens is not None and self.max_train_tokens < 1:
+            raise ConfigError("finetune.max_train_tokens must be >= 1 (or null)")
+        if self.max_hours is not None and self.max_hours <= 0:
+            raise ConfigError("finetune.max_hours must be > 0 (or null)")
         if self.stop_check < 0 or self.stop_check_max_new_tokens < 1:
             raise ConfigError("finetune.stop_check must be >= 0, stop_check_max_new_tokens >= 1")

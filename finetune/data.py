@@ -200,6 +200,38 @@ def select_records(records: Sequence[dict[str, Any]], limit: int | None, mode: s
     return chosen, report
 
 
+def fit_token_budget(records: Sequence[dict[str, Any]], examples: Sequence[Any], budget: int,
+                     ) -> tuple[list[int], dict[str, Any]]:
+    """Which records (indexes, in their order) fit ``budget`` tokens, and a report.
+
+    ``records`` come in the order of ``finetune.select`` (the facts that answer the questions,
+    then the other facts, each with all its phrasings), so a prefix is the best coverage the
+    budget buys. Reading tasks keep their share of the records: they take the budget's tokens
+    in proportion first (a reading record is ~7x a fact's tokens, cut last), the rest goes to
+    the other records in order; a record that does not fit is skipped and the next tried.
+    """
+    lengths = [len(e.input_ids) for e in examples]
+    reading = [i for i, r in enumerate(records) if r.get("task") == "reading"]
+    others = [i for i, r in enumerate(records) if r.get("task") != "reading"]
+    share = len(reading) / len(records) if records else 0.0
+    kept: list[int] = []
+    spent = 0
+    reading_budget = int(budget * share) if others else budget
+    for i in reading:
+        if spent + lengths[i] <= reading_budget:
+            kept.append(i)
+            spent += lengths[i]
+    for i in others:
+        if spent + lengths[i] <= budget:
+            kept.append(i)
+            spent += lengths[i]
+    kept.sort()
+    report = {"max_train_tokens": budget, "records_before": len(records), "records_kept": len(kept),
+              "tokens_before": sum(lengths), "tokens_kept": spent,
+              "reading_kept": sum(1 for i in kept if records[i].get("task") == "reading")}
+    return kept, report
+
+
 def load_splits(data: str | Path, *, val_fraction: float = 0.1, tasks: Sequence[str] | None = None,
                 max_train: int | None = None, max_val: int | None = None, select: str = "tasks",
                 ) -> tuple[list[dict], list[dict], DataReport]:

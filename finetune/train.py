@@ -77,8 +77,10 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
     from finetune.data import select_records
 
     ft = cfg.finetune
-    if ft.select == "tasks" and not ft.reading:
+    if ft.select == "tasks" and not ft.reading and not ft.max_train_tokens:
         return records
+    # A token budget keeps a prefix of the order: by fact coverage, never the file's order.
+    mode = "facts" if ft.select == "tasks" and ft.max_train_tokens else ft.select
     limit = ft.max_train_records
     n_reading = round(ft.reading * (limit or len(records)))
     references: list[list[str]] = []
@@ -93,7 +95,7 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
             questions = stratified_sample(questions, ft.select_questions, cfg.seed)
         references = [q.reference for q in questions if q.reference]
     budget = None if limit is None else max(1, limit - n_reading)
-    chosen, selection = select_records(records, budget, ft.select, references,
+    chosen, selection = select_records(records, budget, mode, references,
                                        cfg.eval.keep_accents)
     report.selection = selection
     if n_reading:
@@ -110,6 +112,67 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
         chosen = chosen + reading
     report.used["train"] = len(chosen)
     return chosen
+
+
+def _fit_token_budget(budget: int, records: list[dict], train, report):
+    """Keep the records (in selection order) that fit ``finetune.max_train_tokens``."""
+    from finetune.data import IGNORE, ExampleDataset, fit_token_budget
+
+    kept, budget_report = fit_token_budget(records, train.examples, budget)
+    if not kept:
+        raise InputError(f"finetune.max_train_tokens={budget}: no training record fits (the "
+                         f"shortest has {min(train.lengths)} tokens); raise the budget")
+    examples = [train.examples[i] for i in kept]
+    report.selection["token_budget"] = budget_report
+    report.used["train"] = len(kept)
+    report.tokens["train"] = sum(len(e.input_ids) for e in examples)
+    report.response_tokens["train"] = sum(sum(t != IGNORE for t in e.labels) for e in examples)
+    log.info("finetune.max_train_tokens=%d: kept %d of %d records (%d of %d tokens)", budget,
+             len(kept), len(records), budget_report["tokens_kept"], budget_report["tokens_before"])
+    return [records[i] for i in kept], ExampleDataset(examples)
+
+
+class OverBudget(InputError):
+    """The planned training time exceeds finetune.max_hours (and --force was not given)."""
+
+
+def check_time_budget(cfg: ExperimentConfig, prepared: Prepared, *, force: bool = False,
+                      world_size: int = 1) -> dict[str, Any]:
+    """The plan of this run's training (tokens, rate and its source, hours); refuses a run over
+    ``finetune.max_hours`` unless ``force``."""
+    from compara.plan import finetune_rate, probe_train_rate, train_tokens_of_run
+
+    ft = cfg.finetune
+    info = prepared.loaded.info
+    tokens = train_tokens_of_run(ft, prepared.train.lengths, world_size)
+    rate = finetune_rate(cfg.model, info.device, bf16_native=info.bf16_native)
+    if rate.value is None and ft.max_hours is not None:
+        rate = probe_train_rate(prepared.loaded.model, prepared.train.examples)
+    hours = tokens / rate.value / 3600 if rate.value else None
+    plan = {"train_tokens": tokens, "rate": rate.to_dict(), "hours": hours,
+            "max_hours": ft.max_hours, "forced": False}
+    if ft.max_hours is not None and hours is not None and hours > ft.max_hours:
+        what = (f"this run would train on {tokens:,} tokens at {rate.value:,.1f} train "
+                f"tokens/s ({rate.source}): about {_hours(hours)}, over the budget "
+                f"finetune.max_hours={ft.max_hours:g}")
+        if not force:
+            raise OverBudget(
+                f"{what}. To proceed: cap the data with -s finetune.max_train_tokens=N (about "
+                f"{int(ft.max_hours * 3600 * rate.value / max(ft.epochs if not ft.max_steps else 1, 1e-9)):,}"
+                f" fits), fewer epochs or max_steps, raise finetune.max_hours, or pass --force "
+                f"(`compara plan` shows the whole plan)")
+        log.warning("%s; --force: training anyway", what)
+        plan["forced"] = True
+    elif hours is not None:
+        log.info("Plan: %s train tokens at %.1f tokens/s (%s): about %s", f"{tokens:,}",
+                 rate.value, rate.source, _hours(hours))
+    return plan
+
+
+def _hours(hours: float) -> str:
+    if hours >= 48:
+        return f"{hours / 24:.1f} days"
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
 
 
 def lora_config(ft):
@@ -139,6 +202,8 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     loaded = load_base(cfg.model)
     tok = loaded.tokenizer
     train = ExampleDataset(encode_all(tok, template, train_records, ft.max_length, "train", report))
+    if ft.max_train_tokens:
+        train_records, train = _fit_token_budget(ft.max_train_tokens, train_records, train, report)
     val = ExampleDataset(encode_all(tok, template, val_records, ft.max_length, "val", report))
     model = loaded.model
     model.config.use_cache = False
@@ -282,8 +347,12 @@ def _trim_metrics(path: Path, step: int) -> None:
 
 
 def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
-                 resume: bool = False, callbacks: list | None = None) -> dict[str, Any]:
-    """Train an adapter on ``data`` into ``out``; returns the summary (also in summary.json)."""
+                 resume: bool = False, callbacks: list | None = None,
+                 force: bool = False) -> dict[str, Any]:
+    """Train an adapter on ``data`` into ``out``; returns the summary (also in summary.json).
+
+    Before anything is written, the run's training time is planned and a run over
+    ``finetune.max_hours`` is refused (:class:`OverBudget`) unless ``force``."""
     from transformers import set_seed
 
     from compara.configbase import dump_yaml
@@ -310,6 +379,7 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
             return summary
     set_seed(cfg.finetune.seed)
     prepared = prepare(cfg, data)
+    plan = check_time_budget(cfg, prepared, force=force, world_size=_world_size())
     loaded = prepared.loaded
     out.mkdir(parents=True, exist_ok=True)
     # what the adapter is trained on: fact exposure in `compara batch` is counted on it
@@ -377,6 +447,7 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     summary = build_summary(cfg, prepared, trainer, data, out, state, result, train_seconds,
                        time.monotonic() - started, resumed_step, best, last, chosen,
                        metrics_cb, stop)
+    summary["plan"] = plan
     summary["timing"] = _timing(out, loaded.info.load_seconds, train_seconds, stop_seconds,
                                 summary["elapsed_seconds"], resumed_step)
     if main:
@@ -385,6 +456,12 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
         atomic_write_json(out / SUMMARY, summary)
         write_readme(out, summary)
     return summary
+
+
+def _world_size() -> int:
+    import os
+
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def _timing(out: Path, load: float, train_seconds: float, stop_seconds: float, elapsed: float,
