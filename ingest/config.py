@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from compara.configbase import ConfigBase, ConfigError, opt
@@ -126,6 +127,63 @@ class InstructionConfig(ConfigBase):
 
 
 @dataclass
+class SelectConfig(ConfigBase):
+    """A part of the dump to keep: the union of the rules set here (none set = every article).
+    The index and the instruction set are both made from the selected articles, so both paths
+    of the comparison share them. See docs/ingest.md, "Selecting a part of the dump"."""
+
+    categories: list[str] = opt(
+        [], "Articles in these categories (\"Categoria:Rios de Portugal\", \"Category:...\" or "
+            "the bare name; first letter and underscores as the wiki reads them).")
+    category_depth: int = opt(
+        0, "0 = articles directly in `categories`; N = also in their subcategories N levels "
+           "down, from the dump's category pages (namespace 14).")
+    titles: str | None = opt(
+        None, "Text file of article titles, one a line (blank lines and lines starting with # "
+              "ignored); a redirect's title selects its target. Relative: to the config file.")
+    questions: str | None = opt(
+        None, "Question file (.jsonl, .csv, .yaml): the articles its source_title / "
+              "source_titles name. Relative: to the config file.")
+    neighbours: int = opt(
+        0, "With `questions`: also the first N articles each of those articles links to, in "
+           "link order.")
+    sample: int | None = opt(
+        None, "N articles at random: the N with the smallest hash of (seed, title), the same "
+              "whatever the dump order or the run (null = off).")
+    seed: int = opt(0, "Seed of `sample`: another seed draws another set.")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.categories or self.titles or self.questions or self.sample)
+
+    def validate(self) -> None:
+        # Messages name the field only: from_dict prefixes the section's dotted name.
+        if self.category_depth < 0:
+            raise ConfigError("category_depth must be >= 0")
+        if self.category_depth and not self.categories:
+            raise ConfigError("category_depth is set but categories is empty")
+        if self.neighbours < 0:
+            raise ConfigError("neighbours must be >= 0")
+        if self.neighbours and not self.questions:
+            raise ConfigError("neighbours needs a questions file")
+        if self.sample is not None and self.sample < 1:
+            raise ConfigError("sample must be >= 1 (or null: off)")
+        for i, name in enumerate(self.categories):
+            if not isinstance(name, str) or not name.split(":", 1)[-1].strip():
+                raise ConfigError(f"categories[{i}]: {name!r} is not a category name")
+
+    def resolved(self, base: Path) -> SelectConfig:
+        """``titles`` and ``questions`` relative to ``base`` (the config file's folder)."""
+        def resolve(value: str | None) -> str | None:
+            if value is None:
+                return None
+            p = Path(value).expanduser()
+            return str(p if p.is_absolute() else (base / p).resolve())
+
+        return self.replace(titles=resolve(self.titles), questions=resolve(self.questions))
+
+
+@dataclass
 class IngestConfig(ConfigBase):
     """Reading the dump and cleaning the pages."""
 
@@ -144,6 +202,9 @@ class IngestConfig(ConfigBase):
         "text", "Render wikitables as 'Column: value; ...' lines (text) or drop them.")
     base_url: str = opt("https://pt.wikipedia.org/wiki/", "Prefix of article URLs.")
     instructions: InstructionConfig = opt(InstructionConfig, "Instruction-set generation.")
+    select: SelectConfig = opt(
+        SelectConfig, "A part of the dump to keep (categories, titles, questions, a random "
+                      "sample); off by default: every article.")
 
     def validate(self) -> None:
         if self.workers < 0:

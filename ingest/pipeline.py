@@ -37,7 +37,7 @@ from compara.io import (
 from compara.versions import library_versions
 from ingest.config import IngestConfig
 from ingest.dump import DumpProblem, DumpReader, RawPage
-from ingest.namespaces import normalize_title, redirect_target
+from ingest.namespaces import CATEGORY_NS, normalize_title, redirect_target
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class PageResult:
     leftover_markup: int = 0
     dropped_templates: Counter | None = None
     warning: str | None = None
+    category_page: dict[str, Any] | None = None  # ingest.select with category_depth: its parents
 
 
 def article_url(base_url: str, title: str) -> str:
@@ -114,6 +115,11 @@ def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
         return PageResult("redirect", redirect={"title": page.title, "target": target,
                                                 "id": page.id, "namespace": page.namespace})
     if page.namespace not in cfg.namespaces:
+        if page.namespace == CATEGORY_NS and cfg.select.category_depth:
+            from ingest.select import category_page
+
+            return PageResult("skipped", "namespace",
+                              category_page=category_page(page.title, text or ""))
         return PageResult("skipped", "namespace")
     if text is None or not text.strip():
         return PageResult("skipped", "empty", warning=f"page {page.title!r} (id {page.id}) has no text")
@@ -146,6 +152,16 @@ def process_page(page: RawPage, cfg: IngestConfig) -> PageResult:
         "categories": parsed.categories,
         "aliases": [],
     }
+    if cfg.select.active:
+        # The selection is made once the whole dump is read; the instructions of the selected
+        # articles are derived then (_select_and_derive).
+        if cfg.select.neighbours:
+            from ingest.select import LINKS_FIELD
+
+            article[LINKS_FIELD] = parsed.links
+        return PageResult("article", article_line=orjson.dumps(article, option=orjson.OPT_APPEND_NEWLINE),
+                          leftover_markup=parsed.leftover_markup,
+                          dropped_templates=parsed.dropped_templates)
     records, splits, coverage = article_records(article, cfg.instructions)
     return PageResult("article", article_line=orjson.dumps(article, option=orjson.OPT_APPEND_NEWLINE),
                       instructions=_instruction_lines(records, cfg, splits, coverage),
@@ -158,10 +174,27 @@ def _process_batch(args: tuple[list[RawPage], IngestConfig]) -> list[PageResult]
     return [process_page(p, cfg) for p in pages]
 
 
+def _derive_batch(args: tuple[list[bytes], IngestConfig]) -> list[InstructionBatch]:
+    """The instructions of selected articles (their lines in the partial articles file)."""
+    from ingest.instructions import article_records
+    from ingest.select import LINKS_FIELD
+
+    lines, cfg = args
+    batches = []
+    for line in lines:
+        article = orjson.loads(line)
+        article.pop(LINKS_FIELD, None)
+        records, splits, coverage = article_records(article, cfg.instructions)
+        batches.append(_instruction_lines(records, cfg, splits, coverage))
+    return batches
+
+
 def _light(page: RawPage, cfg: IngestConfig) -> RawPage:
     """Pages that cannot become articles travel to workers without their text."""
     if page.namespace in cfg.namespaces or page.redirect:
         return page
+    if page.namespace == CATEGORY_NS and cfg.select.category_depth:
+        return page  # its category links make the category tree
     if page.text and page.text.lstrip()[:1] == "#" and redirect_target(page.text):
         return page
     return RawPage(page.id, page.namespace, page.title, page.redirect, page.revision_id,
@@ -192,7 +225,8 @@ def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
 
 _SPLIT = operator.itemgetter(1)
 _PARTS = {"articles": "articles.partial.jsonl", "redirects": "redirects.jsonl",
-          "train": "instructions.train.partial.jsonl", "val": "instructions.val.partial.jsonl"}
+          "train": "instructions.train.partial.jsonl", "val": "instructions.val.partial.jsonl",
+          "categories": "category_pages.partial.jsonl"}
 
 
 class _Run:
@@ -215,7 +249,8 @@ class _Run:
         self.pages_done = 0
         self.elapsed_before = 0.0
         self._prepare(resume)
-        self.writers = {name: (JsonlAppender if name == "redirects" else _BytesAppender)(
+        self.writers = {name: (JsonlAppender if name in ("redirects", "categories")
+                               else _BytesAppender)(
                             self.work / fname, flush_each_line=False)
                         for name, fname in _PARTS.items()}
 
@@ -237,8 +272,8 @@ class _Run:
             self.stats = InstructionStats(state.get("instructions"))
             # Lines written after the last saved state are dropped and redone.
             for name, fname in _PARTS.items():
-                _truncate_lines(self.work / fname, state["lines"][name])
-                self.lines[name] = state["lines"][name]
+                _truncate_lines(self.work / fname, state["lines"].get(name, 0))
+                self.lines[name] = state["lines"].get(name, 0)
             for split in ("train", "val"):
                 for _, rec in iter_jsonl(self.work / _PARTS[split]):
                     self.seen.add(dedup_key(rec))
@@ -392,7 +427,8 @@ def _scan(run: _Run) -> DumpReader:
             if res.kind == "article":
                 run.writers["articles"].write_bytes(res.article_line)
                 run.lines["articles"] += 1
-                run.write_instructions(res.instructions)
+                if res.instructions is not None:  # None with ingest.select: derived at the end
+                    run.write_instructions(res.instructions)
                 if res.leftover_markup:
                     run.counts["pages_with_leftover_markup"] += 1
                 if res.dropped_templates:
@@ -402,6 +438,9 @@ def _scan(run: _Run) -> DumpReader:
                 run.lines["redirects"] += 1
             else:
                 run.skipped[res.reason] += 1
+                if res.category_page:
+                    run.writers["categories"].write(res.category_page)
+                    run.lines["categories"] += 1
             if res.warning:
                 run.warn(res.warning)
         run.pages_done += len(batch)
@@ -420,15 +459,26 @@ _TITLE_FIELD = re.compile(r'"title":("(?:[^"\\]|\\.)*")')
 
 
 def _finalize(run: _Run) -> dict[str, Any]:
-    """Attach aliases to their articles and add the instructions that use them."""
+    """Attach aliases to their articles and add the instructions that use them (with
+    ``ingest.select``: first choose the articles and derive their instructions)."""
     from ingest.instructions import alias_instructions
+    from ingest.select import LINKS_FIELD
 
+    selection = _select_and_derive(run) if run.cfg.select.active else None
     aliases: dict[str, list[str]] = {}
     for _, rec in iter_jsonl(run.work / _PARTS["redirects"]):
-        aliases.setdefault(rec["target"], []).append(rec["title"])
+        if selection is None or rec["target"] in selection.titles:
+            aliases.setdefault(rec["target"], []).append(rec["title"])
     with atomic_writer(run.work / "articles.jsonl") as fh, \
             open(run.work / _PARTS["articles"], encoding="utf-8") as partial:
-        for line in partial:
+        for i, line in enumerate(partial):
+            if selection is not None:
+                if i not in selection.lines:
+                    continue
+                if LINKS_FIELD in line:
+                    art = orjson.loads(line)
+                    art.pop(LINKS_FIELD, None)
+                    line = dumps(art) + "\n"
             m = _TITLE_FIELD.search(line, 0, 4096)
             names = aliases.get(json.loads(m.group(1))) if m else None
             if names:
@@ -441,8 +491,64 @@ def _finalize(run: _Run) -> dict[str, Any]:
     run.close()
     os.replace(run.work / _PARTS["train"], run.work / "instructions.train.jsonl")
     os.replace(run.work / _PARTS["val"], run.work / "instructions.val.jsonl")
-    return {"train": run.lines["train"], "val": run.lines["val"], **run.stats.to_dict(),
-            "alias_targets": len(aliases)}
+    result = {"train": run.lines["train"], "val": run.lines["val"], **run.stats.to_dict(),
+              "alias_targets": len(aliases)}
+    if selection is not None:
+        result["selection"] = selection.report
+    return result
+
+
+def _select_and_derive(run: _Run):
+    """Choose the articles (ingest.select), keep only the redirects to them, and derive the
+    instructions of the chosen ones, in dump order (as an ingest without selection does)."""
+    from ingest.select import choose
+
+    redirects_path = run.work / _PARTS["redirects"]
+    redirects = {rec["title"]: rec["target"] for _, rec in iter_jsonl(redirects_path)}
+    run.writers["categories"].sync()
+    pages = (rec for _, rec in iter_jsonl(run.work / _PARTS["categories"]))
+    selection = choose(run.work / _PARTS["articles"], redirects, pages, run.cfg.select)
+    del redirects
+    kept = 0
+    with atomic_writer(run.work / "redirects.kept.jsonl") as fh:
+        for _, rec in iter_jsonl(redirects_path):
+            if rec["target"] in selection.titles:
+                fh.write(dumps(rec) + "\n")
+                kept += 1
+    run.writers["redirects"].close()
+    os.replace(run.work / "redirects.kept.jsonl", redirects_path)
+    selection.report["redirects_kept"] = kept
+
+    def chosen_lines() -> Iterator[list[bytes]]:
+        batch: list[bytes] = []
+        with open(run.work / _PARTS["articles"], "rb") as fh:
+            for i, line in enumerate(fh):
+                if i in selection.lines:
+                    batch.append(line)
+                    if len(batch) >= run.cfg.batch_pages:
+                        yield batch
+                        batch = []
+        if batch:
+            yield batch
+
+    run.writers["articles"].sync()
+    for batches in _map_lines(chosen_lines(), run.cfg):
+        for batch in batches:
+            run.write_instructions(batch)
+    return selection
+
+
+def _map_lines(batches: Iterator[list[bytes]], cfg: IngestConfig) -> Iterator[list[InstructionBatch]]:
+    """_derive_batch over the batches, in order; in ``cfg.workers`` processes when set."""
+    if cfg.workers == 0:
+        for batch in batches:
+            yield _derive_batch((batch, cfg))
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ctx.Pool(cfg.workers) as pool:
+        yield from pool.imap(_derive_batch, ((batch, cfg) for batch in batches), chunksize=1)
 
 
 def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
@@ -482,6 +588,13 @@ def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
         "config": cfg.to_dict(),
         "versions": library_versions(("compara", "mwxml", "mwparserfromhell")),
     }
+    selection = instructions.pop("selection", None)
+    if selection is not None:
+        # The outputs hold the selected articles and the redirects to them.
+        report["articles"] = selection["total"]
+        report["redirects"] = selection["redirects_kept"]
+        selection["redirects_in_dump"] = run.counts["redirect"]
+        report = {**report, "selection": selection}
     atomic_write_json(run.work / "ingest_report.json", report)
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:
@@ -505,6 +618,12 @@ def print_report(report: dict[str, Any], out: str | Path) -> None:
     table.add_row("pages read", f"{report['pages_seen']:,}")
     table.add_row("articles kept", f"{report['articles']:,}")
     table.add_row("redirects (aliases)", f"{report['redirects']:,}")
+    if "selection" in report:
+        from ingest.select import summary
+
+        table.add_row("selected (ingest.select)", summary(report["selection"]))
+        for warning in report["selection"]["warnings"]:
+            table.add_row("selection warning", warning)
     skipped = ", ".join(f"{k} {v:,}" for k, v in report["skipped"].items()) or "none"
     table.add_row("skipped", skipped)
     table.add_row("instructions", f"{ins['train']:,} train + {ins['val']:,} val")

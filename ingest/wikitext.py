@@ -32,6 +32,7 @@ from ingest.namespaces import (
     FILE_NS,
     LANGUAGE_PREFIXES,
     namespace_of_prefix,
+    normalize_title,
 )
 
 # Sections that hold no article prose: references, links, bibliographies.
@@ -112,6 +113,7 @@ class ParsedPage:
     infobox_type: str | None = None
     infobox: dict[str, str] = field(default_factory=dict)
     categories: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # main-namespace link targets, in link order
     is_disambiguation: bool = False
     leftover_markup: int = 0
     dropped_templates: Counter = field(default_factory=Counter)
@@ -127,14 +129,15 @@ class ParsedPage:
 class _Context:
     """What the passes collect about one page."""
 
-    __slots__ = ("title", "infobox_type", "infobox", "categories", "disambiguation", "dropped",
-                 "tables")
+    __slots__ = ("title", "infobox_type", "infobox", "categories", "links", "disambiguation",
+                 "dropped", "tables")
 
     def __init__(self, title: str, tables: str):
         self.title = title
         self.infobox_type: str | None = None
         self.infobox: dict[str, str] = {}
         self.categories: list[str] = []
+        self.links: list[str] = []  # raw targets; parse_wikitext normalises them
         self.disambiguation = False
         self.dropped: Counter = Counter()
         self.tables = tables
@@ -247,9 +250,13 @@ def _link_sub(ctx: _Context):
                 return ""
             if ns is None and prefix.strip().lower() in LANGUAGE_PREFIXES:
                 return ""
-            if ns is not None and not (pipe and label.strip()):
+            if ns is None:
+                ctx.links.append(target)  # a title with a colon: "Star Wars: Episódio I"
+            elif not (pipe and label.strip()):
                 # [[Portal:Brasil]], [[Predefinição:X]]: the title without its namespace.
                 target = rest.strip()
+        else:
+            ctx.links.append(target)
         if pipe:
             if label.strip():
                 return label.strip() + trail
@@ -618,6 +625,17 @@ def _lines_to_sections(text: str) -> list[Section]:
     return sections
 
 
+def _link_targets(raw: list[str]) -> list[str]:
+    """Article titles linked to, in link order, once each: ``[[brasil#História|...]]`` ->
+    ``Brasil``; links to a section of the page itself (``[[#Notas]]``) are not links out."""
+    titles: dict[str, None] = {}
+    for target in raw:
+        title = normalize_title(target.split("#", 1)[0])
+        if title:
+            titles[title] = None
+    return list(titles)
+
+
 def _may_have_leftovers(text: str) -> bool:
     return (any(token in text for token in ("{{", "}}", "[[", "]]", "{|", "\n|", "\n |"))
             or text[:1] == "|")
@@ -645,6 +663,7 @@ def parse_wikitext(text: str, title: str = "", tables: str = "text") -> ParsedPa
         infobox_type=ctx.infobox_type,
         infobox=ctx.infobox,
         categories=ctx.categories,
+        links=_link_targets(ctx.links),
         is_disambiguation=ctx.disambiguation or title.endswith("(desambiguação)"),
         leftover_markup=leftovers,
         dropped_templates=ctx.dropped,
