@@ -60,6 +60,8 @@ def finetune(
                                              show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the interrupted run in OUT from its last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Train even when the planned time exceeds finetune.max_hours.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
     json_: JsonOption = False,
@@ -69,7 +71,9 @@ def finetune(
     Only the responses are learned (prompt tokens are masked out of the loss) and every
     response ends with the EOS token, which is learned too, so the model stops by itself.
     Eval loss on the val split every --eval-steps; the best and the last checkpoints are kept;
-    --resume continues an interrupted run. OUT ends up with the adapter, the prompt template,
+    --resume continues an interrupted run. The run is planned first (train tokens, the rate
+    and its source, as `compara plan` shows): one over finetune.max_hours is refused unless
+    --force; finetune.max_train_tokens keeps the records that fit, by fact coverage. OUT ends up with the adapter, the prompt template,
     the tokenizer, config.yaml, metrics.jsonl, loss.png and summary.json. Runs unchanged under
     `accelerate launch -m compara finetune ...` on several GPUs.
     """
@@ -86,7 +90,8 @@ def finetune(
     if not cfg.paths.adapter:
         fail("no output folder: pass --out or set paths.adapter in the config")
     try:
-        summary = run_finetune(cfg, cfg.paths.data, cfg.paths.adapter, resume=resume)
+        summary = run_finetune(cfg, cfg.paths.data, cfg.paths.adapter, resume=resume,
+                               force=force)
     except (*_user_errors(), RunConflict) as exc:
         fail(str(exc))
     if json_:
@@ -111,6 +116,20 @@ def print_summary(s: dict[str, Any], out: str | Path) -> None:
                  f"({sum(data['skipped'].values())} skipped, "
                  f"{sum(data['truncated_prompt'].values()) + sum(data['truncated_response'].values())}"
                  " truncated)"),
+    ]
+    budget = data.get("selection", {}).get("token_budget")
+    if budget:
+        rows.append(("token budget", f"kept {budget['records_kept']} of "
+                                     f"{budget['records_before']} records, "
+                                     f"{budget['tokens_kept']:,} of {budget['tokens_before']:,} "
+                                     f"tokens (finetune.max_train_tokens="
+                                     f"{budget['max_train_tokens']:,})"))
+    plan = s.get("plan")
+    if plan and plan.get("hours") is not None:
+        rows.append(("plan", f"{plan['train_tokens']:,} train tokens at "
+                             f"{plan['rate']['value']:,} tokens/s: {plan['hours']:.2f} h"
+                             + (" (over finetune.max_hours, --force)" if plan["forced"] else "")))
+    rows += [
         ("steps", f"{s['steps']} ({s['epochs']} epochs)"),
         ("eval loss", f"{f(s['eval_loss_start'])} → {f(s['eval_loss_final'])} "
                       f"(best {f(s['eval_loss_best'])})"),

@@ -158,9 +158,9 @@ def check_time_budget(cfg: ExperimentConfig, prepared: Prepared, *, force: bool 
         if not force:
             raise OverBudget(
                 f"{what}. To proceed: cap the data with -s finetune.max_train_tokens=N (about "
-                f"{int(ft.max_hours * 3600 * rate.value / max(ft.epochs if not ft.max_steps else 1, 1e-9)):,}"
-                f" fits), fewer epochs or max_steps, raise finetune.max_hours, or pass --force "
-                f"(`compara plan` shows the whole plan)")
+                f"{int(sum(prepared.train.lengths) * ft.max_hours / hours):,} fits), fewer "
+                "epochs or max_steps, raise finetune.max_hours, or pass --force (`compara plan` "
+                "shows the whole plan)")
         log.warning("%s; --force: training anyway", what)
         plan["forced"] = True
     elif hours is not None:

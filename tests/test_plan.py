@@ -1,0 +1,220 @@
+"""`compara plan` (counted vs estimated figures, JSON) and the fine-tune's budgets."""
+
+from __future__ import annotations
+
+import bz2
+import json
+from pathlib import Path
+
+import pytest
+
+from compara.config import load_config
+from compara.io import read_jsonl
+
+TINY_RUN = ["finetune.max_steps=2", "finetune.eval_steps=2", "finetune.batch_size=4",
+            "finetune.max_length=128", "finetune.stop_check=0", "model.base=tiny-random-llama",
+            "model.quantize=none"]
+
+
+def ci_config(repo_root: Path, *overrides: str):
+    return load_config(repo_root / "configs" / "ci.yaml", list(overrides))
+
+
+def by_stage(plan: dict) -> dict[str, dict]:
+    return {st["stage"]: st for st in plan["stages"]}
+
+
+def test_plan_counts_what_the_outputs_hold(repo_root, sample_ingest, tmp_path):
+    from compara.plan import build_plan
+
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", f"paths.index={tmp_path / 'none'}")
+    stages = by_stage(build_plan(cfg, device="cpu"))
+    report = json.loads((sample_ingest / "ingest_report.json").read_text())
+    ingest = stages["ingest"]["inputs"]
+    assert ingest["articles"] == {"value": report["articles"], "basis": "counted",
+                                  "note": str(sample_ingest / "ingest_report.json")}
+    assert ingest["pages"]["value"] == report["pages_seen"]
+    records = stages["finetune"]["inputs"]["instruction_records"]
+    n_lines = len(read_jsonl(sample_ingest / "instructions.train.jsonl"))
+    assert records["basis"] == "counted" and records["value"] == n_lines
+    chunks = stages["index"]["inputs"]["chunks"]
+    assert chunks["basis"] == "counted" and chunks["value"] > report["articles"]
+    # ci.yaml caps the training set at 64 records
+    assert stages["finetune"]["inputs"]["train_records"]["value"] == 64
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_plan_estimates_from_the_dump_and_says_so(repo_root, sample_dump, tmp_path, compress):
+    from compara.plan import build_plan
+
+    dump = sample_dump
+    if compress:  # a multistream .bz2 as Wikipedia writes it: a stream per 10 pages
+        text = sample_dump.read_bytes()
+        head, *pages = text.split(b"  <page>")
+        pages[-1], foot = pages[-1].split(b"</mediawiki>")
+        groups = [head] + [b"".join(b"  <page>" + p for p in pages[i:i + 10])
+                           for i in range(0, len(pages), 10)] + [b"</mediawiki>" + foot]
+        dump = tmp_path / "amostra-multistream.xml.bz2"
+        dump.write_bytes(b"".join(bz2.compress(g) for g in groups))
+    total_pages = sample_dump.read_text(encoding="utf-8").count("<page>")
+    cfg = ci_config(repo_root, f"paths.dump={dump}", f"paths.data={tmp_path / 'no-ingest'}",
+                    f"paths.index={tmp_path / 'no-index'}")
+    stages = by_stage(build_plan(cfg, sample_pages=20, device="cpu"))
+    pages = stages["ingest"]["inputs"]["pages"]
+    assert pages["basis"] == "estimated" and "first 20 pages" in pages["note"]
+    assert total_pages / 3 < pages["value"] < total_pages * 3  # scaled by the bytes read
+    for stage, key in (("ingest", "articles"), ("index", "chunks"),
+                       ("finetune", "instruction_records")):
+        fig = stages[stage]["inputs"][key]
+        assert fig["basis"] == "estimated" and fig["value"] > 0, (stage, fig)
+    assert not (tmp_path / "no-ingest").exists()  # the probe writes nothing into the run
+
+
+def test_reading_the_whole_dump_counts(repo_root, sample_dump, tmp_path):
+    from compara.plan import build_plan
+
+    cfg = ci_config(repo_root, f"paths.dump={sample_dump}", f"paths.data={tmp_path / 'none'}")
+    pages = by_stage(build_plan(cfg, sample_pages=10_000, device="cpu"))["ingest"]["inputs"]["pages"]
+    assert pages["basis"] == "counted"
+    assert pages["value"] == sample_dump.read_text(encoding="utf-8").count("<page>")
+
+
+@pytest.fixture
+def tiny_with_rate(monkeypatch):
+    """The tiny model's tokenizer on disk and a (test) rate for it on the CPU."""
+    from compara import plan
+    from compara.models.convert import ensure_converted
+    from compara.models.registry import REGISTRY
+
+    ensure_converted(REGISTRY["tiny-random-llama"])
+    monkeypatch.setitem(plan.FINETUNE_CPU, "tiny-random-llama",
+                        plan.Rate(100.0, "train tokens/s", "a test figure"))
+
+
+def test_plan_json_has_every_stage_and_a_source_for_every_rate(repo_root, sample_ingest,
+                                                                tiny_with_rate):
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    res = CliRunner().invoke(app, ["plan", "-c", str(repo_root / "configs" / "ci.yaml"),
+                                   "-s", f"paths.data={sample_ingest}", "-s",
+                                   "model.device=cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    assert [st["stage"] for st in plan["stages"]] == ["ingest", "index", "finetune", "batch"]
+    for st in plan["stages"]:
+        for key in ("disk_bytes", "peak_memory_bytes", "seconds_here", "seconds_reference_gpu"):
+            assert st[key]["basis"] in ("counted", "estimated", "unknown")
+            assert (st[key]["value"] is None) == (st[key]["basis"] == "unknown")
+        for key in ("rate_here", "rate_reference_gpu"):
+            rate = st[key]
+            if rate and rate["value"] is not None:
+                assert rate["source"] and rate["unit"]
+    stages = by_stage(plan)
+    assert stages["ingest"]["rate_here"]["source"].startswith("BENCHMARKS.md")
+    finetune = stages["finetune"]
+    assert finetune["rate_here"]["source"] == "a test figure"
+    assert finetune["rate_reference_gpu"]["bound"] is True
+    tokens = finetune["inputs"]["train_tokens_of_run"]
+    assert tokens["basis"] == "estimated" and tokens["value"] > 0
+    assert finetune["seconds_here"]["value"] == pytest.approx(tokens["value"] / 100, abs=0.1)
+
+
+def test_without_the_tokenizer_tokens_and_time_are_unknown(repo_root, sample_ingest):
+    from compara.plan import build_plan
+
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", "model.base=gemma3-270m")
+    ft = by_stage(build_plan(cfg, device="cpu"))["finetune"]  # the test cache holds no Gemma
+    assert ft["rate_here"]["value"] == 290.0  # sourced ...
+    assert ft["inputs"]["train_tokens_of_run"]["basis"] == "unknown"  # ... but nothing to time
+    assert "tokenizer" in ft["inputs"]["train_tokens_of_run"]["note"]
+    assert ft["seconds_here"]["basis"] == "unknown"
+
+
+def test_a_model_without_a_sourced_rate_has_unknown_time(repo_root, sample_ingest):
+    from compara.plan import build_plan
+
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", "model.base=some/unlisted-model")
+    ft = by_stage(build_plan(cfg, device="cpu"))["finetune"]
+    assert ft["rate_here"]["value"] is None and ft["seconds_here"]["basis"] == "unknown"
+    assert ft["seconds_reference_gpu"]["basis"] == "unknown"  # its size is unknown too
+
+
+def test_the_plan_marks_a_run_over_max_hours(repo_root, sample_ingest, tiny_with_rate):
+    from compara.plan import build_plan
+
+    def over(hours: str) -> bool:
+        cfg = ci_config(repo_root, f"paths.data={sample_ingest}", f"finetune.max_hours={hours}")
+        return by_stage(build_plan(cfg, device="cpu"))["finetune"]["over_budget"]
+
+    assert over("1e-9") and not over("1000")
+
+
+def test_fit_token_budget_keeps_the_selection_order_prefix():
+    from types import SimpleNamespace
+
+    from finetune.data import fit_token_budget
+
+    records = [{"task": "fact", "i": i} for i in range(6)] + [{"task": "reading", "i": 6}]
+    examples = [SimpleNamespace(input_ids=[0] * n) for n in (10, 10, 50, 10, 10, 10, 40)]
+    kept, report = fit_token_budget(records, examples, 60)
+    # reading gets its share (1/7 of 60 = 8 tokens: too few for 40), the facts in order,
+    # the 50-token record skipped because it does not fit after the first two
+    assert kept == [0, 1, 3, 4, 5] and report["tokens_kept"] == 50
+    kept, report = fit_token_budget(records, examples, 400)
+    assert kept == list(range(7)) and report["records_kept"] == 7
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_finetune_refuses_a_run_over_max_hours(repo_root, fixtures_dir, tmp_path):
+    from finetune.train import OverBudget, run_finetune
+
+    cfg = ci_config(repo_root, *TINY_RUN, "finetune.max_hours=1e-9")
+    out = tmp_path / "adapter"
+    with pytest.raises(OverBudget) as err:
+        run_finetune(cfg, fixtures_dir / "instructions.jsonl", out)
+    message = str(err.value)
+    assert "finetune.max_hours=1e-09" in message and "--force" in message
+    assert "train tokens/s" in message and "max_train_tokens" in message
+    assert not out.exists()  # refused before anything was written
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_force_trains_and_max_train_tokens_keeps_records_by_facts(repo_root, fixtures_dir,
+                                                                   tmp_path):
+    from finetune.train import run_finetune
+
+    cfg = ci_config(repo_root, *TINY_RUN, "finetune.max_hours=1e-9",
+                    "finetune.max_train_tokens=400")
+    out = tmp_path / "adapter"
+    summary = run_finetune(cfg, fixtures_dir / "instructions.jsonl", out, force=True)
+    assert summary["plan"]["forced"] is True and summary["plan"]["hours"] > 1e-9
+    budget = summary["data"]["selection"]["token_budget"]
+    assert 0 < budget["records_kept"] < budget["records_before"]
+    assert budget["tokens_kept"] <= 400 < budget["tokens_before"]
+    assert summary["data"]["tokens"]["train"] == budget["tokens_kept"]
+    trained = read_jsonl(out / "train_records.jsonl")
+    assert len(trained) == budget["records_kept"]
+    # kept in the order of fact coverage (finetune.select=facts), not the file's order
+    from finetune.data import select_records
+
+    every = read_jsonl(fixtures_dir / "instructions.jsonl")
+    order = [r["id"] for r in select_records(every, None, "facts")[0]]
+    assert order != [r["id"] for r in every]
+    positions = [order.index(r["id"]) for r in trained]
+    assert positions == sorted(positions)
+
+
+def test_finetune_cli_refusal_is_one_clear_line(repo_root, fixtures_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    args = ["finetune", "-c", str(repo_root / "configs" / "ci.yaml"),
+            "--data", str(fixtures_dir / "instructions.jsonl"), "--out", str(tmp_path / "a")]
+    for s in [*TINY_RUN, "finetune.max_hours=1e-9"]:
+        args += ["-s", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert "error:" in res.output and "over the budget finetune.max_hours" in res.output
