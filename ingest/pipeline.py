@@ -466,9 +466,8 @@ def _finalize(run: _Run) -> dict[str, Any]:
 
     selection = _select_and_derive(run) if run.cfg.select.active else None
     aliases: dict[str, list[str]] = {}
-    for _, rec in iter_jsonl(run.work / _PARTS["redirects"]):
-        if selection is None or rec["target"] in selection.titles:
-            aliases.setdefault(rec["target"], []).append(rec["title"])
+    for _, rec in iter_jsonl(run.work / _PARTS["redirects"]):  # with a selection: those kept
+        aliases.setdefault(rec["target"], []).append(rec["title"])
     with atomic_writer(run.work / "articles.jsonl") as fh, \
             open(run.work / _PARTS["articles"], encoding="utf-8") as partial:
         for i, line in enumerate(partial):

@@ -138,7 +138,7 @@ def tree_dump(tmp_path):
         _page(4, "Lisboa", _PROSE + "[[:Categoria:Rios]] [[Categoria:Cidades]]"),
         _page(10, "Categoria:Rios de Portugal", "[[Categoria:Rios]] [[Categoria:Afluentes do Tejo]]", 14),
         _page(11, "Categoria:Afluentes do Tejo", "Texto. [[Categoria:Rios de Portugal]]", 14),
-        _page(12, "Categoria:Cidades", "[[:Categoria:Rios]]", 14),
+        _page(12, "Categoria:Cidades", "Ver [[:Categoria:Rios]] e [[Portal:Rios]].", 14),
     ]
     path = tmp_path / "arvore.xml"
     path.write_text(_SITE + "".join(pages) + "</mediawiki>\n", encoding="utf-8")
@@ -154,7 +154,8 @@ def tree_dump(tmp_path):
 def test_each_level_of_depth_adds_one_level_of_subcategories(tmp_path, tree_dump, depth, expected):
     report, titles = _ingest(tree_dump, tmp_path / "out", categories=["Rios"],
                              category_depth=depth)
-    assert titles == expected  # a visible link [[:Categoria:Rios]] is no membership
+    # a visible link [[:Categoria:Rios]] or a link to another namespace is no membership
+    assert titles == expected
     assert report["selection"]["rules"]["categories"] == len(expected)
 
 
@@ -194,6 +195,7 @@ def test_redirects_to_selected_articles_are_kept_as_aliases_and_others_dropped(
         "Jogos da XXXI Olimpíada", "Rio 2016"]
     assert all("_links" not in a for a in articles.values())
     assert report["redirects"] == 3 and report["selection"]["redirects_in_dump"] == 16
+    assert report["instructions"]["alias_targets"] == 2
     # the instruction set holds the selected articles only, alias questions included
     records = (read_jsonl(tmp_path / "out" / "instructions.train.jsonl")
                + read_jsonl(tmp_path / "out" / "instructions.val.jsonl"))
