@@ -197,9 +197,10 @@ def test_force_trains_and_max_train_tokens_keeps_records_by_facts(repo_root, fix
     trained = read_jsonl(out / "train_records.jsonl")
     assert len(trained) == budget["records_kept"]
     # kept in the order of fact coverage (finetune.select=facts), not the file's order
-    from finetune.data import select_records
+    from finetune.data import load_splits, select_records
 
-    every = read_jsonl(fixtures_dir / "instructions.jsonl")
+    every, *_ = load_splits(fixtures_dir / "instructions.jsonl",
+                            val_fraction=cfg.finetune.val_fraction)
     order = [r["id"] for r in select_records(every, None, "facts")[0]]
     assert order != [r["id"] for r in every]
     positions = [order.index(r["id"]) for r in trained]
