@@ -239,6 +239,8 @@ def test_a_question_file_selects_its_source_articles_and_their_link_neighbours(
     report, titles = _ingest(sample_dump, tmp_path / "2", questions=str(questions), neighbours=2)
     assert set(titles) == expected and len(expected) > len(base) + 2
     assert titles == [t for t in sample_titles if t in expected]  # dump order
+    published = read_jsonl(tmp_path / "2" / "articles.jsonl")
+    assert all(set(a) == set(published[0]) and "_links" not in a for a in published)
     sel = report["selection"]
     assert sel["rules"] == {"questions": len(expected)}
     assert sel["question_neighbours"] == len(expected - set(base))
