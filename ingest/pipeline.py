@@ -556,6 +556,11 @@ def run_ingest(dump: str | Path, out: str | Path, cfg: IngestConfig,
     dump, out = Path(dump), Path(out)
     if not dump.is_file():
         raise InputError(f"dump not found: {dump}")
+    if cfg.select.active:
+        # A missing title or question file stops the run now, not after hours of reading.
+        from ingest.select import check_files
+
+        check_files(cfg.select)
     t0 = time.monotonic()
     run = _Run(dump, out, cfg, resume)
     try:

@@ -103,6 +103,14 @@ def question_titles(path: str | Path) -> list[str]:
     return list(dict.fromkeys(t for t in titles if t))
 
 
+def check_files(cfg: SelectConfig) -> None:
+    """Read the title and question files once: an InputError names a missing or bad one."""
+    if cfg.titles:
+        read_title_file(cfg.titles)
+    if cfg.questions:
+        question_titles(cfg.questions)
+
+
 def sample_key(seed: int, title: str) -> int:
     """The rank of an article in the random sample: a hash of (seed, title), so the sample
     depends neither on the dump's order nor on the run."""

@@ -173,11 +173,16 @@ def test_a_title_file_selects_its_titles_and_a_redirects_target(tmp_path, sample
     assert any("not in the dump" in w and "Artigo que não existe" in w for w in sel["warnings"])
 
 
-def test_a_missing_title_file_is_a_clear_error(tmp_path, sample_dump):
+def test_a_missing_or_empty_file_is_refused_before_the_dump_is_read(tmp_path, sample_dump):
     from compara.io import InputError
 
     with pytest.raises(InputError, match="ingest.select.titles: file not found"):
         _ingest(sample_dump, tmp_path / "out", titles=str(tmp_path / "nada.txt"))
+    assert not (tmp_path / "out").exists()  # refused before the dump was read
+    with pytest.raises(InputError, match="ingest.select.questions: .*vazio.jsonl"):
+        (tmp_path / "vazio.jsonl").write_text("", encoding="utf-8")
+        _ingest(sample_dump, tmp_path / "out", questions=str(tmp_path / "vazio.jsonl"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_redirects_to_selected_articles_are_kept_as_aliases_and_others_dropped(
