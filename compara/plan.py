@@ -71,8 +71,8 @@ FINETUNE_CPU = {
                          f"{BENCH}: bench/finetune.py, SmolLM2-135M 4-bit, 2-core AVX512-BF16 CPU"),
 }
 LLAMA7B_CPU = Rate(8.0, "train tokens/s",
-                   "measured on the project's 2-core CPU: a Llama-2-7B-shaped model, QLoRA "
-                   "(scaled from a 45.6M-parameter Llama at 1,350 tokens/s), docs/plan.md")
+                   "measured on the project's 2-core build machine, 2026-11-21: a "
+                   "Llama-2-7B-shaped model, QLoRA (docs/plan.md)")
 BATCH_CPU = {"gemma3-270m": Rate(0.13, "answers/s",
                                  "README.md: the demo's batch, 88 answers in 656 s, Gemma 3 270M, "
                                  "2-core AVX512-BF16 CPU, load 3-6")}
