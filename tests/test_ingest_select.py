@@ -334,3 +334,31 @@ def test_the_command_reads_the_files_relative_to_the_config(tmp_path, sample_dum
     report = json.loads(res.stdout[res.stdout.index("{"):])
     assert report["selection"]["rules"] == {"titles": 1}
     assert [a["title"] for a in read_jsonl(folder / "saida" / "articles.jsonl")] == ["Alpaca"]
+
+
+@pytest.mark.parametrize("kill_at", [30, 70])
+def test_a_killed_selection_resumes_to_the_same_outputs(tmp_path, sample_dump, monkeypatch,
+                                                        kill_at):
+    """The category pages and the link lists live in the partial files like the articles."""
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "Quem?", "source_title": "Brasília"}\n', encoding="utf-8")
+    cfg = IngestConfig(workers=0, batch_pages=4, select=SelectConfig(
+        categories=["Revoltas no Brasil Colônia"], category_depth=1, questions=str(questions),
+        neighbours=3))
+    run_ingest(sample_dump, tmp_path / "whole", cfg)
+    monkeypatch.setattr(pipeline, "_STATE_EVERY_S", 0.0)
+    real, seen = pipeline.process_page, {"n": 0}
+
+    def dying(page, cfg):
+        seen["n"] += 1
+        if seen["n"] == kill_at:
+            raise KeyboardInterrupt
+        return real(page, cfg)
+
+    monkeypatch.setattr(pipeline, "process_page", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest(sample_dump, tmp_path / "out", cfg)
+    monkeypatch.setattr(pipeline, "process_page", real)
+    report = run_ingest(sample_dump, tmp_path / "out", cfg.replace(workers=2), resume=True)
+    assert _outputs(tmp_path / "out") == _outputs(tmp_path / "whole")
+    assert report["selection"]["rules"] == {"categories": 2, "questions": 4}
