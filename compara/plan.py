@@ -73,9 +73,9 @@ FINETUNE_CPU = {
 LLAMA7B_CPU = Rate(8.0, "train tokens/s",
                    "measured on the project's 2-core build machine, 2026-11-21: a "
                    "Llama-2-7B-shaped model, QLoRA (docs/plan.md)")
-BATCH_CPU = {"gemma3-270m": Rate(0.13, "answers/s",
-                                 "README.md: the demo's batch, 88 answers in 656 s, Gemma 3 270M, "
-                                 "2-core AVX512-BF16 CPU, load 3-6")}
+BATCH_CPU = {"gemma3-270m": Rate(0.52, "answers/s",
+                                 "README.md: the demo's batch, 96 answers in 184 s of answering, "
+                                 "Gemma 3 270M, 2-core AVX512-BF16 CPU (0.48 with AVX2 only)")}
 # Reference GPU: the datasheet's dense bf16 peak; a run reaches a fraction of it.
 REFERENCE_GPU = ("NVIDIA A100 80GB", 312e12,
                  "NVIDIA A100 datasheet: 312 TFLOPS dense bf16 peak")
@@ -117,7 +117,8 @@ def finetune_rate(model_cfg, device: str, bf16_native: bool = True) -> Rate:
             return FINETUNE_CPU[family]
         if family == "llama-7b":
             return LLAMA7B_CPU
-    return Rate(None, "train tokens/s", f"no measured figure for {model_cfg.base} on {device}")
+    where = device if bf16_native or device != "cpu" else "a CPU without native bf16"
+    return Rate(None, "train tokens/s", f"no measured figure for {model_cfg.base} on {where}")
 
 
 def reference_gpu_rate(base: str) -> Rate:
@@ -434,7 +435,12 @@ def _finetune_stage(cfg, data: Path | None, probe: dict | None, kind: str) -> di
         cap = ft.max_train_tokens * (ft.epochs if not ft.max_steps else 1)
         if cap < run_tokens.value:
             inputs["train_tokens_of_run"] = Figure(cap, ESTIMATED, "finetune.max_train_tokens")
-    rate = finetune_rate(cfg.model, kind)
+    native = True
+    if kind == "cpu":
+        from compara.models.loading import cpu_has_native_bf16
+
+        native = cpu_has_native_bf16()
+    rate = finetune_rate(cfg.model, kind, bf16_native=native)
     here = _time(inputs["train_tokens_of_run"], rate)
     gpu_rate = reference_gpu_rate(cfg.model.base)
     gpu = _time(inputs["train_tokens_of_run"], gpu_rate)
