@@ -20,9 +20,10 @@ In one run, interleaved:
 3. **Batching**: answers/s and tokens/s over the same questions one at a time vs in batches.
 4. **The demo's batch** (``--only answers``): the base and RAG arms over the same questions,
    up to 96 new tokens, interleaved: ``model.generate`` in batches of 4 with the template's
-   marker as the only stop string (how every answer was generated before) vs our continuous
-   batching loop in batches of 12 with the line-break stop (the demo's settings), 4-bit, and
-   the latter unquantised: answers/s, the ratio to before, and how the answers ended.
+   marker as the only stop string, 4-bit weights unpacked at every step (how every answer was
+   generated before) vs our continuous batching loop in batches of 12 with the line-break stop,
+   with the 4-bit weights packed, unpacked once (the demo's settings now), and unquantised:
+   answers/s, the ratio to before, and how the answers ended.
 
 The compute line (device, CPU capability, dtype) is printed first and written with the results.
 
@@ -191,9 +192,13 @@ def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
 # (label, weights, continuous batching, line-break stop, batch size): the behaviour before
 # this product's own decoding loop (model.generate in batches of 4, the template's marker as
 # the only stop), the demo's settings now, and the same unquantised.
-CASES = (("before: generate x4, marker", "4bit", False, False, 4),
-         ("now: continuous x12, marker + line break", "4bit", True, True, 12),
+CASES = (("before: generate x4, marker", "4bit-packed", False, False, 4),
+         ("continuous x12, marker + line break, packed", "4bit-packed", True, True, 12),
+         ("now: the same, 4-bit unpacked once", "4bit", True, True, 12),
          ("now, unquantised", "none", True, True, 12))
+WEIGHTS = {"4bit-packed": {"model.quantize": "4bit", "model.unpack_4bit_on_cpu": False},
+           "4bit": {"model.quantize": "4bit", "model.unpack_4bit_on_cpu": True},
+           "none": {"model.quantize": "none"}}
 
 
 def _cpu_seconds() -> float:
@@ -220,10 +225,10 @@ def answers(base: str, threads: int, n: int, rounds: int) -> dict:
     runs: list[dict] = []
     supported = continuous.supported
     for rnd in range(rounds):
-        quants = ["4bit", "none"] if rnd % 2 == 0 else ["none", "4bit"]
+        quants = list(WEIGHTS) if rnd % 2 == 0 else list(WEIGHTS)[::-1]
         for quant in quants:
             cases = [c for c in CASES if c[1] == quant]
-            cfg = demo.with_overrides({"model.quantize": quant,
+            cfg = demo.with_overrides({**WEIGHTS[quant],
                                        "generation.max_new_tokens": demo.generation.max_new_tokens})
             cfg.paths = demo.paths
             comparison = build_comparison(cfg, ["base", "rag"])

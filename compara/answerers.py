@@ -117,6 +117,9 @@ class Comparison:
             "fingerprint": loaded.info.fingerprint,
             "quantize": loaded.info.quantize,
             "dtype": loaded.info.dtype,
+            # unpacked 4-bit weights: the same values, other kernels (answers may differ in
+            # the last bits); absent otherwise, so earlier identities are unchanged
+            **({"unpacked": True} if loaded.info.unpacked_on_cpu else {}),
             "decoding": decoding.identity(self.stop_strings),
             "template": template.fingerprint,
         }
@@ -316,10 +319,23 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
         torch.set_num_threads(cfg.generation.threads)
     loaded = load_base(cfg.model)
     if loaded.info.device == "cpu" and loaded.info.quantize == "4bit":
-        log.info("4-bit weights on a CPU answer more slowly than unquantised ones (they are "
-                 "dequantised at every step; BENCHMARKS.md); `-s model.quantize=none` answers "
-                 "faster, every arm still on the one set of base weights (the adapter, trained "
-                 "on the 4-bit base, is then applied to the unquantised one)")
+        unpacked = 0
+        if cfg.model.unpack_4bit_on_cpu:
+            import psutil
+
+            from compara.models.loading import unpack_4bit
+
+            unpacked = unpack_4bit(loaded.model, psutil.virtual_memory().available // 4)
+            loaded.info.unpacked_on_cpu = unpacked > 0
+            if unpacked:
+                log.info("4-bit weights unpacked once into %s for answering on this CPU (%d "
+                         "layers; the same values, not unpacked again at every step)",
+                         loaded.info.dtype, unpacked)
+        if not unpacked:
+            log.info("4-bit weights on a CPU answer more slowly than unquantised ones (they are "
+                     "dequantised at every step; BENCHMARKS.md); `-s model.quantize=none` answers "
+                     "faster, every arm still on the one set of base weights (the adapter, "
+                     "trained on the 4-bit base, is then applied to the unquantised one)")
     if need_adapter and adapter_dir:
         loaded = attach_adapter(loaded, adapter_dir)
         template = loaded.adapter.template

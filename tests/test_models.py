@@ -248,3 +248,43 @@ def test_the_gguf_reading_bar_is_off_when_third_party_bars_are(monkeypatch):
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
     with _gguf_bar_quiet():
         assert gguf_utils.tqdm is real
+
+
+def test_unpacked_4bit_weights_compute_what_the_4bit_layers_compute(one_torch_thread):
+    """Unpacked once, the NF4 values give the 4-bit model's logits (same values, no unpacking
+    at every step); an adapter attaches on top; a memory limit keeps them packed."""
+    import torch
+
+    from compara.models.loading import unpack_4bit
+
+    prompt = "Qual é a capital de Portugal?"
+    packed = load_base(ModelConfig(base=TINY, quantize="4bit", dtype="float32"))
+    enc = packed.tokenizer([prompt], return_tensors="pt")
+    with torch.no_grad():
+        want = packed.model(**enc).logits
+    assert unpack_4bit(packed.model, max_bytes=16) == 0  # would not fit: left as it is
+    assert "Linear4bit" in {type(m).__name__ for m in packed.model.modules()}
+    n = unpack_4bit(packed.model)
+    assert n > 0 and "Linear4bit" not in {type(m).__name__ for m in packed.model.modules()}
+    with torch.no_grad():
+        got = packed.model(**enc).logits
+    assert torch.allclose(got, want, atol=1e-4)
+    plain = load_base(ModelConfig(base=TINY, quantize="none", dtype="float32"))
+    with torch.no_grad():
+        assert not torch.allclose(plain.model(**enc).logits, want, atol=1e-4)  # NF4 is not fp32
+
+
+def test_a_cpu_comparison_answers_with_unpacked_4bit_weights_and_says_so(tmp_path):
+    from compara.answerers import build_comparison
+    from compara.config import load_config
+
+    cfg = load_config(None, ["model.base=tiny-random-llama", "model.quantize=4bit",
+                             "model.dtype=float32", f"paths.adapter={tmp_path / 'none'}",
+                             f"paths.index={tmp_path / 'none'}"])
+    on = build_comparison(cfg, ["base"])
+    assert on.loaded.info.unpacked_on_cpu and on.identity("base")["unpacked"] is True
+    assert "Linear4bit" not in {type(m).__name__ for m in on.loaded.model.modules()}
+    cfg.model = cfg.model.replace(unpack_4bit_on_cpu=False)
+    off = build_comparison(cfg, ["base"])
+    assert not off.loaded.info.unpacked_on_cpu and "unpacked" not in off.identity("base")
+    assert on.cache_key("base", "p") != off.cache_key("base", "p")

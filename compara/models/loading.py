@@ -65,6 +65,7 @@ class ModelInfo:
     load_seconds: float = 0.0
     cpu_capability: str | None = None  # torch's vector ISA on this CPU: AVX2, AVX512, ...
     bf16_native: bool | None = None  # the CPU computes bf16 natively (AVX512-BF16 / AMX)
+    unpacked_on_cpu: bool = False  # 4-bit weights unpacked once for answering (unpack_4bit)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -270,6 +271,46 @@ def load_base(cfg: ModelConfig, *, device: str | None = None) -> Loaded:
         info.parameters = _logical_parameters(model)
     log.info("%s loaded in %.1f s — %s", cfg.base, info.load_seconds, info.compute_line())
     return Loaded(model=model, tokenizer=tokenizer, info=info)
+
+
+def unpack_4bit(model, max_bytes: int | None = None) -> int:
+    """Replace every bitsandbytes 4-bit linear layer by a plain ``torch.nn.Linear`` holding its
+    weights unpacked into the layer's compute dtype: the same NF4 values, so the same
+    arithmetic as the 4-bit layer's forward (which unpacks them at every call), without the
+    unpacking. For answering on a CPU, where unpacking is most of a decoding step; never for
+    training (QLoRA keeps the weights packed). Nothing is changed when the unpacked weights
+    would take more than ``max_bytes``. Returns the layers replaced.
+    """
+    import torch
+
+    try:
+        import bitsandbytes.functional as bnb_f
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    layers = [(parent, name, child) for parent in model.modules()
+              for name, child in parent.named_children() if isinstance(child, Linear4bit)]
+    if not layers:
+        return 0
+    if max_bytes is not None:
+        size = sum(c.in_features * c.out_features * torch.finfo(c.compute_dtype or torch.float32).bits // 8
+                   for _, _, c in layers)
+        if size > max_bytes:
+            log.info("4-bit weights kept packed: unpacked they would take %.1f GB (more than "
+                     "%.1f GB)", size / 1e9, max_bytes / 1e9)
+            return 0
+    with torch.no_grad():
+        for parent, name, child in layers:
+            dtype = child.compute_dtype or torch.float32
+            weight = bnb_f.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+            dense = torch.nn.Linear(child.in_features, child.out_features,
+                                    bias=child.bias is not None, device=weight.device, dtype=dtype)
+            dense.weight.copy_(weight.reshape(child.out_features, child.in_features))
+            if child.bias is not None:
+                dense.bias.copy_(child.bias.to(dtype))
+            dense.requires_grad_(False)
+            setattr(parent, name, dense)
+    return len(layers)
 
 
 def _contiguous_input(module, args):
