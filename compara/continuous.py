@@ -51,6 +51,19 @@ def supported(model, decoding) -> bool:
     return True
 
 
+class Unsupported(RuntimeError):
+    """The model's key/value cache is not one whose rows can join and leave."""
+
+
+def joinable(cache) -> bool:
+    """A ``DynamicCache`` of full and sliding-window layers (what ``_join`` and ``_keep`` know)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer).__name__ in ("DynamicLayer", "DynamicSlidingWindowLayer")
+                                and isinstance(layer, DynamicLayer) for layer in layers)
+
+
 @dataclass
 class _Row:
     index: int  # position in the caller's list of prompts
@@ -150,6 +163,8 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
         if enc["input_ids"].shape[1] < 2:  # nothing to prefill: start from an empty cache
             raise ValueError("a prompt of fewer than two tokens cannot join a batch")
         new_cache = prefix_cache(model, enc["input_ids"], enc["attention_mask"])
+        if not joinable(new_cache):
+            raise Unsupported(f"{type(new_cache).__name__}: rows cannot join this cache")
         scored, scoring_s = None, 0.0
         if score is not None and any(score[i] for i in take):
             s0 = time.perf_counter()

@@ -12,11 +12,14 @@ no stop strings, since what it measures is EOS.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 LOOP_REPEATS = 3
 FINISH_REASONS = ("eos", "stop_string", "max_tokens")
@@ -240,10 +243,15 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
     stop = eos_ids(model, tokenizer)
     from compara import continuous
 
+    rows = None
     if prompts and continuous.supported(model, decoding) and min(
             len(tokenizer(p)["input_ids"]) for p in prompts) >= 2:
-        rows = continuous.generate_continuous(model, tokenizer, prompts, decoding, stop_strings,
-                                              stop, score, on_batch)
+        try:
+            rows = continuous.generate_continuous(model, tokenizer, prompts, decoding,
+                                                  stop_strings, stop, score, on_batch)
+        except continuous.Unsupported as exc:  # found at the first prefill: nothing generated
+            log.debug("continuous batching not available (%s): model.generate", exc)
+    if rows is not None:
         gens = []
         for prompt, row in zip(prompts, rows, strict=True):
             ids, text, stopped, reason = _finish(tokenizer, row["ids"], stop, stop_strings, prompt)

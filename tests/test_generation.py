@@ -134,3 +134,16 @@ def test_rows_that_end_early_make_room_and_every_answer_stays_the_same(which, re
         assert [g.token_ids for g in gens] == want, size
         assert all(g.stopped_on_eos == (len(g.token_ids) < 12) for g in gens)
     assert any(joins)  # prompts joined a batch that was running
+
+
+def test_a_cache_whose_rows_cannot_join_falls_back_to_model_generate(llama, monkeypatch):
+    """Found at the first prefill: nothing is generated twice, the answers are the same."""
+    import compara.continuous as continuous
+
+    model, tok = llama
+    prompts = [TEMPLATE.render(q) for q in QUESTIONS]
+    want = [g.token_ids for g in generate(model, tok, prompts, GenerationConfig(max_new_tokens=6))]
+    calls = []
+    monkeypatch.setattr(continuous, "joinable", lambda cache: calls.append(1) and False)
+    got = generate(model, tok, prompts, GenerationConfig(max_new_tokens=6), stop_strings=())
+    assert calls and [g.token_ids for g in got] == want
