@@ -43,10 +43,12 @@ STRINGS: dict[str, tuple[str, str]] = {
                         "A registered model (shipped in a PyPI package, works offline) or the "
                         "one of the config."),
     "quantize": ("Quantização", "Quantisation"),
-    "quantize_help": ("4bit = NF4 (QLoRA); a mesma para todos os braços. Numa CPU, `none` "
-                      "responde mais rápido (o 4-bit é descomprimido a cada passo).",
-                      "4bit = NF4 (QLoRA); the same for every arm. On a CPU, `none` answers "
-                      "faster (4-bit weights are unpacked at every step)."),
+    "quantize_help": ("4bit = NF4 (QLoRA); a mesma para todos os braços. Numa CPU, os pesos "
+                      "4-bit são descomprimidos uma vez para responder; `none` responde ainda "
+                      "mais rápido, com outras respostas.",
+                      "4bit = NF4 (QLoRA); the same for every arm. On a CPU, 4-bit weights are "
+                      "unpacked once for answering; `none` answers faster still, with other "
+                      "answers."),
     "adapter": ("Adaptador (ajuste fino)", "Adapter (fine-tuning)"),
     "adapter_help": ("Pastas de adapters/ criadas por `compara finetune`.",
                      "Folders in adapters/ written by `compara finetune`."),
