@@ -37,11 +37,11 @@ _PROCESSORS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "seq
 def supported(model, decoding) -> bool:
     """Whether this model and these settings decode here (greedy, plain logits, a dynamic
     key/value cache); else ``model.generate`` does."""
-    from compara.likelihood import _accepts
+    from compara.likelihood import accepts
 
     if decoding.do_sample or decoding.repetition_penalty != 1.0:
         return False
-    if not _accepts(model, "past_key_values"):
+    if not accepts(model, "past_key_values"):
         return False
     gen = getattr(model, "generation_config", None)
     for name in _PROCESSORS:
@@ -52,7 +52,8 @@ def supported(model, decoding) -> bool:
 
 
 class Unsupported(RuntimeError):
-    """The model's key/value cache is not one whose rows can join and leave."""
+    """The model's key/value cache is not one whose rows can join and leave, or the prompts
+    leave nothing to prefill; found at the first prefill, before anything is generated."""
 
 
 def joinable(cache) -> bool:
@@ -142,8 +143,8 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
     """
     import torch
 
-    from compara.generation import StopCheck, _score
-    from compara.likelihood import _accepts, prefix_cache
+    from compara.generation import StopCheck
+    from compara.likelihood import accepts, prefix_cache, score_on_prefix
 
     device = next(model.parameters()).device
     check = StopCheck(tokenizer, stop_strings)
@@ -152,7 +153,7 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
     out: list[dict[str, Any] | None] = [None] * len(prompts)
     rows: list[_Row] = []
     cache = mask = None
-    keep_logits = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    keep_logits = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
 
     def admit() -> None:
         nonlocal cache, mask
@@ -160,16 +161,16 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
         texts = [prompts[i] for i in take]
         enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
         t0 = time.perf_counter()
-        if enc["input_ids"].shape[1] < 2:  # nothing to prefill: start from an empty cache
-            raise ValueError("a prompt of fewer than two tokens cannot join a batch")
+        if enc["input_ids"].shape[1] < 2:  # one-token prompts (the shortest, admitted first)
+            raise Unsupported("prompts of one token leave nothing to prefill")
         new_cache = prefix_cache(model, enc["input_ids"], enc["attention_mask"])
         if not joinable(new_cache):
             raise Unsupported(f"{type(new_cache).__name__}: rows cannot join this cache")
         scored, scoring_s = None, 0.0
         if score is not None and any(score[i] for i in take):
             s0 = time.perf_counter()
-            scored = _score(model, tokenizer, new_cache, enc, [score[i] for i in take], texts,
-                            max(slots, 8))
+            scored = score_on_prefix(model, tokenizer, new_cache, enc, [score[i] for i in take],
+                                     texts, max(slots, 8))
             scoring_s = time.perf_counter() - s0
         lengths = enc["attention_mask"].sum(dim=1).tolist()
         for j, i in enumerate(take):

@@ -189,36 +189,6 @@ def stop_criteria(tokenizer, stop_strings: Sequence[str], prompts: Sequence[str]
     return [TextStop()]
 
 
-def shares_prefix(model, enc) -> bool:
-    """Whether generation can go on from :func:`compara.likelihood.prefix_cache` for this
-    batch: a model that takes a key/value cache, and prompts of two tokens or more."""
-    from compara.likelihood import _accepts
-
-    return enc["input_ids"].shape[1] >= 2 and _accepts(model, "past_key_values")
-
-
-def _score(model, tokenizer, cache, enc, texts: Sequence[Sequence[str]], prompts: Sequence[str],
-           rows_per_pass: int) -> list[list[float | None]]:
-    """Each prompt's ``texts`` scored on the batch's prefix cache (see compara.likelihood)."""
-    from compara.likelihood import encode_pair, score_after_prefix
-
-    rows, where = [], []
-    out: list[list[float | None]] = [[None] * len(t) for t in texts]
-    for j, (prompt, wanted) in enumerate(zip(prompts, texts, strict=True)):
-        for k, text in enumerate(wanted):
-            ids = encode_pair(tokenizer, prompt, text)[1]
-            if ids:
-                rows.append((j, ids))
-                where.append((j, k))
-    if rows:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        values = score_after_prefix(model, cache, enc["input_ids"], enc["attention_mask"], rows,
-                                    pad, rows_per_pass)
-        for (j, k), value in zip(where, values, strict=True):
-            out[j][k] = value
-    return out
-
-
 def generate(model, tokenizer, prompts: Sequence[str], decoding,
              on_batch: Callable[[int], None] | None = None,
              stop_strings: Sequence[str] = (),
@@ -229,11 +199,12 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
     batch as rows end (:mod:`compara.continuous`); sampling or a repetition penalty goes
     through ``model.generate`` batch by batch.
 
-    Each batch's prompts are run once (all but their last token, :func:`compara.likelihood.
-    prefix_cache`) and generation goes on from that cache. ``score[i]``, texts to score after
-    ``prompts[i]`` (a question's references and distractors), are scored on the same cache
-    before generating (:attr:`Generation.scores`): the reference likelihood costs no second
-    pass over a long prompt. Generation is the same with or without ``score``.
+    ``score[i]``: texts to score after ``prompts[i]`` (a question's references and
+    distractors; :attr:`Generation.scores`). Greedy decoding scores them on the prompt pass
+    its answer goes on from (:func:`compara.likelihood.prefix_cache`), so a long prompt is read
+    once; the ``model.generate`` path scores them in a pass of their own
+    (:func:`compara.likelihood.reference_logprobs`). Generation is the same with or without
+    ``score``.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -244,8 +215,7 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
     from compara import continuous
 
     rows = None
-    if prompts and continuous.supported(model, decoding) and min(
-            len(tokenizer(p)["input_ids"]) for p in prompts) >= 2:
+    if prompts and continuous.supported(model, decoding):
         try:
             rows = continuous.generate_continuous(model, tokenizer, prompts, decoding,
                                                   stop_strings, stop, score, on_batch)
@@ -278,32 +248,21 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
             torch.manual_seed(decoding.seed)
         scores: list[list[float | None]] | None = None
         scoring_s = 0.0
+        if score is not None and any(score[i] for i in idx):
+            from compara.likelihood import reference_logprobs
+
+            s0 = time.perf_counter()
+            flat = [(j, text) for j, i in enumerate(idx) for text in score[i]]
+            values = reference_logprobs(model, tokenizer, [batch_prompts[j] for j, _ in flat],
+                                        [t for _, t in flat], batch_size=size)
+            scores = [[] for _ in idx]
+            for (j, _), value in zip(flat, values, strict=True):
+                scores[j].append(value)
+            scoring_s = time.perf_counter() - s0
         t0 = time.perf_counter()
         with torch.inference_mode():
-            extra: dict[str, Any] = {}
-            if shares_prefix(model, enc):
-                from compara.likelihood import prefix_cache
-
-                extra["past_key_values"] = prefix_cache(model, enc["input_ids"],
-                                                        enc["attention_mask"])
-                if score is not None and any(score[i] for i in idx):
-                    s0 = time.perf_counter()
-                    scores = _score(model, tokenizer, extra["past_key_values"], enc,
-                                    [score[i] for i in idx], batch_prompts, max(size, 8))
-                    scoring_s = time.perf_counter() - s0
-            elif score is not None and any(score[i] for i in idx):
-                from compara.likelihood import reference_logprobs
-
-                s0 = time.perf_counter()
-                flat = [(j, text) for j, i in enumerate(idx) for text in score[i]]
-                values = reference_logprobs(model, tokenizer, [batch_prompts[j] for j, _ in flat],
-                                            [t for _, t in flat], batch_size=size)
-                scores = [[] for _ in idx]
-                for (j, _), value in zip(flat, values, strict=True):
-                    scores[j].append(value)
-                scoring_s = time.perf_counter() - s0
-            out = model.generate(**enc, **extra, **kwargs)
-        elapsed = time.perf_counter() - t0 - scoring_s
+            out = model.generate(**enc, **kwargs)
+        elapsed = time.perf_counter() - t0
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         for j, (row, i, n_in) in enumerate(zip(new, idx, lengths, strict=True)):
             ids, text, stopped, reason = _finish(tokenizer, row, stop, stop_strings, prompts[i])

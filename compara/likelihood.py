@@ -62,7 +62,7 @@ def encode_pair(tokenizer, prompt: str, continuation: str) -> tuple[list[int], l
     return list(p), list(r)
 
 
-def _accepts(model, name: str) -> bool:
+def accepts(model, name: str) -> bool:
     """Whether the (base) model's forward takes the keyword ``name`` by name."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
@@ -86,9 +86,9 @@ def _batch_logprobs(model, rows: list[tuple[list[int], list[int]]], pad_id: int,
     input_ids = torch.tensor(ids, device=device)
     kwargs: dict[str, Any] = {"attention_mask": torch.tensor(mask, device=device),
                               "position_ids": torch.tensor(pos, device=device)}
-    if _accepts(model, "logits_to_keep"):
+    if accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = keep
-    if _accepts(model, "use_cache"):
+    if accepts(model, "use_cache"):
         kwargs["use_cache"] = False
     logits = model(input_ids=input_ids, **kwargs).logits[:, -keep:, :].float()
     logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
@@ -106,7 +106,7 @@ def prefix_cache(model, input_ids, attention_mask):
     real token, as ``generate`` counts them.
     """
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    keep = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
     out = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
                 position_ids=positions[:, :-1], use_cache=True, **keep)
     return out.past_key_values
@@ -153,6 +153,27 @@ def score_after_prefix(model, cache, input_ids, attention_mask,
             result[i] = total / len(c)
         del past, logits, logp
     return result
+
+
+def score_on_prefix(model, tokenizer, cache, enc, texts: Sequence[Sequence[str]],
+                    prompts: Sequence[str], rows_per_pass: int) -> list[list[float | None]]:
+    """Each prompt's ``texts`` (mean log-probability per token, None for an empty text) on the
+    :func:`prefix_cache` of the tokenised batch ``enc`` of ``prompts``."""
+    rows, where = [], []
+    out: list[list[float | None]] = [[None] * len(t) for t in texts]
+    for j, (prompt, wanted) in enumerate(zip(prompts, texts, strict=True)):
+        for k, text in enumerate(wanted):
+            ids = encode_pair(tokenizer, prompt, text)[1]
+            if ids:
+                rows.append((j, ids))
+                where.append((j, k))
+    if rows:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        values = score_after_prefix(model, cache, enc["input_ids"], enc["attention_mask"], rows,
+                                    pad, rows_per_pass)
+        for (j, k), value in zip(where, values, strict=True):
+            out[j][k] = value
+    return out
 
 
 def _prompt_then_continuations(model, prompts: list[list[int]], rows: list[tuple[int, list[int]]],
@@ -222,7 +243,7 @@ def reference_logprobs(model, tokenizer, prompts: Sequence[str], continuations: 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     size = max(1, batch_size)
     if reuse_prompt is None:
-        reuse_prompt = _accepts(model, "past_key_values")
+        reuse_prompt = accepts(model, "past_key_values")
     with torch.inference_mode():
         if not reuse_prompt:
             todo = sorted((i for i, (_, r) in enumerate(pairs) if r),

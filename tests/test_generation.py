@@ -143,7 +143,22 @@ def test_a_cache_whose_rows_cannot_join_falls_back_to_model_generate(llama, monk
     model, tok = llama
     prompts = [TEMPLATE.render(q) for q in QUESTIONS]
     want = [g.token_ids for g in generate(model, tok, prompts, GenerationConfig(max_new_tokens=6))]
+    shared = generate(model, tok, prompts, GenerationConfig(max_new_tokens=6, batch_size=3),
+                      score=TEXTS)  # scored on the answers' own prompt pass
     calls = []
     monkeypatch.setattr(continuous, "joinable", lambda cache: calls.append(1) and False)
     got = generate(model, tok, prompts, GenerationConfig(max_new_tokens=6), stop_strings=())
     assert calls and [g.token_ids for g in got] == want
+    # the model.generate path scores the texts in a pass of its own: the same numbers
+    own = generate(model, tok, prompts, GenerationConfig(max_new_tokens=6, batch_size=3),
+                   score=TEXTS)
+    for a, b in zip(shared, own, strict=True):
+        assert (a.scores is None) == (b.scores is None)
+        if a.scores is not None:
+            assert a.scores == pytest.approx(b.scores, abs=1e-4)
+
+
+def test_a_prompt_of_one_token_is_generated_through_model_generate(llama):
+    model, tok = llama
+    (gen,) = generate(model, tok, [""], GenerationConfig(max_new_tokens=4))
+    assert len(tok("")["input_ids"]) == 1 and 0 < gen.tokens_out <= 4

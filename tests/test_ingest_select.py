@@ -310,7 +310,8 @@ def test_a_rule_that_selects_nothing_is_warned_about_by_name(tmp_path, sample_du
     assert "ingest.select.categories selected no article" in caplog.text
 
 
-def test_the_summary_says_what_each_rule_selected(tmp_path, sample_dump, capsys):
+def test_the_summary_says_what_each_rule_selected(tmp_path, sample_dump, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the table's width, not the terminal's running this
     report, _ = _ingest(sample_dump, tmp_path, categories=["Poetas de Portugal"], sample=3)
     pipeline.print_report(report, tmp_path)
     out = " ".join(capsys.readouterr().out.split())
