@@ -63,7 +63,7 @@ def _config(base: str, adapter: Path | None, threads: int, extra: tuple[str, ...
 
 
 def _questions(n: int) -> list[str]:
-    from compara.questions import load_questions
+    from core.questions import load_questions
 
     return [q.question for q in load_questions(ROOT / "questions/amostra.jsonl")][:n]
 
@@ -111,7 +111,7 @@ def child(kind: str, base: str, adapter: str, threads: int, sets: str = "[]") ->
         from peft import PeftModel
 
         from compara.answerers import Comparison, build_comparison
-        from compara.models import load_base
+        from core.models import load_base
 
         with_index = build_comparison(cfg, ["base", "rag"])
         tuned = load_base(cfg.model)
@@ -211,12 +211,12 @@ def answers(base: str, threads: int, n: int, rounds: int) -> dict:
     """The demo's batch on the base and RAG arms under each of CASES, interleaved (each round
     flips the order of the weight formats and of the cases); medians over the rounds of wall
     and CPU seconds. "before" goes through ``model.generate`` batch by batch, the way every
-    answer was generated before the continuous batching loop (``compara.continuous``)."""
+    answer was generated before the continuous batching loop (``core.continuous``)."""
     import gc
 
     import torch
 
-    import compara.continuous as continuous
+    import core.continuous as continuous
     from compara.answerers import build_comparison
 
     torch.set_num_threads(threads)
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     SETS.extend(args.set)
     sections = set(args.only.split(","))
     OUT.mkdir(parents=True, exist_ok=True)
-    from compara.models.loading import compute_plan
+    from core.models.loading import compute_plan
 
     plan = compute_plan(_config(args.base, None, args.threads).model)
     print(f"{plan.replace('unquantised weights', 'weights as each section says')}", flush=True)

@@ -5,7 +5,7 @@ instruction set carries — the measure behind "both paths hold the same facts".
     python bench/coverage.py --dump DUMP --questions Q.jsonl
 
 For each corpus: the share of prose sentences found whole in some training output, and the share
-of the questions' answers (the ``contains`` test of compara.metrics) found in at least one and in
+of the questions' answers (the ``contains`` test of core.metrics) found in at least one and in
 three or more training outputs. The instruction set is made by the ingest code importable from
 ``--code`` (default: this checkout), so an older checkout can be measured the same way.
 """
@@ -42,7 +42,7 @@ def prose_articles() -> list[dict]:
 
 def measure(articles: list[dict], questions: list[dict]) -> dict:
     """Generate the instruction set with the importable ingest code and measure it."""
-    from compara.exposure import ReferenceMatcher
+    from core.exposure import ReferenceMatcher
 
     inst = importlib.import_module("ingest.instructions")
     cfg = importlib.import_module("ingest.config").InstructionConfig()
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     sys.path.insert(0, str(a.code.resolve()))
-    from compara.io import read_jsonl
+    from core.io import read_jsonl
     from ingest.config import IngestConfig
     from ingest.pipeline import run_ingest
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compara.exposure import compute_exposure  # noqa: E402
-from compara.io import read_jsonl  # noqa: E402
-from compara.metrics import ARTICLES, normalize, words  # noqa: E402
-from compara.questions import load_questions  # noqa: E402
+from core.exposure import compute_exposure  # noqa: E402
+from core.io import read_jsonl  # noqa: E402
+from core.metrics import ARTICLES, normalize, words  # noqa: E402
+from core.questions import load_questions  # noqa: E402
 
 
 def peer(questions: dict[str, list[str]], records: list[dict]) -> dict[str, tuple[int, int]]:

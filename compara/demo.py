@@ -29,23 +29,23 @@ class Stage:
 
 def _model_fresh(cfg: ExperimentConfig) -> bool:
     """A registered model is converted once into the cache; other models need nothing."""
-    from compara.models import resolve
-    from compara.models.convert import cached_path
+    from core.models import resolve
+    from core.models.convert import cached_path
 
     source = resolve(cfg.model.base, cfg.model.revision)
     return source.kind != "registry" or cached_path(source.spec) is not None
 
 
 def _model_run(cfg: ExperimentConfig) -> dict[str, Any]:
-    from compara.models import resolve
-    from compara.models.convert import ensure_converted
+    from core.models import resolve
+    from core.models.convert import ensure_converted
 
     return {"path": str(ensure_converted(resolve(cfg.model.base, cfg.model.revision).spec))}
 
 
 def _model_describe(cfg: ExperimentConfig, result: dict[str, Any] | None) -> str:
-    from compara.models import resolve
-    from compara.models.loading import source_path
+    from core.models import resolve
+    from core.models.loading import source_path
 
     source = resolve(cfg.model.base, cfg.model.revision)
     return f"{cfg.model.base} ({source_path(source) if source.kind != 'hub' else 'hub cache'})"
@@ -94,7 +94,7 @@ def _ingest_describe(cfg: ExperimentConfig, report: dict[str, Any] | None) -> st
 def _index_fresh(cfg: ExperimentConfig) -> bool:
     import json
 
-    from compara.io import sha256_file
+    from core.io import sha256_file
 
     folder = Path(cfg.paths.index)
     manifest_path, config_path = folder / "manifest.json", folder / "config.json"
@@ -126,7 +126,7 @@ def _index_describe(cfg: ExperimentConfig, manifest: dict[str, Any] | None) -> s
 def _finetune_fresh(cfg: ExperimentConfig) -> bool:
     import json
 
-    from compara.io import sha256_file
+    from core.io import sha256_file
 
     summary_path = Path(cfg.paths.adapter) / "summary.json"
     config_path = Path(cfg.paths.adapter) / "config.yaml"
@@ -265,12 +265,12 @@ def time_breakdown(seconds: dict[str, float], results: dict[str, dict[str, Any]]
 
 
 def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
-    from compara.logs import console as make_console
+    from core.logs import console as make_console
 
     console = make_console()
     console.print(f"[bold]compara demo[/] — experiment [cyan]{cfg.name}[/] "
                   f"({cfg.source or 'built-in defaults'})")
-    from compara.models.loading import compute_plan
+    from core.models.loading import compute_plan
 
     console.print(f"  {compute_plan(cfg.model)}")
     start = time.monotonic()

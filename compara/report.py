@@ -1,7 +1,7 @@
 """Summaries of a batch run: ``summary.json``, ``summary.csv``, ``report.html``, terminal table.
 
 A run folder holds ``results.jsonl`` (one line per question × arm, see
-:func:`compara.metrics.score_answer` for the metrics). :func:`write_report` re-scores every
+:func:`core.metrics.score_answer` for the metrics). :func:`write_report` re-scores every
 answer with the current metric definitions, summarises it per arm (mean of every metric with a
 seeded 95% bootstrap interval over questions, latency median and p95, tokens/s, stopped-on-EOS
 rate), per question type and per fact-exposure bin, compares the arms pairwise on the same
@@ -16,18 +16,16 @@ import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from compara.configbase import ConfigBase, ConfigError, opt
-from compara.exposure import DEFAULT_BIN_EDGES, Exposure, bin_labels, exposure_bin
-from compara.generation import FINISH_REASONS
-from compara.io import BadLine, atomic_write_json, atomic_writer, iter_jsonl
-from compara.metrics import (
+from compara.config import EvalConfig
+from core.exposure import Exposure, bin_labels, exposure_bin
+from core.generation import FINISH_REASONS
+from core.io import BadLine, atomic_write_json, atomic_writer, iter_jsonl
+from core.metrics import (
     LABELS,
     MEASURE_METRICS,
-    MEASURES,
     METRICS,
     VALUE_METRICS,
     bootstrap_mean,
@@ -47,52 +45,6 @@ PAIRED_METRICS = ("contains", "f1", *MEASURE_METRICS)
 SHARED_IDENTITY = ("base_model", "decoding")
 RESULTS = "results.jsonl"
 EXPOSURE_FILE = "exposure.jsonl"
-
-
-@dataclass
-class EvalConfig(ConfigBase):
-    """Question files, metrics and reports of `compara batch` / `compara ask`."""
-
-    bootstrap_resamples: int = opt(1000, "Bootstrap resamples for the 95% intervals (0: none).")
-    confidence: float = opt(0.95, "Confidence level of the intervals.")
-    seed: int = opt(0, "Seed of the bootstrap (intervals are reproducible).")
-    keep_accents: bool = opt(False, "Compare answers with accents (default: ignore them).")
-    exposure_count: Literal["outputs", "records"] = opt(
-        "outputs", "Exposure used for the bins: training outputs containing the answer, or "
-                   "records containing it anywhere (instruction, input or output).")
-    exposure_bins: list[int] = opt(list(DEFAULT_BIN_EDGES),
-                                   "Lower edges of the exposure bins (0, 1–2, 3–5, 6–10, 11+).")
-    max_question_chars: int = opt(2000, "Longer questions are cut (or refused, see below).")
-    long_questions: Literal["truncate", "refuse"] = opt(
-        "truncate", "What to do with a question longer than max_question_chars.")
-    measures: list[str] = opt(
-        list(MEASURES),
-        "Measures without a judge (docs/evaluation.md): likelihood (mean log-probability per "
-        "token of the reference given the arm's prompt: one forward pass per batch), choice "
-        "(the reference ranked against `distractors` other answers, same pass), similarity "
-        "(e5 cosine of answer and reference: the index's embedder), language (is the answer "
-        "in Portuguese), faithfulness (share of the answer's content words in its passages). "
-        "The first three cost model time; [] turns all off.")
-    distractors: int = opt(3, "Wrong answers the reference is ranked against in `choice` "
-                              "(references of other questions, same type first; seeded by "
-                              "eval.seed).")
-
-    def validate(self) -> None:
-        if self.bootstrap_resamples < 0:
-            raise ConfigError("eval.bootstrap_resamples must be >= 0")
-        if not 0 < self.confidence < 1:
-            raise ConfigError("eval.confidence must be between 0 and 1")
-        edges = list(self.exposure_bins)
-        if not edges or edges[0] != 0 or edges != sorted(set(edges)):
-            raise ConfigError("eval.exposure_bins must be increasing lower edges starting at 0")
-        if self.max_question_chars < 1:
-            raise ConfigError("eval.max_question_chars must be >= 1")
-        unknown = [m for m in self.measures if m not in MEASURES]
-        if unknown:
-            raise ConfigError(f"eval.measures: unknown {', '.join(map(repr, unknown))}; "
-                              f"measures: {', '.join(MEASURES)}")
-        if self.distractors < 1:
-            raise ConfigError("eval.distractors must be >= 1")
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -176,7 +128,7 @@ def ended_cleanly(rec: Mapping[str, Any]) -> bool | None:
 
 def mc_chance(records: Iterable[Mapping[str, Any]]) -> float | None:
     """The multiple-choice accuracy of guessing over these records: the mean of 1 / choices
-    (:func:`compara.likelihood.chance_level` on stored records)."""
+    (:func:`core.likelihood.chance_level` on stored records)."""
     levels = [1.0 / c for c in ((r.get("metrics") or {}).get("mc_choices") for r in records)
               if isinstance(c, int) and c > 0]
     return sum(levels) / len(levels) if levels else None
@@ -399,9 +351,9 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
     the report has no exposure section. Returns the summary, with the written paths under
     ``"files"``.
     """
-    from compara.exposure import compute_exposure, read_exposure, write_exposure
-    from compara.io import InputError
     from compara.report_html import render_html
+    from core.exposure import compute_exposure, read_exposure, write_exposure
+    from core.io import InputError
 
     cfg = cfg or EvalConfig()
     run_dir = Path(run_dir)
@@ -493,7 +445,7 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
     accuracy by fact exposure when known, and by question type with ``by_type``."""
     from rich.table import Table
 
-    from compara.logs import console as make_console
+    from core.logs import console as make_console
 
     console = console or make_console()
     arms = list(summary["per_arm"])

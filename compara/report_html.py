@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from compara.metrics import ARTICLES, LABELS, MEASURE_METRICS, VALUE_METRICS, tokens
+from core.metrics import ARTICLES, LABELS, MEASURE_METRICS, VALUE_METRICS, tokens
 
 ARM_COLORS = {"base": "#7f7f7f", "rag": "#1f77b4", "finetuned": "#ff7f0e",
               "finetuned+rag": "#2ca02c"}
@@ -73,7 +73,7 @@ def esc(value: Any) -> str:
 # -- highlighting ---------------------------------------------------------------------------------
 
 def _fold_char(c: str, keep_accents: bool) -> str:
-    """One character folded like :func:`compara.text.fold`, always one character long, so
+    """One character folded like :func:`core.text.fold`, always one character long, so
     offsets in the folded text are offsets in the original."""
     out = c
     if not keep_accents:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from compara.configbase import ConfigBase, ConfigError, opt
+from core.configbase import ConfigBase, ConfigError, opt
 
 
 @dataclass

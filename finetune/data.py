@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compara.io import BadLine, InputError, iter_jsonl, sha256_file
+from core.io import BadLine, InputError, iter_jsonl, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def select_records(records: Sequence[dict[str, Any]], limit: int | None, mode: s
     groups = _fact_groups(records)
     covered = 0
     if mode == "questions" and references:
-        from compara.exposure import ReferenceMatcher
+        from core.exposure import ReferenceMatcher
 
         matcher = ReferenceMatcher({str(i): list(r) for i, r in enumerate(references)}, keep_accents)
         per_question: list[list[list[dict[str, Any]]]] = [[] for _ in references]
@@ -323,7 +323,7 @@ def encode(tokenizer, template, record: dict[str, Any], max_length: int) -> Exam
 
 def encode_all(tokenizer, template, records: Sequence[dict[str, Any]], max_length: int,
                split: str, report: DataReport) -> list[Example]:
-    from compara.logs import progress
+    from core.logs import progress
 
     examples = [encode(tokenizer, template, rec, max_length)
                 for rec in progress(records, desc=f"tokenizing {split}", unit="ex", leave=False)]

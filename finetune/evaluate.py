@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-from compara.generation import Generation, generate, has_loop
+from core.generation import Generation, generate, has_loop
 
 
 def classify(gen: Generation, max_new_tokens: int) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def stop_report(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
 
     A step costs about as much for 16 rows as for one on a CPU (it reads every weight once),
     and the base model rarely stops: large batches make the check several times cheaper."""
-    from compara.config import GenerationConfig
+    from core.config import GenerationConfig
 
     decoding = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
     gens = generate(model, tokenizer, prompts, decoding)

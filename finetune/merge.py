@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compara.io import InputError, atomic_write_json
+from core.io import InputError, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ def merge_adapter(adapter_dir: str | Path, out: str | Path, *, dtype: str = "bfl
     ``base`` overrides where the base model is loaded from (e.g. the folder moved); it must
     still be the model the adapter was trained on.
     """
-    from compara.config import ModelConfig
-    from compara.models import attach_adapter, load_base, read_adapter_summary
+    from core.config import ModelConfig
+    from core.models import attach_adapter, load_base, read_adapter_summary
 
     if dtype not in ("bfloat16", "float32"):
         raise ValueError(f"merge dtype must be bfloat16 or float32, not {dtype!r}")

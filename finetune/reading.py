@@ -69,7 +69,7 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
     """Up to ``count`` reading records from ``records`` (fact-like ones whose answer is found in
     a chunk of their own article), and a report of what was built. ``bm25``: the index's own
     keyword index over ``chunks`` (:func:`load_index_bm25`); built here when not given."""
-    from compara.prompts import RagTemplate
+    from core.prompts import RagTemplate
     from rag.bm25 import BM25Index
 
     tpl = RagTemplate.load(rag_template) if rag_template else RagTemplate.load()

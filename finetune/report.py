@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compara.io import JsonlAppender, atomic_write_text, iter_jsonl
+from core.io import JsonlAppender, atomic_write_text, iter_jsonl
 
 METRICS = "metrics.jsonl"
 
@@ -81,7 +81,7 @@ def write_readme(out: Path, s: dict[str, Any]) -> None:
         "",
         "```python",
         "from compara.config import load_config",
-        "from compara.models import attach_adapter, load_base",
+        "from core.models import attach_adapter, load_base",
         "",
         f"loaded = load_base(load_config('{out / 'config.yaml'}').model)",
         f"tuned = attach_adapter(loaded, '{out}')",
@@ -98,7 +98,7 @@ def write_readme(out: Path, s: dict[str, Any]) -> None:
 
 
 def library_versions() -> dict[str, str]:
-    from compara.versions import library_versions as versions
+    from core.versions import library_versions as versions
 
     return versions(("compara", "torch", "transformers", "peft", "bitsandbytes", "accelerate",
                      "tokenizers"))
@@ -120,7 +120,7 @@ def peak_memory() -> dict[str, float]:
 def metrics_callback(out: Path):
     from transformers import TrainerCallback
 
-    from compara.logs import progress
+    from core.logs import progress
 
     class MetricsCallback(TrainerCallback):
         """metrics.jsonl (one line per log/eval, flushed at once) and a progress bar with

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compara.io import InputError, atomic_write_json, iter_jsonl, write_jsonl
+from core.io import InputError, atomic_write_json, iter_jsonl, write_jsonl
 from finetune.report import (
     METRICS,
     build_summary,
@@ -53,7 +53,7 @@ class RunConflict(InputError):
 class Prepared:
     """Everything a run needs, built before training starts (also used by the benchmark)."""
 
-    loaded: Any  # compara.models.Loaded, model already wrapped by PEFT
+    loaded: Any  # core.models.Loaded, model already wrapped by PEFT
     template: Any
     train: Any  # ExampleDataset
     val: Any
@@ -63,7 +63,7 @@ class Prepared:
 
 def load_template(cfg: ExperimentConfig, data: Path):
     """The template ingest used: the copy in the data folder, else the configured one."""
-    from compara.prompts import TEMPLATE_FILENAME, PromptTemplate
+    from core.prompts import TEMPLATE_FILENAME, PromptTemplate
 
     folder = data if data.is_dir() else data.parent
     if (folder / TEMPLATE_FILENAME).is_file():
@@ -85,7 +85,7 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
     n_reading = round(ft.reading * (limit or len(records)))
     references: list[list[str]] = []
     if ft.select == "questions":
-        from compara.questions import load_questions, stratified_sample
+        from core.questions import load_questions, stratified_sample
 
         if not cfg.paths.questions:
             raise InputError("finetune.select=questions needs paths.questions")
@@ -140,7 +140,7 @@ def check_time_budget(cfg: ExperimentConfig, prepared: Prepared, *, force: bool 
                       world_size: int = 1) -> dict[str, Any]:
     """The plan of this run's training (tokens, rate and its source, hours); refuses a run over
     ``finetune.max_hours`` unless ``force``."""
-    from compara.plan import finetune_rate, probe_train_rate, train_tokens_of_run
+    from finetune.rate import finetune_rate, probe_train_rate, train_tokens_of_run
 
     ft = cfg.finetune
     info = prepared.loaded.info
@@ -189,7 +189,7 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     """Read and tokenize the data, load the base, wrap it with a fresh LoRA adapter."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from compara.models import load_base
+    from core.models import load_base
     from finetune.data import ExampleDataset, encode_all, load_splits
 
     ft = cfg.finetune
@@ -341,7 +341,7 @@ def _trim_metrics(path: Path, step: int) -> None:
         return
     keep = [rec for _, rec in iter_jsonl(path, on_error=lambda bad: None)
             if rec.get("step", 0) <= step]
-    from compara.io import write_jsonl
+    from core.io import write_jsonl
 
     write_jsonl(path, keep)
 
@@ -355,7 +355,7 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     ``finetune.max_hours`` is refused (:class:`OverBudget`) unless ``force``."""
     from transformers import set_seed
 
-    from compara.configbase import dump_yaml
+    from core.configbase import dump_yaml
 
     started = time.monotonic()
     out = Path(out)

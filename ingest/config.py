@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from compara.configbase import ConfigBase, ConfigError, opt
+from core.configbase import ConfigBase, ConfigError, opt
 
 TASKS = ("definition", "summary", "section", "infobox", "table", "fact", "passage_title")
 
@@ -90,7 +90,7 @@ class InstructionConfig(ConfigBase):
     paraphrases: int = opt(
         3, "Phrasings generated for each fact question (models absorb a fact only when they "
            "see it several ways).")
-    template: str = opt("alpaca-pt", "Prompt template (name in compara/templates or a JSON path).")
+    template: str = opt("alpaca-pt", "Prompt template (name in core/templates or a JSON path).")
     min_output_chars: int = opt(3, "Drop records whose answer is shorter than this.")
     max_output_chars: int = opt(
         900, "Answers longer than this are cut at the last sentence end before it.")

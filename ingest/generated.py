@@ -10,7 +10,7 @@ about each as JSON. Only pairs that pass three checks become records of task ``g
   "dele" ...); a question about "o trecho" / "o texto" is rejected either way;
 * **short** — the answer has at most ``generator.max_answer_words`` words;
 * **supported** — every content word of the answer (the normalised tokens of
-  :mod:`compara.metrics`, Portuguese stopwords left out) occurs in the passage or the title, so
+  :mod:`core.metrics`, Portuguese stopwords left out) occurs in the passage or the title, so
   an answer the model made up, or a bare "Sim"/"Não", is dropped.
 
 Each model reply is cached in ``OUT/generated.cache.jsonl`` as soon as it arrives (one line per
@@ -36,9 +36,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from compara.io import BadLine, JsonlAppender, atomic_write_json, iter_jsonl
-from compara.metrics import contains, tokens
-from compara.text import fold, fold_words
+from core.errors import UserError
+from core.io import BadLine, JsonlAppender, atomic_write_json, iter_jsonl
+from core.metrics import contains, tokens
+from core.text import fold, fold_words
 from ingest.config import GeneratorConfig, IngestConfig
 from ingest.instructions import pack_sentences, record_id, sentences_of, split_of
 
@@ -81,7 +82,7 @@ _QUESTION_KEYS = ("pergunta", "question", "questao", "questão")
 _ANSWER_KEYS = ("resposta", "answer")
 
 
-class GeneratorError(RuntimeError):
+class GeneratorError(UserError, RuntimeError):
     """The generator cannot be used at all (e.g. the endpoint refuses every request)."""
 
 
@@ -253,8 +254,8 @@ class ModelWriter:
         self.loaded = None
 
     def _load(self) -> None:
-        from compara.config import GenerationConfig, ModelConfig
-        from compara.models import load_base
+        from core.config import GenerationConfig, ModelConfig
+        from core.models import load_base
 
         g = self.gcfg
         self.loaded = load_base(ModelConfig(base=g.model, revision=g.revision,
@@ -280,7 +281,7 @@ class ModelWriter:
     def __call__(self, prompts: Sequence[str]) -> list[str | Exception]:
         if self.loaded is None:
             self._load()
-        from compara.generation import generate
+        from core.generation import generate
 
         try:
             gens = generate(self.loaded.model, self.loaded.tokenizer,
@@ -519,10 +520,10 @@ def add_generated_instructions(out_dir: str | Path, cfg: IngestConfig, *,
 
     ``writer`` replaces the configured model or endpoint (tests). The model is loaded only if
     some passage is not in the cache yet. Raises :class:`GeneratorError` (or
-    :class:`compara.models.ModelNotFound`) when the generator cannot be used at all; the
+    :class:`core.models.ModelNotFound`) when the generator cannot be used at all; the
     rule-based records are never touched.
     """
-    from compara.logs import progress
+    from core.logs import progress
 
     gcfg = cfg.instructions.generator
     if writer is None and not gcfg.enabled:

@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 import orjson
 
-from compara.io import (
+from core.errors import UserError
+from core.io import (
     InputError,
     JsonlAppender,
     atomic_write_json,
@@ -34,7 +35,7 @@ from compara.io import (
     iter_jsonl,
     repair_jsonl_tail,
 )
-from compara.versions import library_versions
+from core.versions import library_versions
 from ingest.config import IngestConfig
 from ingest.dump import DumpProblem, DumpReader, RawPage
 from ingest.namespaces import CATEGORY_NS, normalize_title, redirect_target
@@ -47,7 +48,7 @@ OUTPUTS = ("articles.jsonl", "redirects.jsonl", "instructions.train.jsonl",
 _STATE_EVERY_S = 5.0
 
 
-class IngestFailed(RuntimeError):
+class IngestFailed(UserError, RuntimeError):
     """The dump could not be read to its end; ``report`` says what was kept."""
 
     def __init__(self, message: str, report: dict[str, Any]):
@@ -414,7 +415,7 @@ def _map(batches: Iterator[list[RawPage]], cfg: IngestConfig) -> Iterator[tuple[
 
 def _scan(run: _Run) -> DumpReader:
     """Read the dump; write articles, redirects and instructions incrementally."""
-    from compara.logs import progress
+    from core.logs import progress
 
     reader = DumpReader(run.dump, on_problem=run.problem)
     start = time.monotonic()

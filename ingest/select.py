@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from compara.io import InputError
+from core.io import InputError
 from ingest.config import SelectConfig
 from ingest.namespaces import CATEGORY_NS, namespace_of_prefix, normalize_title, split_title
 
@@ -93,7 +93,7 @@ def read_title_file(path: str | Path) -> list[str]:
 
 def question_titles(path: str | Path) -> list[str]:
     """The articles a question file names (``source_title``, ``source_titles``), in file order."""
-    from compara.questions import QuestionFileError, load_questions
+    from core.questions import QuestionFileError, load_questions
 
     try:
         questions = load_questions(path)

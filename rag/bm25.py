@@ -2,7 +2,7 @@
 
 Portuguese text is folded before tokenising (lower case, accents removed: "São Paulo" and "sao
 paulo" match), stop words are dropped, and a light suffix stripper merges plural and gender
-forms ("botânica", "botânicos" → "botanic"). ``bm25s`` stores the index as sparse numpy arrays
+forms ("botânica", "botânicos" → "botanic"): :func:`core.text.tokenize`. ``bm25s`` stores the index as sparse numpy arrays
 and JSON (no pickle) and scores only documents that share a term with the query, so it scales
 to the millions of chunks of the full ptwiki.
 """
@@ -10,53 +10,11 @@ to the millions of chunks of the full ptwiki.
 from __future__ import annotations
 
 import json
-import re
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from compara.text import strip_accents
-
-TOKEN_RE = re.compile(r"\w+", re.UNICODE)
-TOKENIZER_VERSION = "pt-fold-light-stem-1"
-
-
-def fold(text: str) -> str:
-    """Lower case without accents: 'Ribeirão' → 'ribeirao' (spacing kept, unlike
-    :func:`compara.text.fold`)."""
-    return strip_accents(text.casefold())
-
-
-@lru_cache(maxsize=1)
-def stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_PORTUGUESE
-
-    return frozenset(fold(w) for w in STOPWORDS_PORTUGUESE)
-
-
-# Longest first; each only when what remains is long enough to stay meaningful.
-_SUFFIXES = ("oes", "aes", "ais", "eis", "ois", "ns", "es", "as", "os", "a", "o", "s", "e")
-
-
-def stem(token: str) -> str:
-    """A light Portuguese stemmer (plural and gender endings only); digits are kept."""
-    if len(token) <= 4 or token.isdigit():
-        return token
-    for suffix in _SUFFIXES:
-        if token.endswith(suffix) and len(token) - len(suffix) >= 4:
-            return token[: -len(suffix)]
-    return token
-
-
-def tokenize(text: str) -> list[str]:
-    stop = stopwords()
-    tokens = []
-    for tok in TOKEN_RE.findall(fold(text)):
-        if tok in stop or (len(tok) < 2 and not tok.isdigit()):
-            continue
-        tokens.append(stem(tok))
-    return tokens
+from core.text import TOKENIZER_VERSION, tokenize
 
 
 def _bm25s():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compara.io import BadLine, iter_jsonl
+from core.io import BadLine, iter_jsonl
 from rag.config import IndexConfig
 
 log = logging.getLogger(__name__)

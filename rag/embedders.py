@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from core.errors import UserError
 from rag.config import IndexConfig
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
         return self._encode([self.query_prefix + text])[0]
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(UserError, RuntimeError):
     """The embedding model cannot be loaded or does not match the index."""
 
 
@@ -208,7 +209,7 @@ class HashEmbeddings(VectorEmbeddings):
         self.calls = 0  # texts embedded as passages (lets tests check what a resume re-embeds)
 
     def _vector(self, text: str) -> np.ndarray:
-        from rag.bm25 import tokenize
+        from core.text import tokenize
 
         vec = np.zeros(self.dim, dtype=np.float32)
         for tok in tokenize(text):

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from compara.io import BadLine
-from compara.text import fold
+from core.io import BadLine
+from core.text import fold
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ def normalise(text: str) -> str:
 
 def contains_answer(text: str, references: Iterable[str]) -> bool:
     """Whether any reference occurs in ``text`` as whole words, accent- and case-insensitive
-    (the same test as everywhere in compara: :func:`compara.text.contains_answer`)."""
-    from compara.text import contains_answer as contains
+    (the same test as everywhere in compara: :func:`core.text.contains_answer`)."""
+    from core.text import contains_answer as contains
 
     return any(contains(text, str(ref)) for ref in references)
 
@@ -52,7 +52,7 @@ def is_answerable(q: dict[str, Any]) -> bool:
 def load_questions(path: str | Path, on_error: Callable[[BadLine], None]) -> list[dict[str, Any]]:
     """Questions of a question file (JSONL, CSV or YAML, through compara's reader); records it
     skips go to ``on_error`` with their file and line."""
-    from compara.questions import load_questions as read
+    from core.questions import load_questions as read
 
     qfile = read(path)
     for bad in qfile.problems:
@@ -126,7 +126,7 @@ def _label(passage: Any) -> str:
 def evaluate(index, questions: list[dict[str, Any]], ks: Sequence[int],
              retrievers: Sequence[str]) -> dict[str, Any]:
     """Metrics per retriever, plus the per-question rows (for a details file)."""
-    from compara.logs import progress
+    from core.logs import progress
 
     depth = max(ks)
     results: dict[str, Any] = {"k": list(ks), "retrievers": {}, "details": []}

@@ -4,7 +4,7 @@ The public API the comparison stage uses::
 
     index = load_index("indexes/amostra", cfg.index)          # verified, or IndexRefused
     passages = index.search("Quando nasceu Tiradentes?", k=4, retriever="hybrid")
-    prompt_passages(passages)   # -> dicts for compara.prompts.RagTemplate
+    prompt_passages(passages)   # -> dicts for core.prompts.RagTemplate
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.errors import UserError
 from rag.config import RETRIEVERS, IndexConfig, RetrievalConfig
 from rag.store import (
     BM25_DIR,
@@ -31,7 +32,7 @@ from rag.store import (
 log = logging.getLogger(__name__)
 
 
-class QueryError(ValueError):
+class QueryError(UserError, ValueError):
     """A query that cannot be searched (empty)."""
 
 
@@ -58,7 +59,7 @@ class Passage:
         return asdict(self)
 
     def prompt_dict(self) -> dict[str, Any]:
-        """What :class:`compara.prompts.RagTemplate` takes (title, section, text) + metadata."""
+        """What :class:`core.prompts.RagTemplate` takes (title, section, text) + metadata."""
         return {"title": self.title, "section": self.section, "text": self.text,
                 "url": self.url, "page_id": self.page_id, "chunk_id": self.chunk_id,
                 "score": self.score, "rank": self.rank, "retriever": self.retriever,

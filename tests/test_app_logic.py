@@ -181,9 +181,9 @@ def test_every_string_the_app_uses_exists_in_both_languages():
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory, fixtures_dir):
     from compara.answerers import Comparison
-    from compara.config import GenerationConfig, ModelConfig
-    from compara.models import load_base
-    from compara.prompts import PromptTemplate, RagTemplate
+    from core.config import GenerationConfig, ModelConfig
+    from core.models import load_base
+    from core.prompts import PromptTemplate, RagTemplate
     from rag.config import IndexConfig, RetrievalConfig
     from rag.embedders import HashEmbeddings
     from rag.retrieve import load_index
@@ -204,7 +204,7 @@ def _answer(view, arm, question, cache=None, on_wait=None):
 
 
 def test_a_view_changes_settings_for_one_request_only(comparison):
-    from compara.config import GenerationConfig
+    from core.config import GenerationConfig
 
     view = comparison.with_settings(decoding=GenerationConfig(max_new_tokens=3),
                                     retrieval=comparison.retrieval.replace(k=1))
@@ -230,7 +230,7 @@ def test_a_second_ask_comes_from_the_answer_cache(comparison, tmp_path):
 
 
 def test_closing_a_stream_early_stops_generation_and_frees_the_lock(comparison):
-    from compara.config import GenerationConfig
+    from core.config import GenerationConfig
 
     view = comparison.with_settings(decoding=GenerationConfig(max_new_tokens=2000))
     q = ask.typed_question("Onde nasce o Rio Verde-Claro?", "", 200, 200)
@@ -279,9 +279,9 @@ def test_two_sessions_take_turns_on_the_model(comparison):
 def test_the_app_command_binds_to_localhost_and_hands_over_the_config(tmp_path):
     from typer.testing import CliRunner
 
-    from compara.app.cli import app_environment, streamlit_command
     from compara.app.config import ENV_CONFIG, ENV_SET
     from compara.cli import app
+    from compara.cli.app import app_environment, streamlit_command
 
     cmd = streamlit_command(Path("compare_app.py"), "127.0.0.1", 8600, open_browser=False)
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=False))
@@ -299,7 +299,7 @@ def test_the_app_command_binds_to_localhost_and_hands_over_the_config(tmp_path):
 
 def test_a_card_carries_the_measures_and_survives_a_failing_one(comparison, tmp_path,
                                                                 monkeypatch):
-    import compara.likelihood as likelihood
+    import compara.answerers as answerers
     from compara.batch import AnswerCache
 
     cache = AnswerCache(tmp_path / "answers.sqlite")
@@ -310,7 +310,7 @@ def test_a_card_carries_the_measures_and_survives_a_failing_one(comparison, tmp_
     assert "similarity" in m and "portuguese" in m and "faithfulness" in m
     assert "mc_correct" not in m  # one question has no distractors: batch runs only
     # the second time the likelihood comes from the cache, like the answer
-    monkeypatch.setattr(likelihood, "score_arm", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(answerers, "score_arm", lambda *a, **k: 1 / 0)
     again = _answer(comparison, "rag", q, cache)
     assert again["cached"] and again["metrics"]["ref_logprob"] == m["ref_logprob"]
     other = ask.typed_question("Qual é o gentílico de Vila Serena?", "serenense", 200, 200)

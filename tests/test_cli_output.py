@@ -10,7 +10,7 @@ import pytest
 def test_error_not_wrapped_off_a_terminal(tmp_path, monkeypatch, capsys):
     import typer
 
-    from compara.cliutils import fail
+    from compara.cli.utils import fail
 
     monkeypatch.setenv("COLUMNS", "40")
     deep = tmp_path.joinpath(*["pasta-com-nome-comprido"] * 6) / "none.jsonl"
@@ -22,7 +22,7 @@ def test_error_not_wrapped_off_a_terminal(tmp_path, monkeypatch, capsys):
 
 
 def test_log_lines_not_wrapped_off_a_terminal(tmp_path, monkeypatch, capsys):
-    from compara.logs import setup_logging
+    from core.logs import setup_logging
 
     monkeypatch.setenv("COLUMNS", "40")
     message = "kept as " + str(tmp_path.joinpath(*["outra-pasta-comprida"] * 6))
@@ -51,7 +51,7 @@ def test_library_warnings_and_bars_stay_out_unless_verbose(monkeypatch, capsys):
     import os
     import warnings
 
-    from compara.logs import setup_logging
+    from core.logs import setup_logging
 
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # restored afterwards
     monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)

@@ -8,9 +8,10 @@ import threading
 import pytest
 
 from compara.answerers import ArmUnavailable, Comparison
-from compara.config import ExperimentConfig, GenerationConfig, ModelConfig
-from compara.io import InputError, read_jsonl
-from compara.prompts import PromptTemplate, RagTemplate
+from compara.config import ExperimentConfig
+from core.config import GenerationConfig, ModelConfig
+from core.io import InputError, read_jsonl
+from core.prompts import PromptTemplate, RagTemplate
 from rag.config import IndexConfig, RetrievalConfig
 
 QUESTIONS = ["Onde nasce o Rio Verde-Claro?", "Qual era a profissão de Ana Lúcia Prado?",
@@ -19,7 +20,7 @@ QUESTIONS = ["Onde nasce o Rio Verde-Claro?", "Qual era a profissão de Ana Lúc
 
 @pytest.fixture(scope="module")
 def loaded():
-    from compara.models import load_base
+    from core.models import load_base
 
     return load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
 
@@ -240,7 +241,7 @@ def test_a_run_folder_refuses_answers_of_another_configuration(cfg, loaded, inde
 
 def test_a_stratified_sample_covers_every_question_type(repo_root):
     from compara.batch import stratified_sample
-    from compara.questions import load_questions
+    from core.questions import load_questions
 
     questions = list(load_questions(repo_root / "questions/amostra.jsonl"))
     picked = stratified_sample(questions, 24, seed=42)
@@ -256,9 +257,9 @@ def test_a_stratified_sample_covers_every_question_type(repo_root):
 # -- measures without a judge in the batch ------------------------------------------------------
 
 def _count_scoring(monkeypatch):
-    """Wrap compara.likelihood.score_question: the (arm, question id) pairs scored through the
+    """Wrap core.likelihood.score_question: the (arm, question id) pairs scored through the
     model (on the answer's prompt pass, or by score_arm), not read from the cache."""
-    import compara.likelihood as likelihood
+    import core.likelihood as likelihood
 
     real, seen = likelihood.score_question, []
 
@@ -310,8 +311,8 @@ def test_batch_writes_the_measures_for_every_arm(cfg, comparison, fixtures_dir, 
     assert sum(t["measures_s"] for t in timing["per_arm"].values()) == pytest.approx(
         timing["measures_s"], abs=0.02)
     # the base arm's likelihood is exactly what score_arm gives on the written prompts
-    from compara.likelihood import score_arm
-    from compara.questions import Question
+    from compara.answerers import score_arm
+    from core.questions import Question
 
     base = [r for r in with_ref if r["arm"] == "base"][:2]
     again = score_arm(comparison, "base", [Question.from_record(r) for r in base],

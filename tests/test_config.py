@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from compara.config import ExperimentConfig, load_config
-from compara.configbase import ConfigError, parse_override
+from core.configbase import ConfigError, parse_override
 
 
 def test_shipped_configs_load_and_resolve_paths_relative_to_the_file(repo_root):

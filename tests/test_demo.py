@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compara.io import read_jsonl
+from core.io import read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from compara.exposure import (
+from core.exposure import (
     Exposure,
     ReferenceMatcher,
     bin_labels,
@@ -15,9 +15,9 @@ from compara.exposure import (
     read_exposure,
     write_exposure,
 )
-from compara.io import InputError, read_jsonl, write_jsonl
-from compara.metrics import normalize
-from compara.questions import load_questions, parse_question
+from core.io import InputError, read_jsonl, write_jsonl
+from core.metrics import normalize
+from core.questions import load_questions, parse_question
 
 
 def rec(instruction="", output="", input=""):
@@ -96,7 +96,7 @@ def test_instruction_file_with_a_bad_line_is_read_with_a_warning(tmp_path, caplo
     write_jsonl(path, RECORDS[:2])
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("{not json\n")
-    with caplog.at_level(logging.WARNING, logger="compara.exposure"):
+    with caplog.at_level(logging.WARNING, logger="core.exposure"):
         ex = compute_exposure(QUESTIONS[:1], path)
     assert ex["serra"].records == 2
     assert any(":3:" in r.getMessage() for r in caplog.records)

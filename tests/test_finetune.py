@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from compara.config import ModelConfig, load_config
-from compara.io import InputError
-from compara.prompts import PromptTemplate
+from core.io import InputError
+from core.prompts import PromptTemplate
 from finetune.data import IGNORE, PackedCollator, PaddedCollator, encode, load_splits
 
 TINY = "tiny-random-llama"
@@ -29,7 +29,7 @@ def experiment(repo_root: Path, *overrides: str):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from compara.models import load_base
+    from core.models import load_base
 
     return load_base(ModelConfig(base=TINY, quantize="none"))
 
@@ -217,7 +217,7 @@ def test_adapter_weights_changed(trained):
 def test_reload_generate_and_switch_the_adapter_off(trained, records):
     import torch
 
-    from compara.models import attach_adapter, load_base
+    from core.models import attach_adapter, load_base
 
     out, s = trained
     loaded = load_base(load_config(out / "config.yaml").model)
@@ -300,7 +300,7 @@ def test_merge_equals_base_plus_adapter(trained, tmp_path, records):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from compara.models import attach_adapter, load_base
+    from core.models import attach_adapter, load_base
     from finetune.merge import merge_adapter
 
     out, _ = trained
@@ -383,7 +383,7 @@ def test_killed_process_resumes(tmp_path, repo_root, fixtures_dir):
 
 
 def test_stop_classification():
-    from compara.generation import Generation
+    from core.generation import Generation
     from finetune.evaluate import classify, has_loop
 
     def gen(text, n, eos):

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from compara.io import read_jsonl
-from compara.prompts import RagTemplate
+from core.io import read_jsonl
+from core.prompts import RagTemplate
 from finetune.data import select_records
 from finetune.reading import build_reading_records, load_index_chunks
 from ingest.config import InstructionConfig

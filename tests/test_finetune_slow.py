@@ -12,9 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_qlora_few_steps(tmp_path, repo_root, fixtures_dir):
-    from compara.config import GenerationConfig
-    from compara.generation import generate
-    from compara.models import attach_adapter, load_base
+    from core.config import GenerationConfig
+    from core.generation import generate
+    from core.models import attach_adapter, load_base
     from finetune.train import run_finetune
 
     cfg = load_config(repo_root / "configs" / "ci.yaml", [

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from compara.config import GenerationConfig, ModelConfig
-from compara.generation import generate
-from compara.likelihood import reference_logprobs
-from compara.prompts import PromptTemplate
+from core.config import GenerationConfig, ModelConfig
+from core.generation import generate
+from core.likelihood import reference_logprobs
+from core.prompts import PromptTemplate
 
 TEMPLATE = PromptTemplate.load()
 QUESTIONS = ["Onde nasce o rio Amazonas?", "Qual é a capital de Portugal e onde fica?",
@@ -21,7 +21,7 @@ TEXTS = [["Nos Andes.", "Em Lisboa.", "1822"], ["Lisboa, na foz do Tejo."], [],
 
 @pytest.fixture(scope="module")
 def llama(one_torch_thread):
-    from compara.models import load_base
+    from core.models import load_base
 
     loaded = load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
     return loaded.model, loaded.tokenizer
@@ -101,7 +101,7 @@ def test_rows_that_end_early_make_room_and_every_answer_stays_the_same(which, re
     ``model.generate`` writes for its prompt alone."""
     from collections import Counter
 
-    import compara.continuous as continuous
+    import core.continuous as continuous
 
     model, tok = request.getfixturevalue(which)
     prompts = [TEMPLATE.render(q) for q in QUESTIONS + [
@@ -138,7 +138,7 @@ def test_rows_that_end_early_make_room_and_every_answer_stays_the_same(which, re
 
 def test_a_cache_whose_rows_cannot_join_falls_back_to_model_generate(llama, monkeypatch):
     """Found at the first prefill: nothing is generated twice, the answers are the same."""
-    import compara.continuous as continuous
+    import core.continuous as continuous
 
     model, tok = llama
     prompts = [TEMPLATE.render(q) for q in QUESTIONS]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from compara.exposure import ReferenceMatcher
-from compara.io import read_jsonl
+from core.exposure import ReferenceMatcher
+from core.io import read_jsonl
 from ingest.config import InstructionConfig
 from ingest.facts import sentence_facts, subject_of
 from ingest.instructions import (

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from compara.configbase import ConfigError
-from compara.io import read_jsonl
+from core.configbase import ConfigError
+from core.io import read_jsonl
 from ingest import generated
 from ingest.config import GeneratorConfig, IngestConfig
 from ingest.generated import (
@@ -377,7 +377,7 @@ def test_compara_ingest_runs_the_hook(tmp_path, sample_dump, stub_server):
 def test_a_chat_model_gets_its_template_and_a_base_model_the_plain_prompt():
     from types import SimpleNamespace
 
-    from compara.models.tiny import build_tokenizer
+    from core.models.tiny import build_tokenizer
 
     tok = build_tokenizer()
     writer = generated.ModelWriter(GeneratorConfig(model="x"))

@@ -3,8 +3,8 @@
 import hashlib
 from collections import Counter
 
-from compara.io import read_jsonl
-from compara.prompts import PromptTemplate
+from core.io import read_jsonl
+from core.prompts import PromptTemplate
 from ingest.config import TASKS, InstructionConfig
 from ingest.instructions import (
     InstructionStats,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from compara.io import read_jsonl
+from core.io import read_jsonl
 from ingest import pipeline
 from ingest.config import IngestConfig
 from ingest.pipeline import IngestFailed, run_ingest
@@ -90,7 +90,7 @@ def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path, sample_dump, 
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, sample_dump, monkeypatch):
-    from compara.io import InputError
+    from core.io import InputError
 
     monkeypatch.setattr(pipeline, "_STATE_EVERY_S", 0.0)
     real = pipeline.process_page

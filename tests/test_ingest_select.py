@@ -6,8 +6,8 @@ import logging
 import mwparserfromhell
 import pytest
 
-from compara.configbase import ConfigError
-from compara.io import read_jsonl
+from core.configbase import ConfigError
+from core.io import read_jsonl
 from ingest import pipeline
 from ingest.config import IngestConfig, SelectConfig
 from ingest.dump import DumpReader
@@ -174,7 +174,7 @@ def test_a_title_file_selects_its_titles_and_a_redirects_target(tmp_path, sample
 
 
 def test_a_missing_or_empty_file_is_refused_before_the_dump_is_read(tmp_path, sample_dump):
-    from compara.io import InputError
+    from core.io import InputError
 
     with pytest.raises(InputError, match="ingest.select.titles: file not found"):
         _ingest(sample_dump, tmp_path / "out", titles=str(tmp_path / "nada.txt"))

@@ -132,7 +132,7 @@ def test_no_markup_survives_on_the_whole_sample(sample_articles):
 
 
 def test_every_sample_reference_answer_is_in_its_cleaned_article(sample_articles, repo_root):
-    from compara.text import contains_answer
+    from core.text import contains_answer
 
     by_title = {a["title"]: a for a in sample_articles}
     missing = []

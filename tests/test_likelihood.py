@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from compara.likelihood import (
+from compara.answerers import score_arm
+from core.likelihood import (
     KnowledgeScore,
     best_reference,
     cache_key,
@@ -19,10 +20,9 @@ from compara.likelihood import (
     encode_pair,
     multiple_choice,
     reference_logprobs,
-    score_arm,
     score_question,
 )
-from compara.questions import Question
+from core.questions import Question
 
 # -- a model whose logits are fixed -------------------------------------------------------------
 
@@ -191,7 +191,7 @@ def _questions() -> list[Question]:
 
 
 def test_distractors_are_deterministic_whatever_the_order_and_never_the_answer():
-    from compara.metrics import contains
+    from core.metrics import contains
 
     qs = _questions()
     first = choose_distractors(qs, k=3, seed=7)
@@ -233,14 +233,14 @@ def test_adding_a_question_moves_no_other_choice_but_its_own_rank():
 
 @pytest.fixture(scope="module")
 def loaded(one_torch_thread):
-    from compara.config import ModelConfig
-    from compara.models import load_base
+    from core.config import ModelConfig
+    from core.models import load_base
 
     return load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
 
 
 def test_continuations_are_tokenised_as_training_tokenises_a_response(loaded):
-    from compara.prompts import PromptTemplate
+    from core.prompts import PromptTemplate
     from finetune.data import encode
 
     template = PromptTemplate.load()
@@ -263,7 +263,7 @@ def _plain_forward(model, tok, prompt: str, continuation: str) -> float:
 
 
 def test_rows_are_grouped_into_passes_of_similar_lengths():
-    from compara.likelihood import PASS_COST_TOKENS, _passes
+    from core.likelihood import PASS_COST_TOKENS, _passes
 
     lengths = [0, 5, 1, 0, 200, 3, 199, 2, 1, 4]
     passes = _passes(lengths, most=4)
@@ -288,7 +288,7 @@ def test_tiny_llama_any_batching_equals_a_plain_forward(loaded, reuse_prompt, mo
         got = reference_logprobs(model, tok, prompts, conts, batch_size=size,
                                  reuse_prompt=reuse_prompt)
         assert got == pytest.approx(want, abs=1e-5), size
-    monkeypatch.setattr("compara.likelihood.PASS_COST_TOKENS", 0)  # a pass per length
+    monkeypatch.setattr("core.likelihood.PASS_COST_TOKENS", 0)  # a pass per length
     got = reference_logprobs(model, tok, prompts, conts, batch_size=16, reuse_prompt=reuse_prompt)
     assert got == pytest.approx(want, abs=1e-5)
     assert all(w < 0 for w in want)
@@ -299,8 +299,8 @@ def test_tiny_llama_with_a_hand_set_output_bias_gives_the_hand_computed_value(on
     so a continuation's mean log-probability is the mean of log softmax(bias)[its tokens]."""
     import torch
 
-    from compara.config import ModelConfig
-    from compara.models import load_base
+    from core.config import ModelConfig
+    from core.models import load_base
 
     fresh = load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
     model, tok = fresh.model, fresh.tokenizer
@@ -325,12 +325,12 @@ def test_score_arm_uses_the_arms_prompt_adapter_state_and_lock(loaded, monkeypat
     import torch
     from peft import LoraConfig, get_peft_model
 
-    import compara.likelihood as likelihood
+    import core.likelihood as likelihood
     from compara.answerers import Comparison
-    from compara.config import GenerationConfig, ModelConfig
-    from compara.models import load_base
-    from compara.models.loading import AdapterInfo, Loaded
-    from compara.prompts import PromptTemplate
+    from core.config import GenerationConfig, ModelConfig
+    from core.models import load_base
+    from core.models.loading import AdapterInfo, Loaded
+    from core.prompts import PromptTemplate
 
     template = PromptTemplate.load()
     fresh = load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))

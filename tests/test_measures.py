@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from compara.measures import (
+from core.measures import (
     content_words,
     faithfulness,
     is_portuguese,

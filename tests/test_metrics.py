@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from compara.exposure import Exposure
-from compara.metrics import (
+from core.exposure import Exposure
+from core.metrics import (
     bootstrap_mean,
     contains,
     exact_match,
@@ -21,8 +21,8 @@ from compara.metrics import (
     token_f1,
     tokens,
 )
-from compara.prompts import RagTemplate
-from compara.text import contains_answer
+from core.prompts import RagTemplate
+from core.text import contains_answer
 
 
 def test_normalisation_drops_case_accents_punctuation_and_portuguese_articles():

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from compara.config import ModelConfig
-from compara.models import AdapterMismatch, ModelNotFound, attach_adapter, load_base, resolve
-from compara.models import convert as convert_mod
-from compara.models.registry import REGISTRY
+from core.config import ModelConfig
+from core.models import AdapterMismatch, ModelNotFound, attach_adapter, load_base, resolve
+from core.models import convert as convert_mod
+from core.models.registry import REGISTRY
 
 TINY = "tiny-random-llama"
 
@@ -116,7 +116,7 @@ def test_tokenizer_hygiene_and_info(tiny_bf16):
 def test_pad_equal_to_eos_is_replaced(tiny_bf16):
     from transformers import AutoTokenizer
 
-    from compara.models.loading import prepare_tokenizer
+    from core.models.loading import prepare_tokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_bf16.info.path)
     tok.pad_token = tok.eos_token  # the classic mistake
@@ -128,7 +128,7 @@ def test_a_pad_token_is_added_when_none_exists():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from compara.models.loading import ADDED_PAD, prepare_tokenizer
+    from core.models.loading import ADDED_PAD, prepare_tokenizer
 
     vocab = {"</s>": 0, "a": 1, "b": 2}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="a"))
@@ -156,7 +156,7 @@ def test_quantised_loading_and_same_fingerprint(tiny_bf16, quantize, layer):
 def test_fingerprint_tells_bases_apart(tiny_bf16, tmp_path):
     import torch
 
-    from compara.models.loading import model_fingerprint
+    from core.models.loading import model_fingerprint
 
     other = load_base(ModelConfig(base=TINY, quantize="none", dtype="float32"))
     assert model_fingerprint(other.model) == tiny_bf16.info.fingerprint
@@ -168,7 +168,7 @@ def test_fingerprint_tells_bases_apart(tiny_bf16, tmp_path):
 def test_device_and_dtype_choice():
     import torch
 
-    from compara.models.loading import resolve_device, resolve_dtype
+    from core.models.loading import resolve_device, resolve_dtype
 
     assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert resolve_dtype("float32", "cpu") == torch.float32
@@ -179,7 +179,7 @@ def test_device_and_dtype_choice():
 
 
 def test_model_config_validates_device():
-    from compara.configbase import ConfigError
+    from core.configbase import ConfigError
 
     with pytest.raises(ConfigError, match="model.device"):
         ModelConfig(device="gpu0")
@@ -211,7 +211,7 @@ def test_the_output_head_gets_a_dense_input_so_a_frozen_head_is_never_copied():
     it into a batched matmul that copies the whole (vocab x hidden) weight at every prefill."""
     import torch
 
-    from compara.models.loading import _contiguous_input, dense_strides
+    from core.models.loading import _contiguous_input, dense_strides
 
     hidden = torch.randn(1, 7, 16)
     last = hidden[:, -1:, :]  # what generation hands the head: strides (112, 16, 1)
@@ -238,7 +238,7 @@ def test_the_gguf_reading_bar_is_off_when_third_party_bars_are(monkeypatch):
     which its switch does not reach: off without -v, on with it, restored afterwards."""
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    from compara.models.convert import _gguf_bar_quiet
+    from core.models.convert import _gguf_bar_quiet
 
     real = gguf_utils.tqdm
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -255,7 +255,7 @@ def test_unpacked_4bit_weights_compute_what_the_4bit_layers_compute(one_torch_th
     at every step); an adapter attaches on top; a memory limit keeps them packed."""
     import torch
 
-    from compara.models.loading import unpack_4bit
+    from core.models.loading import unpack_4bit
 
     prompt = "Qual é a capital de Portugal?"
     packed = load_base(ModelConfig(base=TINY, quantize="4bit", dtype="float32"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compara.config import load_config
-from compara.io import read_jsonl
+from core.io import read_jsonl
 
 TINY_RUN = ["finetune.max_steps=2", "finetune.eval_steps=2", "finetune.batch_size=4",
             "finetune.max_length=128", "finetune.stop_check=0", "model.base=tiny-random-llama",
@@ -82,13 +82,13 @@ def test_reading_the_whole_dump_counts(repo_root, sample_dump, tmp_path):
 @pytest.fixture
 def tiny_with_rate(monkeypatch):
     """The tiny model's tokenizer on disk and a (test) rate for it on the CPU."""
-    from compara import plan
-    from compara.models.convert import ensure_converted
-    from compara.models.registry import REGISTRY
+    from core.models.convert import ensure_converted
+    from core.models.registry import REGISTRY
+    from finetune import rate
 
     ensure_converted(REGISTRY["tiny-random-llama"])
-    monkeypatch.setitem(plan.FINETUNE_CPU, "tiny-random-llama",
-                        plan.Rate(100.0, "train tokens/s", "a test figure"))
+    monkeypatch.setitem(rate.FINETUNE_CPU, "tiny-random-llama",
+                        rate.Rate(100.0, "train tokens/s", "a test figure"))
 
 
 def test_plan_json_has_every_stage_and_a_source_for_every_rate(repo_root, sample_ingest,

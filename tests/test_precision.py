@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from compara.config import ModelConfig
-from compara.models import loading
+from core.config import ModelConfig
+from core.models import loading
 
 
 @pytest.fixture()
@@ -105,7 +105,7 @@ def test_4bit_compute_and_lora_weights_follow_the_cpu(no_native_bf16, tmp_path, 
 def test_the_environment_variables_simulate_a_cpu_without_native_bf16():
     """ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY change what torch reports, so a machine with
     AVX512-BF16 can stand in for one without it (on a CPU that lacks it, nothing changes)."""
-    code = ("import json, torch; from compara.models import loading; "
+    code = ("import json, torch; from core.models import loading; "
             "print(json.dumps([loading.cpu_capability(), loading.cpu_has_native_bf16(), "
             "str(loading.resolve_dtype('auto', 'cpu'))]))")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from compara.prompts import PromptTemplate, RagTemplate
+from core.prompts import PromptTemplate, RagTemplate
 
 
 def test_training_and_inference_render_the_same_bytes(tmp_path):

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from compara.questions import Question, QuestionFileError, auto_id, load_questions, parse_question
+from core.questions import Question, QuestionFileError, auto_id, load_questions, parse_question
 
 
 def write(tmp_path, name, content):
@@ -43,7 +43,7 @@ def test_bad_jsonl_records_are_reported_by_line_and_the_rest_loads(tmp_path, cap
     ]
     raw = "\n".join(lines).encode() + b'\n{"id": "h", "question": "Caf\xe9?"}\n'  # 11: latin-1
     path = write(tmp_path, "q.jsonl", raw)
-    with caplog.at_level(logging.WARNING, logger="compara.questions"):
+    with caplog.at_level(logging.WARNING, logger="core.questions"):
         qf = load_questions(path)
     assert [q.id for q in qf] == ["a", "g"]
     assert qf.questions[1].reference == ["1958", "em 1958"] and qf.questions[1].extra == {"nota": 3}

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from compara.io import read_jsonl
+from core.io import read_jsonl
 from rag.chunking import ReadReport, article_chunks, infobox_lines, iter_article_chunks
 from rag.config import IndexConfig
 

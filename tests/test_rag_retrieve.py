@@ -1,6 +1,6 @@
 import pytest
 
-from compara.prompts import PromptTemplate, RagTemplate
+from core.prompts import PromptTemplate, RagTemplate
 from rag.config import IndexConfig, RetrievalConfig
 from rag.embedders import HashEmbeddings
 from rag.retrieve import load_index, prompt_passages, rrf_fuse

@@ -8,11 +8,12 @@ from html.parser import HTMLParser
 import pytest
 from rich.console import Console
 
-from compara.configbase import ConfigError
-from compara.exposure import Exposure
-from compara.io import write_jsonl
-from compara.report import EvalConfig, load_results, print_summary, summarize, write_report
+from compara.config import EvalConfig
+from compara.report import load_results, print_summary, summarize, write_report
 from compara.report_html import highlight
+from core.configbase import ConfigError
+from core.exposure import Exposure
+from core.io import write_jsonl
 
 ARMS = ("base", "rag", "finetuned", "finetuned+rag")
 IDENTITY = {"base_model": "gemma3-270m", "adapter": None, "index": None,
@@ -235,7 +236,7 @@ def test_warnings_when_the_comparison_is_not_like_for_like(run_dir):
 
 
 def test_missing_results_is_a_clear_error(tmp_path):
-    from compara.io import InputError
+    from core.io import InputError
 
     with pytest.raises(InputError, match="no results"):
         write_report(tmp_path)

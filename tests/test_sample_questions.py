@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from compara.metrics import contains
-from compara.questions import load_questions
+from core.metrics import contains
+from core.questions import load_questions
 
 KNOWLEDGE = {"corpus", "common"}
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from compara.answerers import Comparison
-from compara.config import GenerationConfig, ModelConfig
-from compara.generation import StopFilter, generate, generate_stream, stop_string_cut
-from compara.prompts import PromptTemplate, RagTemplate
+from core.config import GenerationConfig, ModelConfig
+from core.generation import StopFilter, generate, generate_stream, stop_string_cut
+from core.prompts import PromptTemplate, RagTemplate
 
 PROMPT = PromptTemplate.load().render("Onde nasce o Rio Verde-Claro?")
 
 
 @pytest.fixture(scope="module")
 def loaded(one_torch_thread):
-    from compara.models import load_base
+    from core.models import load_base
 
     return load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
 
@@ -56,7 +56,7 @@ def test_a_line_break_ends_an_answer_only_once_it_has_begun():
 def test_no_training_output_holds_a_line_break(sample_ingest):
     """What makes the line-break rule fair: it never cuts an answer the way fine-tuning
     teaches to write one (every task, train and validation)."""
-    from compara.io import read_jsonl
+    from core.io import read_jsonl
 
     records = [r for name in ("train", "val")
                for r in read_jsonl(sample_ingest / f"instructions.{name}.jsonl")]
@@ -118,7 +118,8 @@ def test_every_arm_gets_the_same_stop_strings_and_the_cache_key_knows_them(loade
 
 
 def test_the_summary_has_the_ended_cleanly_rate_beside_stopped_on_eos():
-    from compara.report import EvalConfig, ended_cleanly, summarize
+    from compara.config import EvalConfig
+    from compara.report import ended_cleanly, summarize
 
     recs = [{"question_id": str(i), "arm": "base", "answer": "x", "metrics": {},
              "stopped_on_eos": reason == "eos", "finish_reason": reason}
@@ -134,7 +135,7 @@ def test_the_summary_has_the_ended_cleanly_rate_beside_stopped_on_eos():
 
 def test_an_empty_stop_string_is_refused():
     from compara.config import load_config
-    from compara.configbase import ConfigError
+    from core.configbase import ConfigError
 
     with pytest.raises(ConfigError, match="stop_strings"):
         load_config(None, ['generation.stop_strings=[""]'])
@@ -147,7 +148,7 @@ def test_the_stopping_criterion_ends_a_row_at_the_step_its_text_first_holds_a_st
     stop string's last character) and keeps it stopped."""
     import torch
 
-    from compara.generation import stop_criteria
+    from core.generation import stop_criteria
 
     tok = loaded.tokenizer
     stops = ["\n###", "\n"]

@@ -11,7 +11,7 @@ The page itself is short; its pieces live here so they can be tested without a b
 - :mod:`compara.app.sidebar`, :mod:`compara.app.views` (Ask), :mod:`compara.app.batch_view`,
   :mod:`compara.app.rating_view` (vote, Leaderboard), :mod:`compara.app.teach` (Learn): what is
   drawn on the page
-- :mod:`compara.app.cli` (`compara app`), :mod:`compara.app.check` (the real-browser check)
+- :mod:`compara.cli.app` (`compara app`), :mod:`compara.app.check` (the real-browser check)
 - :mod:`compara.app.i18n`    every string of the page in Portuguese (pt-BR) and English
 
 Importing this package imports nothing heavy (no streamlit, torch or transformers).

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from compara.questions import Question, RecordError, parse_question
+from core.questions import Question, RecordError, parse_question
 
 if TYPE_CHECKING:
     from compara.answerers import Comparison
@@ -90,7 +90,7 @@ def record_of(question: Question, answer: dict[str, Any], key: str, cached: bool
               measures: Sequence[str] | None = None) -> dict[str, Any]:
     """The results.jsonl record of one answer, scored; ``measured``: the model's measures
     (:func:`card_measures`), ``measures``: ``eval.measures`` (default: all)."""
-    from compara.metrics import MEASURES, score_answer
+    from core.metrics import MEASURES, score_answer
 
     record = {"key": key, **question.to_dict(), **answer, "cached": cached,
               "metrics": dict(measured or {})}
@@ -114,14 +114,15 @@ def card_measures(view: Comparison, arm: str, question: Question, prompt: str, a
 
 def _card_measures(view: Comparison, arm: str, question: Question, prompt: str, answer: str,
                    measures: Sequence[str] | None, cache: AnswerCache | None) -> dict[str, Any]:
-    from compara.metrics import MEASURES
+    from core.metrics import MEASURES
 
     wanted = set(MEASURES if measures is None else measures)
     out: dict[str, Any] = {}
     if not question.reference:
         return out
     if "likelihood" in wanted:
-        from compara.likelihood import cache_key, score_arm
+        from compara.answerers import score_arm
+        from core.likelihood import cache_key
 
         key = cache_key(view, arm, prompt, list(question.reference))
         hit = cache.get(key) if cache is not None else None
@@ -133,7 +134,7 @@ def _card_measures(view: Comparison, arm: str, question: Question, prompt: str, 
         out.update({k: hit.get(k) for k in MEASURES["likelihood"]})
     embedder = getattr(view.index, "embedder", None)
     if "similarity" in wanted and embedder is not None and answer.strip():
-        from compara.measures import query_side, semantic_similarity
+        from core.measures import query_side, semantic_similarity
 
         out["similarity"] = semantic_similarity(answer, question.reference, query_side(embedder))
     return out
@@ -197,7 +198,7 @@ def settings_of(view: Comparison) -> dict[str, Any]:
 
 def view_for(comparison: Comparison, settings: dict[str, Any]) -> Comparison:
     """A view of ``comparison`` with the settings :func:`settings_of` recorded."""
-    from compara.config import GenerationConfig
+    from core.config import GenerationConfig
     from rag.config import RetrievalConfig
 
     retrieval = settings.get("retrieval")

@@ -19,8 +19,8 @@ import streamlit as st
 from compara.app import files
 from compara.app.i18n import Tr
 from compara.app.views import answer_details, error_message, fit, md
-from compara.metrics import MEASURE_METRICS
 from compara.report import format_metric
+from core.metrics import MEASURE_METRICS
 
 if TYPE_CHECKING:
     from compara.answerers import Comparison

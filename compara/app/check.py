@@ -234,7 +234,7 @@ async def drive(url: str, devtools_port: int, questions: list[str], out: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from compara.paths import project_root
+    from core.paths import project_root
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-c", "--config", help="experiment YAML (default: configs/sample.yaml)")

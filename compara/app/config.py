@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from compara.configbase import ConfigBase, ConfigError, opt
+from core.configbase import ConfigBase, ConfigError, opt
 
 # How `compara app` hands its experiment config to the Streamlit process.
 ENV_CONFIG = "COMPARA_APP_CONFIG"  # the YAML path ("" = configs/sample.yaml)

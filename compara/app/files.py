@@ -13,11 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compara.questions import SUFFIXES
+from core.questions import SUFFIXES
 
 if TYPE_CHECKING:
     from compara.config import ExperimentConfig
-    from compara.questions import QuestionFile
+    from core.questions import QuestionFile
 
 # Files of a run folder that look like question files but are not.
 NOT_QUESTIONS = {"results.jsonl", "exposure.jsonl", "votes.jsonl", "metrics.jsonl"}
@@ -26,7 +26,7 @@ MAX_FILES = 500
 
 
 def project_dir(name: str) -> Path:
-    from compara.paths import project_root
+    from core.paths import project_root
 
     return project_root() / name
 
@@ -52,7 +52,7 @@ def _roots(*roots: Path | None) -> list[Path]:
 def _label(path: Path, root: Path) -> str:
     """``questions/amostra.jsonl``: the path from the project root, or from the folder's name
     for a folder outside the project."""
-    from compara.paths import project_root
+    from core.paths import project_root
 
     try:
         return path.relative_to(project_root()).as_posix()
@@ -148,6 +148,6 @@ def load_question_file(path: Path, max_chars: int) -> QuestionFile:
 
 @lru_cache(maxsize=16)
 def _load(path: str, mtime_ns: int, size: int, max_chars: int) -> QuestionFile:
-    from compara.questions import load_questions
+    from core.questions import load_questions
 
     return load_questions(path, max_chars)

@@ -32,7 +32,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from compara.io import BadLine, iter_jsonl
+from core.io import BadLine, iter_jsonl
 
 LETTERS = "ABCDEFGH"
 VOTES_FILE = "votes.jsonl"

@@ -64,7 +64,7 @@ def _pick(label: str, choices: dict[str, Any], configured: str | None, key: str,
 
 def model_choice(cfg: ExperimentConfig, tr: Tr) -> state.ModelChoice:
     """Base model, quantisation, adapter and index (defaults: the experiment config)."""
-    from compara.models import REGISTRY
+    from core.models import REGISTRY
 
     bases = list(dict.fromkeys([cfg.model.base, *(n for n, s in REGISTRY.items() if s.available())]))
     quants = ["4bit", "8bit", "none"]

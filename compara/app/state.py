@@ -39,7 +39,7 @@ def configure_logging() -> None:
     runner, say) has already set logging up."""
     global _logging_done
     if not _logging_done and not logging.getLogger().handlers:
-        from compara.logs import setup_logging
+        from core.logs import setup_logging
 
         setup_logging()
     _logging_done = True
@@ -48,7 +48,7 @@ def configure_logging() -> None:
 def launcher_config() -> ExperimentConfig:
     """The experiment config named by `compara app` (default: configs/sample.yaml)."""
     from compara.config import load_config
-    from compara.configbase import ConfigError
+    from core.configbase import ConfigError
 
     path = os.environ.get(ENV_CONFIG) or None
     try:

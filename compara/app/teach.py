@@ -170,7 +170,7 @@ def exposure_count(cfg: ExperimentConfig, rnd: Round) -> int | None:
 
 @lru_cache(maxsize=64)
 def _exposure(train: str, mtime_ns: int, reference: tuple[str, ...], keep_accents: bool) -> int:
-    from compara.exposure import compute_exposure
+    from core.exposure import compute_exposure
 
     found = compute_exposure([{"id": "q", "reference": list(reference)}], train, keep_accents)
     return found["q"].outputs if "q" in found else 0

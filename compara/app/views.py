@@ -37,9 +37,9 @@ def md(text: str) -> str:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user (a bad file, a missing model...)."""
     from compara.answerers import ArmUnavailable
-    from compara.configbase import ConfigError
-    from compara.io import InputError
-    from compara.models import AdapterMismatch, ModelNotFound
+    from core.configbase import ConfigError
+    from core.io import InputError
+    from core.models import AdapterMismatch, ModelNotFound
     from rag.store import IndexRefused
 
     return (ArmUnavailable, ConfigError, InputError, AdapterMismatch, ModelNotFound,

@@ -17,10 +17,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from core.errors import UserError
+
 T = TypeVar("T", bound="ConfigBase")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown or out of range."""
 
 
@@ -234,6 +236,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
-    from compara.io import atomic_write_text
+    from core.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(data, allow_unicode=True, sort_keys=False))

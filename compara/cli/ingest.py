@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from compara.cliutils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
+from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
 
 
 def ingest(
@@ -37,13 +37,12 @@ def ingest(
     articles.jsonl, redirects.jsonl, instructions.train.jsonl, instructions.val.jsonl and
     ingest_report.json in OUT, replacing earlier outputs only when the run completes.
     """
-    from compara.io import InputError
     from ingest.pipeline import IngestFailed, run_ingest
 
     cfg = load_experiment(config, set_, paths__dump=dump, paths__data=out,
                           ingest__workers=workers, ingest__max_pages=max_pages)
     # ingest.select's files are relative to the config file, as the paths section is.
-    from compara.paths import project_root
+    from core.paths import project_root
 
     cfg.ingest.select = cfg.ingest.select.resolved(
         Path(cfg.source).parent if cfg.source else project_root())
@@ -53,7 +52,7 @@ def ingest(
         fail("no output folder: pass --out or set paths.data in the config")
     try:
         report = run_ingest(cfg.paths.dump, cfg.paths.data, cfg.ingest, resume=resume)
-    except (InputError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
         fail(str(exc))
     except IngestFailed as exc:
         if json_:
@@ -75,7 +74,7 @@ def ingest(
 
 def _add_generated(cfg) -> dict:
     """Model-written questions on top of the published set (ingest.instructions.generator)."""
-    from compara.models import ModelNotFound
+    from core.models import ModelNotFound
     from ingest.generated import GeneratorError, add_generated_instructions
 
     try:

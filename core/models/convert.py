@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from compara.models.registry import ModelSpec, _find_package
+from core.models.registry import ModelSpec, _find_package
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ MARKER = "compara_model.json"
 
 
 def models_dir() -> Path:
-    from compara.paths import cache_dir
+    from core.paths import cache_dir
 
     path = cache_dir() / "models"
     path.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,7 @@ def ensure_converted(spec: ModelSpec) -> Path:
 @contextlib.contextmanager
 def _gguf_bar_quiet():
     """transformers reads GGUF tensors under a plain tqdm bar that its own switch does not
-    reach: off too when third-party bars are (``compara.logs.quiet_libraries``, without -v)."""
+    reach: off too when third-party bars are (``core.logs.quiet_libraries``, without -v)."""
     if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") != "1":
         yield
         return
@@ -142,7 +142,7 @@ def _build_gguf_file(spec: ModelSpec, dest: Path) -> None:
 
 
 def _build_tiny(spec: ModelSpec, dest: Path) -> None:
-    from compara.models.tiny import build
+    from core.models.tiny import build
 
     build(dest)
 

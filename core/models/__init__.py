@@ -2,12 +2,12 @@
 
 Importing this package is cheap (torch and transformers load inside the functions).
 
-- :func:`resolve` / :data:`REGISTRY` (``compara.models.registry``): what ``--base`` names.
+- :func:`resolve` / :data:`REGISTRY` (``core.models.registry``): what ``--base`` names.
 - :func:`load_base` -> :class:`Loaded` (model, tokenizer, info): one base for every arm.
 - :func:`attach_adapter`: the LoRA adapter on top, switched off with ``loaded.adapter_disabled()``.
 """
 
-from compara.models.loading import (
+from core.models.loading import (
     AdapterInfo,
     AdapterMismatch,
     Loaded,
@@ -16,7 +16,7 @@ from compara.models.loading import (
     load_base,
     read_adapter_summary,
 )
-from compara.models.registry import REGISTRY, ModelNotFound, ModelSource, ModelSpec, resolve
+from core.models.registry import REGISTRY, ModelNotFound, ModelSource, ModelSpec, resolve
 
 __all__ = [
     "REGISTRY", "AdapterInfo", "AdapterMismatch", "Loaded", "ModelInfo", "ModelNotFound",

@@ -56,7 +56,7 @@ def semantic_similarity(answer: str, references: str | Sequence[str] | None,
     embedder); the answer and the references go in one call. None for an empty answer or
     without a reference.
     """
-    from compara.metrics import _references
+    from core.metrics import _references
 
     refs = _references(references)
     if not refs or not (answer or "").strip():
@@ -107,19 +107,18 @@ def is_portuguese(text: str, threshold: float = 0.5) -> bool | None:
 
 @lru_cache(maxsize=1)
 def _stopwords() -> frozenset[str]:
-    from compara.metrics import ARTICLES
-    from rag.bm25 import stopwords
+    from core.metrics import ARTICLES
+    from core.text import stopwords
 
     return stopwords() | ARTICLES
 
 
 def content_words(text: str, keep_accents: bool = False) -> set[str]:
-    """The distinct content words of a text: :func:`compara.metrics.tokens` without Portuguese
+    """The distinct content words of a text: :func:`core.metrics.tokens` without Portuguese
     stop words (the BM25 list: articles, prepositions, pronouns, common verb forms), each cut
     to its light stem (plural and gender endings: "botânicos" and "botânica" are one word)."""
-    from compara.metrics import tokens
-    from compara.text import fold
-    from rag.bm25 import stem
+    from core.metrics import tokens
+    from core.text import fold, stem
 
     stop = _stopwords()
     out = set()
@@ -141,7 +140,7 @@ def faithfulness(answer: str, passages: Sequence[Mapping[str, Any]], keep_accent
     answer does not weigh its repeated words. None without passages, for an abstention
     (nothing is asserted) and for an answer with no content word.
     """
-    from compara.metrics import is_abstention
+    from core.metrics import is_abstention
 
     if not passages or not (answer or "").strip() or is_abstention(answer, abstain_phrases):
         return None

@@ -25,7 +25,7 @@ tokens); a model without a cache gets one pass over prompt + continuation per ro
 logits that score a token are kept (``logits_to_keep`` where the model takes it), so a
 262k-token vocabulary costs megabytes, not gigabytes.
 
-:func:`score_arm` does this for one arm of a :class:`compara.answerers.Comparison`: the
+:func:`compara.answerers.score_arm` does this for one arm of a comparison: the
 prompts come from ``comparison.prompt`` (byte for byte those the answers are generated from),
 and the forward passes run in the arm's adapter state and under the comparison's lock, the way
 its answers are generated.
@@ -42,8 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from compara.answerers import Comparison
-    from compara.questions import Question
+    from core.questions import Question
 
 # Bumped when a definition here changes, so cached scores are not reused across it.
 LIKELIHOOD_VERSION = 1
@@ -100,7 +99,7 @@ def _batch_logprobs(model, rows: list[tuple[list[int], list[int]]], pad_id: int,
 def prefix_cache(model, input_ids, attention_mask):
     """The key/value cache of every left-padded row of ``input_ids`` but its last token.
 
-    Both scoring (:func:`score_after_prefix`) and generation (``compara.generation``) go on
+    Both scoring (:func:`score_after_prefix`) and generation (``core.generation``) go on
     from it: each feeds the prompt's last token itself, so one pass over the prompt serves
     the answer and the reference likelihood alike. Position ids count from each row's first
     real token, as ``generate`` counts them.
@@ -307,7 +306,7 @@ def multiple_choice(reference: float | None, distractors: Iterable[float | None]
 
 
 def _normal(text: str) -> tuple[str, ...]:
-    from compara.metrics import tokens
+    from core.metrics import tokens
 
     return tuple(tokens(text))
 
@@ -414,8 +413,9 @@ def score_question(question_id: str, arm: str, references: Sequence[str],
         distractors=list(distractors) if distractors else None)
 
 
-def cache_key(comparison: Comparison, arm: str, prompt: str, continuations: Sequence[str]) -> str:
+def cache_key(comparison: Any, arm: str, prompt: str, continuations: Sequence[str]) -> str:
     """Same weights, adapter, index, template and prompt, same texts scored: same numbers.
+    ``comparison``: anything with ``identity(arm)`` (a :class:`compara.answerers.Comparison`).
 
     Unlike an answer's key, the decoding settings are left out: they do not change a
     probability.
@@ -424,49 +424,6 @@ def cache_key(comparison: Comparison, arm: str, prompt: str, continuations: Sequ
     blob = json.dumps({"v": LIKELIHOOD_VERSION, "identity": ident, "prompt": prompt,
                        "continuations": list(continuations)}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def score_arm(comparison: Comparison, arm: str, questions: Sequence[Question],
-              distractors: dict[str, list[str]] | None = None,
-              prompts: Sequence[str] | None = None,
-              batch_size: int | None = None) -> list[KnowledgeScore]:
-    """Reference likelihood (and multiple choice, with ``distractors`` from
-    :func:`choose_distractors`) of each question through ``arm``, in the order given.
-
-    ``prompts``: the arm's prompts when they are already known (a results record's
-    ``prompt``); by default ``comparison.prompt(arm, question)``, the prompt its answer is
-    generated from. Questions without a reference get an empty score. The forward passes run
-    under the comparison's lock, in the arm's adapter state, ``batch_size`` pairs at a time
-    (default: the decoding batch size).
-    """
-    comparison.check(arm)
-    distractors = distractors or {}
-    if prompts is None:
-        prompts = [comparison.prompt(arm, q.question)[0] if q.reference else "" for q in questions]
-    elif len(prompts) != len(questions):
-        raise ValueError(f"{len(prompts)} prompts for {len(questions)} questions")
-    flat_prompts: list[str] = []
-    flat_texts: list[str] = []
-    for q, prompt in zip(questions, prompts, strict=True):
-        if q.reference:
-            texts = [*q.reference, *distractors.get(q.id, [])]
-            flat_prompts += [prompt] * len(texts)
-            flat_texts += texts
-    size = batch_size or comparison.decoding.batch_size
-    with comparison.arm_state(arm):  # the lock, and the adapter on or off as for answers
-        scores = reference_logprobs(comparison.loaded.model, comparison.loaded.tokenizer,
-                                    flat_prompts, flat_texts, batch_size=size)
-    out: list[KnowledgeScore] = []
-    at = 0
-    for q in questions:
-        if not q.reference:
-            out.append(KnowledgeScore(question_id=q.id, arm=arm))
-            continue
-        ds = distractors.get(q.id, [])
-        n = len(q.reference) + len(ds)
-        out.append(score_question(q.id, arm, q.reference, ds, scores[at:at + n]))
-        at += n
-    return out
 
 
 def chance_level(scores: Iterable[KnowledgeScore]) -> float | None:

@@ -15,7 +15,7 @@ only of articles ("A", "um") keeps them, so it does not vanish.
 - :func:`support`, :func:`retrieval_hit`: for the retrieval arms, whether a reference is in the
   retrieved passages, and whether a passage comes from the question's source article;
 - :func:`score_answer`: all of them for one results record, with the two judge-free measures
-  that need only text (``portuguese``, ``faithfulness``: :mod:`compara.measures`); the ones
+  that need only text (``portuguese``, ``faithfulness``: :mod:`core.measures`); the ones
   that need a model (``ref_logprob``, ``mc_correct``, ``similarity``) are computed by the batch
   runner and kept through a re-scoring;
 - :func:`bootstrap_mean`, :func:`paired_bootstrap`: seeded 95% intervals, resampling questions.
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from compara.text import fold
+from core.text import fold
 
 ARTICLES = frozenset(
     "o a os as um uma uns umas do da dos das no na nos nas ao aos à às "
@@ -40,7 +40,7 @@ RETRIEVAL_ARMS = frozenset({"rag", "finetuned+rag"})
 METRICS = ("em", "f1", "contains", "rouge_l", "repetition", "abstained", "abstained_correctly",
            "support", "retrieval_hit")
 # The judge-free measures by their name in ``eval.measures``, and the metrics each one writes
-# (compara.likelihood: likelihood, choice; compara.measures: similarity, language, faithfulness).
+# (core.likelihood: likelihood, choice; core.measures: similarity, language, faithfulness).
 MEASURES = {"likelihood": ("ref_logprob", "ref_best"),
             "choice": ("mc_correct", "mc_rank", "mc_choices"),
             "similarity": ("similarity",), "language": ("portuguese",),
@@ -143,7 +143,7 @@ def _find(needle: list[str], hay: list[str]) -> bool:
 def contains(answer: str, references: str | Sequence[str], keep_accents: bool = False) -> float | None:
     """1.0 when a reference occurs in the answer as whole normalised words.
 
-    Extends :func:`compara.text.contains_answer` (case, accents, punctuation) by also ignoring
+    Extends :func:`core.text.contains_answer` (case, accents, punctuation) by also ignoring
     articles on both sides: whatever ``contains_answer`` finds, this finds too.
     """
     refs = _references(references)
@@ -223,7 +223,7 @@ ABSTAIN_PATTERNS = (
 @lru_cache(maxsize=1)
 def _template_abstain() -> str:
     """The abstain sentence of the shipped RAG template ("Os trechos não contêm a resposta.")."""
-    from compara.prompts import RagTemplate
+    from core.prompts import RagTemplate
 
     try:
         return RagTemplate.load().abstain
@@ -292,7 +292,7 @@ def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: boo
     ``abstained_correctly`` for questions that are not known to be unanswerable. An answer to
     an answerable question that declines and does not contain a reference is a miss: its
     em, f1, contains and rouge_l are 0 whatever words it shares with the reference.
-    ``exposure`` (question id → :class:`compara.exposure.Exposure`, or one of them) adds
+    ``exposure`` (question id → :class:`core.exposure.Exposure`, or one of them) adds
     ``exposure_outputs`` and ``exposure_records``. ``abstain_phrases``: the abstain sentence
     of the RAG template actually used, when it is not the shipped one.
 
@@ -327,11 +327,11 @@ def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: boo
         m.update(em=0.0, f1=0.0, contains=0.0, rouge_l=0.0)
     measures = set(measures)
     if "language" in measures:
-        from compara.measures import is_portuguese
+        from core.measures import is_portuguese
 
         m["portuguese"] = is_portuguese(answer)
     if "faithfulness" in measures:
-        from compara.measures import faithfulness
+        from core.measures import faithfulness
 
         m["faithfulness"] = (faithfulness(answer, passages, keep_accents, abstain_phrases)
                              if retrieval else None)

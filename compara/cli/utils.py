@@ -29,7 +29,7 @@ JsonOption = Annotated[
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a clear one-line error (no traceback, never wrapped off a terminal) and exit."""
-    from compara.logs import console
+    from core.logs import console
 
     console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
@@ -39,7 +39,7 @@ def load_experiment(config: Path | None, sets: list[str] | None, **flags: Any):
     """Load the experiment config; ``flags`` are dotted keys set by command-line options
     (None values are ignored, so an option left out keeps the YAML's value)."""
     from compara.config import load_config
-    from compara.configbase import ConfigError
+    from core.configbase import ConfigError
 
     overrides = list(sets or [])
     try:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from compara.cliutils import ConfigOption, JsonOption, SetOption, load_experiment
+from compara.cli.utils import ConfigOption, JsonOption, SetOption, load_experiment
 
 
 def config(
@@ -57,7 +57,7 @@ def plan(
     cfg = load_experiment(config, set_)
     result = build_plan(cfg, sample_pages=sample_pages)
     if json_:
-        from compara.cliutils import print_json
+        from compara.cli.utils import print_json
 
         print_json(result)
     else:

@@ -69,7 +69,7 @@ def eos_ids(model, tokenizer) -> set[int]:
 
 
 def decoding_kwargs(decoding, tokenizer) -> dict[str, Any]:
-    """``model.generate`` keyword arguments for a :class:`compara.config.GenerationConfig`."""
+    """``model.generate`` keyword arguments for a :class:`core.config.GenerationConfig`."""
     kwargs: dict[str, Any] = {
         "max_new_tokens": decoding.max_new_tokens,
         "do_sample": decoding.do_sample,
@@ -196,14 +196,14 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
     """Continuations of ``prompts``, ``decoding.batch_size`` at a time (shortest prompts
     first, left padding), in the order given; each row ends on EOS, at the first of
     ``stop_strings`` (cut off its text) or at ``max_new_tokens``. Greedy decoding refills the
-    batch as rows end (:mod:`compara.continuous`); sampling or a repetition penalty goes
+    batch as rows end (:mod:`core.continuous`); sampling or a repetition penalty goes
     through ``model.generate`` batch by batch.
 
     ``score[i]``: texts to score after ``prompts[i]`` (a question's references and
     distractors; :attr:`Generation.scores`). Greedy decoding scores them on the prompt pass
-    its answer goes on from (:func:`compara.likelihood.prefix_cache`), so a long prompt is read
+    its answer goes on from (:func:`core.likelihood.prefix_cache`), so a long prompt is read
     once; the ``model.generate`` path scores them in a pass of their own
-    (:func:`compara.likelihood.reference_logprobs`). Generation is the same with or without
+    (:func:`core.likelihood.reference_logprobs`). Generation is the same with or without
     ``score``.
     """
     import torch
@@ -212,7 +212,7 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
     if score is not None and len(score) != len(prompts):
         raise ValueError(f"{len(score)} lists of texts to score for {len(prompts)} prompts")
     stop = eos_ids(model, tokenizer)
-    from compara import continuous
+    from core import continuous
 
     rows = None
     if prompts and continuous.supported(model, decoding):
@@ -249,7 +249,7 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
         scores: list[list[float | None]] | None = None
         scoring_s = 0.0
         if score is not None and any(score[i] for i in idx):
-            from compara.likelihood import reference_logprobs
+            from core.likelihood import reference_logprobs
 
             s0 = time.perf_counter()
             flat = [(j, text) for j, i in enumerate(idx) for text in score[i]]

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from core.errors import UserError
 
-class ModelNotFound(ValueError):
+
+class ModelNotFound(UserError, ValueError):
     """``--base`` names nothing usable; the message says what to install or where to look."""
 
 

@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compara.models.registry import ModelNotFound, ModelSource, resolve
+from core.errors import UserError
+from core.models.registry import ModelNotFound, ModelSource, resolve
 
 if TYPE_CHECKING:
-    from compara.config import ModelConfig
-    from compara.prompts import PromptTemplate
+    from core.config import ModelConfig
+    from core.prompts import PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ ADDED_PAD = "<|pad|>"
 BOS_FAMILIES = ("gemma", "llama")
 
 
-class AdapterMismatch(ValueError):
+class AdapterMismatch(UserError, ValueError):
     """The adapter was trained on another base model (or is no adapter at all)."""
 
 
@@ -206,7 +207,7 @@ def quantization_config(quantize: str, compute_dtype):
 def source_path(source: ModelSource) -> str:
     """What ``from_pretrained`` gets: the (converted) folder, or the hub id."""
     if source.kind == "registry":
-        from compara.models.convert import ensure_converted
+        from core.models.convert import ensure_converted
 
         return str(ensure_converted(source.spec))
     return str(source.path) if source.path else source.name
@@ -218,7 +219,7 @@ def _fsdp() -> bool:
 
 
 def load_base(cfg: ModelConfig, *, device: str | None = None) -> Loaded:
-    """Load the base model and tokenizer named by ``cfg`` (see :class:`compara.config.ModelConfig`).
+    """Load the base model and tokenizer named by ``cfg`` (see :class:`core.config.ModelConfig`).
 
     Raises :class:`ModelNotFound` with a message that says what to install or where to put
     the files when the model cannot be found.
@@ -491,7 +492,7 @@ def attach_adapter(loaded: Loaded, adapter_dir: str | Path, *, trainable: bool =
     """
     from peft import PeftModel
 
-    from compara.prompts import PromptTemplate
+    from core.prompts import PromptTemplate
 
     adapter_dir = Path(adapter_dir)
     summary = read_adapter_summary(adapter_dir)

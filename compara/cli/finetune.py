@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from compara.cliutils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
+from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
 
 QuantizeOption = Annotated[str | None, typer.Option(
     "--quantize", help="Base weights: 4bit (NF4, QLoRA), 8bit or none. Default: the config's "
@@ -16,13 +16,6 @@ DeviceOption = Annotated[str | None, typer.Option(
     "--device", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N.", show_default=False)]
 DtypeOption = Annotated[str | None, typer.Option(
     "--dtype", help="auto, bfloat16, float16, float32.", show_default=False)]
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from compara.io import InputError
-    from compara.models import AdapterMismatch, ModelNotFound
-
-    return (InputError, ModelNotFound, AdapterMismatch, FileNotFoundError)
 
 
 def finetune(
@@ -77,7 +70,7 @@ def finetune(
     the tokenizer, config.yaml, metrics.jsonl, loss.png and summary.json. Runs unchanged under
     `accelerate launch -m compara finetune ...` on several GPUs.
     """
-    from finetune.train import RunConflict, run_finetune
+    from finetune.train import run_finetune
 
     cfg = load_experiment(
         config, set_, model__base=base, model__quantize=quantize, model__device=device,
@@ -92,7 +85,7 @@ def finetune(
     try:
         summary = run_finetune(cfg, cfg.paths.data, cfg.paths.adapter, resume=resume,
                                force=force)
-    except (*_user_errors(), RunConflict) as exc:
+    except FileNotFoundError as exc:
         fail(str(exc))
     if json_:
         print_json(summary)
@@ -171,7 +164,7 @@ def merge(
 
     try:
         info = merge_adapter(adapter, out, dtype=dtype, device=device, base=base)
-    except (*_user_errors(), ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if json_:
         print_json(info)
@@ -181,8 +174,8 @@ def merge(
 
 def models(json_: JsonOption = False) -> None:
     """List the registered base models (offline defaults) and whether they are ready."""
-    from compara.models.convert import cached_path
-    from compara.models.registry import REGISTRY
+    from core.models.convert import cached_path
+    from core.models.registry import REGISTRY
 
     rows = []
     for spec in REGISTRY.values():

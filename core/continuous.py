@@ -14,7 +14,7 @@ left to the batch's length (or the batch's to the row's), so every row's real to
 the same column, as in a left-padded ``generate`` call, and each row's position ids count its
 own tokens. Columns that no row uses any more are cut off the left.
 
-Used by :func:`compara.generation.generate` for greedy decoding without a repetition penalty
+Used by :func:`core.generation.generate` for greedy decoding without a repetition penalty
 or other logits processors (the default everywhere); anything else goes through
 ``model.generate``. A test checks that every answer is token for token what ``model.generate``
 writes for its prompt alone, on a Llama and on a sliding-window Gemma 3.
@@ -37,7 +37,7 @@ _PROCESSORS = ("suppress_tokens", "begin_suppress_tokens", "bad_words_ids", "seq
 def supported(model, decoding) -> bool:
     """Whether this model and these settings decode here (greedy, plain logits, a dynamic
     key/value cache); else ``model.generate`` does."""
-    from compara.likelihood import accepts
+    from core.likelihood import accepts
 
     if decoding.do_sample or decoding.repetition_penalty != 1.0:
         return False
@@ -139,12 +139,12 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
     Returns, per prompt in the order given: ``ids`` (the new tokens, EOS and what follows a
     stop string included as generated), ``eos`` (ended on EOS), ``latency_s`` (from the
     prompt's prefill to its last token), ``tokens_in``, ``scores`` and ``scoring_s`` (as
-    :func:`compara.generation.generate`). ``on_done(n)`` is called as rows finish.
+    :func:`core.generation.generate`). ``on_done(n)`` is called as rows finish.
     """
     import torch
 
-    from compara.generation import StopCheck
-    from compara.likelihood import accepts, prefix_cache, score_on_prefix
+    from core.generation import StopCheck
+    from core.likelihood import accepts, prefix_cache, score_on_prefix
 
     device = next(model.parameters()).device
     check = StopCheck(tokenizer, stop_strings)

@@ -1,7 +1,7 @@
 """The one source of prompts: instruction template (training + inference) and the RAG prompt.
 
 Training examples, base and fine-tuned prompts, and retrieval prompts are all rendered here,
-from JSON templates in ``compara/templates/``. An adapter stores the template it was trained
+from JSON templates in ``core/templates/``. An adapter stores the template it was trained
 with (:meth:`PromptTemplate.save`) and inference loads that copy, so the prompts match byte
 for byte.
 """
@@ -68,7 +68,7 @@ class PromptTemplate:
         return cls.load(Path(folder) / TEMPLATE_FILENAME)
 
     def save(self, folder: str | Path) -> Path:
-        from compara.io import atomic_write_json
+        from core.io import atomic_write_json
 
         path = Path(folder) / TEMPLATE_FILENAME
         atomic_write_json(path, asdict(self))

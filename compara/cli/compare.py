@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from compara.cliutils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
+from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
 
 ArmsOption = Annotated[str | None, typer.Option(
     "--arms", "-a", help="Comma-separated arms: base, rag, finetuned, finetuned+rag "
@@ -28,16 +28,6 @@ def _arms(value: str | None) -> list[str] | None:
 def _setup(config, set_, base, adapter, index):
     return load_experiment(config, set_, model__base=base, paths__adapter=adapter,
                            paths__index=index)
-
-
-def _errors():
-    from compara.answerers import ArmUnavailable
-    from compara.configbase import ConfigError
-    from compara.io import InputError
-    from compara.models import AdapterMismatch, ModelNotFound
-
-    return (ArmUnavailable, ConfigError, InputError, AdapterMismatch, ModelNotFound,
-            FileNotFoundError)
 
 
 def ask(
@@ -65,7 +55,7 @@ def ask(
         comparison = build_comparison(cfg, _arms(arms))
         chosen = resolve_arms(comparison, _arms(arms))
         answers = [comparison.answer(arm, [text])[0] for arm in chosen]
-    except _errors() as exc:
+    except FileNotFoundError as exc:
         fail(str(exc))
     if json_:
         print_json([{"question": text, **a.to_record()} for a in answers])
@@ -82,7 +72,7 @@ def _show(question: str, answers) -> None:
     from rich.panel import Panel
     from rich.text import Text
 
-    from compara.logs import console as make_console
+    from core.logs import console as make_console
 
     console = make_console()
     console.print(Text(question, style="bold"))
@@ -135,7 +125,7 @@ def batch(
         fail("--limit and --sample must be >= 1")
     try:
         summary = run_batch(cfg, questions, out, arms=_arms(arms), limit=limit, sample=sample)
-    except _errors() as exc:
+    except FileNotFoundError as exc:
         fail(str(exc))
     if json_:
         print_json(summary)
@@ -151,8 +141,8 @@ def report(
     json_: JsonOption = False,
 ) -> None:
     """Re-score a run's answers and rewrite its summary and report.html."""
-    from compara.exposure import read_exposure
     from compara.report import print_summary, write_report
+    from core.exposure import read_exposure
 
     cfg = load_experiment(config, set_)
     if not (run / "results.jsonl").is_file():

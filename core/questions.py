@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from compara.io import BadLine, InputError
+from core.io import BadLine, InputError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from compara.cliutils import ConfigOption, SetOption, fail, load_experiment
+from compara.cli.utils import ConfigOption, SetOption, fail, load_experiment
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -63,7 +63,7 @@ def app(
     """
     import subprocess
 
-    from compara.paths import project_root
+    from core.paths import project_root
 
     cfg = load_experiment(config, set_)  # a bad config fails here, with a clear message
     host = host or cfg.app.host

@@ -21,10 +21,12 @@ from typing import Any
 
 import orjson
 
+from core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Bad input that the user must fix; the message names the file and line/page."""
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compara.metrics import ARTICLES, tokens, words
+from core.metrics import ARTICLES, tokens, words
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class _NeedleTable:
 
 class ReferenceMatcher:
     """Finds, in one pass over a text, every question whose reference occurs in it (the test
-    of :func:`compara.metrics.contains`, for all questions at once)."""
+    of :func:`core.metrics.contains`, for all questions at once)."""
 
     def __init__(self, references: Mapping[str, Sequence[str]], keep_accents: bool = False):
         self.keep_accents = keep_accents
@@ -117,7 +117,7 @@ def _question_refs(questions: Iterable[Any]) -> dict[str, list[str]]:
 def _records(instructions: str | Path | Iterable[Mapping[str, Any]]) -> Iterable[Mapping[str, Any]]:
     if not isinstance(instructions, (str, Path)):
         return instructions
-    from compara.io import iter_jsonl
+    from core.io import iter_jsonl
 
     def bad(line: Any) -> None:
         log.warning("skipped: %s", line)
@@ -130,12 +130,12 @@ def compute_exposure(questions: Iterable[Any],
                      keep_accents: bool = False) -> dict[str, Exposure]:
     """Exposure of every question with a reference (question id → :class:`Exposure`).
 
-    ``questions``: :class:`compara.questions.Question` objects or records with ``id`` /
+    ``questions``: :class:`core.questions.Question` objects or records with ``id`` /
     ``question_id`` and ``reference``. ``instructions``: the training JSONL file (bad lines are
     skipped with a warning) or an iterable of records. Questions without a reference are left
     out: nothing to look for.
     """
-    from compara.logs import progress
+    from core.logs import progress
 
     refs = _question_refs(questions)
     matcher = ReferenceMatcher(refs, keep_accents)
@@ -180,14 +180,14 @@ def bin_labels(edges: Sequence[int] = DEFAULT_BIN_EDGES) -> list[str]:
 
 def write_exposure(path: str | Path, exposure: Mapping[str, Exposure]) -> None:
     """Save exposures as JSONL (one line per question), atomically."""
-    from compara.io import write_jsonl
+    from core.io import write_jsonl
 
     write_jsonl(path, (e.to_dict() for e in exposure.values()))
 
 
 def read_exposure(path: str | Path) -> dict[str, Exposure]:
     """Exposures saved by :func:`write_exposure`; a bad line is an error naming it."""
-    from compara.io import InputError, iter_jsonl
+    from core.io import InputError, iter_jsonl
 
     out = {}
     for line, rec in iter_jsonl(path):

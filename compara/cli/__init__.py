@@ -1,17 +1,30 @@
 """The `compara` command. Each subcommand is a thin function over the library.
 
-Subcommands are registered by each package (`ingest.cli`, `rag.cli`, ...), whose modules
-import only typer at import time, so `compara --help` stays instant; heavy libraries (torch,
+Subcommands are registered by the modules of this package (`compara.cli.ingest`,
+`compara.cli.index`, ...), which import only typer at import time, so `compara --help` stays instant; heavy libraries (torch,
 transformers, faiss) are imported inside the commands that need them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from compara import __version__
+
+# The subcommand modules are imported before the typer app is defined: importing
+# compara.cli.app binds the package's name `app` to that module, and the typer app below
+# takes the name back.
+from compara.cli import app as app_cli
+from compara.cli import commands
+from compara.cli import compare as compare_cli
+from compara.cli import finetune as finetune_cli
+from compara.cli import index as rag_cli
+from compara.cli import ingest as ingest_cli
+from compara.cli.utils import fail
 
 app = typer.Typer(
     name="compara",
@@ -38,20 +51,33 @@ def _main(
     version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                  help="Print the version and exit.")] = None,
 ) -> None:
-    from compara.logs import setup_logging
+    from core.logs import setup_logging
 
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-def _register_commands() -> None:
-    from compara import commands, compare_cli
-    from compara.app import cli as app_cli
-    from finetune import cli as finetune_cli
-    from ingest import cli as ingest_cli
-    from rag import cli as rag_cli
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose :class:`core.errors.UserError` is printed as one ``error:`` line (exit
+    2) instead of a traceback: the one place the command line turns them into messages."""
 
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from core.errors import UserError
+
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc))
+
+    return run
+
+
+def _register_commands() -> None:
     for module in (ingest_cli, rag_cli, finetune_cli, compare_cli, commands, app_cli):
         module.register(app)
+    for info in app.registered_commands:
+        if info.callback is not None:
+            info.callback = user_errors(info.callback)
 
 
 _register_commands()

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from compara.cliutils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
+from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
 
 IndexOption = Annotated[Path | None, typer.Option(
     "--index", "-i", help="Index folder. Default: the config's paths.index.", show_default=False)]
@@ -51,9 +51,7 @@ def index(
     every file), chunks.jsonl, index.faiss and bm25/. The build runs in a hidden .OUT.partial
     folder and replaces OUT only when complete.
     """
-    from compara.io import InputError
-    from rag.embedders import EmbedderError
-    from rag.store import IndexRefused, build_index
+    from rag.store import build_index
 
     cfg = load_experiment(config, set_, paths__index=str(out) if out else None, index__embedder=embedder,
                           index__embedder_model=model, index__chunk_size=chunk_size,
@@ -67,7 +65,7 @@ def index(
     try:
         manifest = build_index(articles, cfg.paths.index, cfg.index, resume=resume,
                                overwrite=overwrite)
-    except (IndexRefused, EmbedderError, InputError, FileNotFoundError) as exc:
+    except FileNotFoundError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted; what was embedded is kept: run the same command with --resume "
@@ -84,17 +82,12 @@ def index(
 
 
 def _load(index_path: Path | None, cfg):
-    from rag.embedders import EmbedderError
     from rag.retrieve import load_index
-    from rag.store import IndexRefused
 
     folder = index_path or (Path(cfg.paths.index) if cfg.paths.index else None)
     if folder is None:
         fail("no index given: pass --index or set paths.index in the config")
-    try:
-        return load_index(folder, cfg.index, cfg.retrieval)
-    except (IndexRefused, EmbedderError) as exc:
-        fail(str(exc))
+    return load_index(folder, cfg.index, cfg.retrieval)
 
 
 def search(
@@ -108,14 +101,9 @@ def search(
     json_: JsonOption = False,
 ) -> None:
     """Print the passages an index returns for a query: title, section, score and link."""
-    from rag.retrieve import QueryError
-
     cfg = load_experiment(config, set_, retrieval__k=k, retrieval__retriever=retriever)
     idx = _load(index_path, cfg)
-    try:
-        passages, seconds = idx.timed_search(query, cfg.retrieval.k, cfg.retrieval.retriever)
-    except QueryError as exc:
-        fail(str(exc))
+    passages, seconds = idx.timed_search(query, cfg.retrieval.k, cfg.retrieval.retriever)
     if json_:
         print_json({"query": query, "retriever": cfg.retrieval.retriever, "k": cfg.retrieval.k,
                     "latency_ms": round(seconds * 1000, 2),
@@ -153,7 +141,7 @@ def eval_retrieval(
     json_: JsonOption = False,
 ) -> None:
     """Title hit@k, answer hit@k, MRR and latency of each retriever over a question file."""
-    from compara.io import InputError, atomic_write_json
+    from core.io import atomic_write_json
     from rag.config import RETRIEVERS
     from rag.evaluate import evaluate, load_questions
 
@@ -173,10 +161,7 @@ def eval_retrieval(
     if path is None:
         fail("no question file: pass QUESTIONS or set paths.questions in the config")
     bad: list[str] = []
-    try:
-        items = load_questions(path, lambda b: bad.append(str(b)))
-    except InputError as exc:
-        fail(str(exc))
+    items = load_questions(path, lambda b: bad.append(str(b)))
     for b in bad[:10]:
         typer.echo(f"skipped {b}", err=True)
     if not items:
