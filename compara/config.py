@@ -8,11 +8,13 @@ resolved against the folder of that file. Load with :func:`load_config`, which a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from compara.app.config import AppConfig
+from compara.arms import ArmConfig, check_arm_list, default_arm_configs, resolve_arms
 from core.config import GenerationConfig, ModelConfig
 from core.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
 from core.exposure import DEFAULT_BIN_EDGES
@@ -70,6 +72,10 @@ class EvalConfig(ConfigBase):
         "(e5 cosine of answer and reference: the index's embedder), language (is the answer "
         "in Portuguese), faithfulness (share of the answer's content words in its passages). "
         "The first three cost model time; [] turns all off.")
+    pairs: list[list[str]] | None = opt(
+        None, "Arm pairs compared question by question, each [a, b] for a − b with a paired "
+              "95% interval (e.g. [[finetuned+rag, rag]]); null: every pair of the run's arms, "
+              "each later arm of `arms:` minus each earlier one.")
     distractors: int = opt(3, "Wrong answers the reference is ranked against in `choice` "
                               "(references of other questions, same type first; seeded by "
                               "eval.seed).")
@@ -90,6 +96,9 @@ class EvalConfig(ConfigBase):
                               f"measures: {', '.join(MEASURES)}")
         if self.distractors < 1:
             raise ConfigError("eval.distractors must be >= 1")
+        for pair in self.pairs or []:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ConfigError(f"eval.pairs: {pair!r} is not two different arm names [a, b]")
 
 
 @dataclass
@@ -117,10 +126,26 @@ class ExperimentConfig(ConfigBase):
     model: ModelConfig = opt(ModelConfig, "The shared base model.")
     finetune: FinetuneConfig = opt(FinetuneConfig, "QLoRA training.")
     generation: GenerationConfig = opt(GenerationConfig, "Decoding, shared by all arms.")
+    arms: list[ArmConfig] = dataclasses.field(
+        default_factory=default_arm_configs, metadata={"help": (
+            "The arms compared, over the one base model, with the same decoding: each {name, "
+            "adapter (null | true = paths.adapter | a folder), retrieval (null | true = "
+            "retrieval: | the settings it changes), label {pt, en}}. Default: base, rag, "
+            "finetuned, finetuned+rag. `--arms` picks some by name (docs/comparison.md).")})
     eval: EvalConfig = opt(EvalConfig, "Question files, metrics and reports.")
     demo: DemoConfig = opt(DemoConfig, "What `compara demo` runs.")
     app: AppConfig = opt(AppConfig, "The Streamlit app (`compara app`).")
     source: str | None = opt(None, "The YAML file this config was loaded from (set on load).")
+
+    def validate(self) -> None:
+        check_arm_list(self.arms)
+        resolve_arms(self.arms, None, self.retrieval)  # retrieval changes that exist and fit
+        names = {a.name for a in self.arms}
+        for pair in self.eval.pairs or []:
+            unknown = [n for n in pair if n not in names]
+            if unknown:
+                raise ConfigError(f"eval.pairs: {pair!r} names {', '.join(unknown)}, not an arm "
+                                  f"of `arms:` ({', '.join(names)})")
 
 
 def load_config(path: str | Path | None = None,
@@ -142,5 +167,6 @@ def load_config(path: str | Path | None = None,
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     cfg.paths = cfg.paths.resolved(base)
+    cfg.arms = [a.resolved(base) for a in cfg.arms]
     cfg.source = str(Path(path).resolve()) if Path(path).is_file() else None
     return cfg

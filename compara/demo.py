@@ -192,8 +192,8 @@ def _batch_run(cfg: ExperimentConfig) -> dict[str, Any]:
     kept as `<run>.previous` and the run redone (unchanged arms come from the answer cache)."""
     import shutil
 
-    from compara.answerers import build_comparison
     from compara.batch import StaleRun, run_batch
+    from compara.comparison import build_comparison
 
     sample = cfg.demo.questions or None
     run_dir = _demo_run_dir(cfg)

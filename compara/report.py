@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from compara import runs
+from compara.arms import DEFAULT_ARMS, arm_order, arm_pairs
 from compara.config import EvalConfig
 from core.exposure import Exposure, bin_labels, exposure_bin
 from core.generation import FINISH_REASONS
@@ -35,24 +37,23 @@ from core.metrics import (
 
 log = logging.getLogger(__name__)
 
-ARMS = ("base", "rag", "finetuned", "finetuned+rag")
 SUMMARY_METRICS = (*METRICS, "stopped_on_eos", "ended_cleanly", *MEASURE_METRICS)
-# Arm pairs compared question by question (a − b), when both arms are in the run.
-PAIRS = (("rag", "base"), ("finetuned", "base"), ("finetuned+rag", "base"),
-         ("finetuned+rag", "rag"), ("finetuned+rag", "finetuned"))
 PAIRED_METRICS = ("contains", "f1", *MEASURE_METRICS)
 # Identity fields that must agree across arms for the comparison to be like for like.
 SHARED_IDENTITY = ("base_model", "decoding")
-RESULTS = "results.jsonl"
-EXPOSURE_FILE = "exposure.jsonl"
 
 
 # -- reading ------------------------------------------------------------------------------------
 
-def arm_order(arms: Iterable[str]) -> list[str]:
-    """The four arms in their usual order, then any other arm by name."""
-    present = set(arms)
-    return [a for a in ARMS if a in present] + sorted(present - set(ARMS))
+def run_arms(run_dir: str | Path) -> list[str]:
+    """The arms of a run folder in the order its config listed them (run.json); [] when it
+    does not say."""
+    path = Path(run_dir) / runs.RUN
+    try:
+        arms = json.loads(path.read_text(encoding="utf-8")).get("arms")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(a) for a in arms] if isinstance(arms, list) else []
 
 
 NUMBER_FIELDS = ("latency_s", "tokens_per_s", "tokens_in", "tokens_out")
@@ -190,15 +191,19 @@ def _split_by(records: Sequence[dict], by_arm: Mapping[str, list[dict]], key, cf
 
 
 def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None = None,
-              cfg: EvalConfig | None = None, problems: Sequence[BadLine] = ()) -> dict[str, Any]:
-    """The summary of records read by :func:`load_results` (those not scored yet are scored)."""
+              cfg: EvalConfig | None = None, problems: Sequence[BadLine] = (),
+              order: Sequence[str] = ()) -> dict[str, Any]:
+    """The summary of records read by :func:`load_results` (those not scored yet are scored).
+
+    ``order``: the arms in the order of the run's config (default: the usual four, then any
+    other by name); the paired differences are ``eval.pairs``, else every pair in that order."""
     cfg = cfg or EvalConfig()
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         if not r.get("metrics"):
             score_answer(r, exposure, keep_accents=cfg.keep_accents, measures=cfg.measures)
         by_arm[r["arm"]].append(r)
-    arms = arm_order(by_arm)
+    arms = arm_order(by_arm, order or DEFAULT_ARMS)
     by_arm = {a: by_arm[a] for a in arms}
     identities, warnings = _identity_checks(by_arm)
     qsets = {a: {str(r["question_id"]) for r in recs} for a, recs in by_arm.items()}
@@ -249,7 +254,7 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
                             "questions": sum(c is not None for c in counts.values())}
 
     paired = []
-    for a, b in PAIRS:
+    for a, b in arm_pairs(arms, cfg.pairs):
         if a in by_arm and b in by_arm:
             for m in PAIRED_METRICS:
                 va = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[a]}
@@ -357,7 +362,7 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
 
     cfg = cfg or EvalConfig()
     run_dir = Path(run_dir)
-    results = run_dir / RESULTS
+    results = run_dir / runs.RESULTS
     if not results.is_file():
         raise InputError(f"{results}: no results in this run folder")
     records, problems = load_results(results)
@@ -366,7 +371,7 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
                          + (f" ({problems[0]})" if problems else ""))
     for p in problems:
         log.warning("%s", p)
-    saved = run_dir / EXPOSURE_FILE
+    saved = run_dir / runs.EXPOSURE
     if exposure is None and instructions is None and saved.is_file():
         exposure = read_exposure(saved)
     elif exposure is None and instructions is not None:
@@ -377,9 +382,9 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
         exposure = compute_exposure(seen.values(), instructions, cfg.keep_accents)
         write_exposure(saved, exposure)
     rescore(records, exposure, cfg)
-    summary = summarize(records, exposure, cfg, problems)  # its warnings: print_summary
-    files = {"summary_json": run_dir / "summary.json", "summary_csv": run_dir / "summary.csv",
-             "report_html": run_dir / "report.html"}
+    summary = summarize(records, exposure, cfg, problems, order=run_arms(run_dir))
+    files = {"summary_json": run_dir / runs.SUMMARY, "summary_csv": run_dir / runs.SUMMARY_CSV,
+             "report_html": run_dir / runs.REPORT}
     summary["files"] = {k: str(v) for k, v in files.items()}
     atomic_write_json(files["summary_json"], summary)
     write_summary_csv(summary, files["summary_csv"])

@@ -25,7 +25,7 @@ tokens); a model without a cache gets one pass over prompt + continuation per ro
 logits that score a token are kept (``logits_to_keep`` where the model takes it), so a
 262k-token vocabulary costs megabytes, not gigabytes.
 
-:func:`compara.answerers.score_arm` does this for one arm of a comparison: the
+:func:`compara.comparison.score_arm` does this for one arm of a comparison: the
 prompts come from ``comparison.prompt`` (byte for byte those the answers are generated from),
 and the forward passes run in the arm's adapter state and under the comparison's lock, the way
 its answers are generated.
@@ -415,7 +415,7 @@ def score_question(question_id: str, arm: str, references: Sequence[str],
 
 def cache_key(comparison: Any, arm: str, prompt: str, continuations: Sequence[str]) -> str:
     """Same weights, adapter, index, template and prompt, same texts scored: same numbers.
-    ``comparison``: anything with ``identity(arm)`` (a :class:`compara.answerers.Comparison`).
+    ``comparison``: anything with ``identity(arm)`` (a :class:`compara.comparison.Comparison`).
 
     Unlike an answer's key, the decoding settings are left out: they do not change a
     probability.

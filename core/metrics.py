@@ -36,7 +36,6 @@ ARTICLES = frozenset(
     "o a os as um uma uns umas do da dos das no na nos nas ao aos à às "
     "pelo pela pelos pelas num numa dum duma".split()
 )
-RETRIEVAL_ARMS = frozenset({"rag", "finetuned+rag"})
 METRICS = ("em", "f1", "contains", "rouge_l", "repetition", "abstained", "abstained_correctly",
            "support", "retrieval_hit")
 # The judge-free measures by their name in ``eval.measures``, and the metrics each one writes
@@ -282,6 +281,14 @@ def _exposure_of(exposure: Any, question_id: str) -> Any:
     return exposure  # one question's exposure
 
 
+def retrieved(record: dict[str, Any]) -> bool:
+    """Whether a results record came from an arm with retrieval: it has passages, or its
+    identity names an index (records of any version; a prompt cut to no passage included)."""
+    identity = record.get("identity") if isinstance(record.get("identity"), dict) else {}
+    return bool(record.get("passages")) or bool(identity.get("index")) or bool(
+        identity.get("retrieval"))
+
+
 def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: bool = False,
                  abstain_phrases: Iterable[str] = (),
                  measures: Iterable[str] = tuple(MEASURES)) -> dict[str, Any]:
@@ -305,7 +312,7 @@ def score_answer(record: dict[str, Any], exposure: Any = None, keep_accents: boo
     refs = _references(record.get("reference"))
     unanswerable = record.get("answerable") is False
     passages = record.get("passages") or []
-    retrieval = bool(passages) or record.get("arm") in RETRIEVAL_ARMS
+    retrieval = retrieved(record)
     extra = record.get("extra") or {}
     titles = [record.get("source_title"), *(extra.get("source_titles") or []),
               *(record.get("source_titles") or [])]

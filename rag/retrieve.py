@@ -114,11 +114,11 @@ class Index:
         return len(self.chunks)
 
     # -- the three retrievers ------------------------------------------------------------------
-    def clean_query(self, query: str) -> str:
+    def clean_query(self, query: str, limit: int | None = None) -> str:
         query = " ".join(str(query or "").split())
         if not query:
             raise QueryError("the query is empty")
-        limit = self.retrieval.max_query_chars
+        limit = limit or self.retrieval.max_query_chars
         if len(query) > limit:
             log.warning("query of %d characters cut to %d", len(query), limit)
             query = query[:limit]
@@ -134,25 +134,27 @@ class Index:
         positions, scores = self.bm25.search(query, k)
         return [(int(p), float(s)) for p, s in zip(positions, scores, strict=False)]
 
-    def search(self, query: str, k: int | None = None,
-               retriever: str | None = None) -> list[Passage]:
-        """The ``k`` best passages for ``query`` (default k and retriever: the config's)."""
-        k = k or self.retrieval.k
-        retriever = retriever or self.retrieval.retriever
+    def search(self, query: str, k: int | None = None, retriever: str | None = None,
+               settings: RetrievalConfig | None = None) -> list[Passage]:
+        """The ``k`` best passages for ``query``. ``settings``: the retrieval settings to use
+        (an arm's), default the index's; ``k`` and ``retriever`` override theirs."""
+        settings = settings or self.retrieval
+        k = k or settings.k
+        retriever = retriever or settings.retriever
         if retriever not in RETRIEVERS:
             raise ValueError(f"unknown retriever {retriever!r}; choose one of {RETRIEVERS}")
         if k < 1:
             raise ValueError("k must be >= 1")
-        query = self.clean_query(query)
+        query = self.clean_query(query, settings.max_query_chars)
         results: dict[str, list[tuple[int, float]]] = {}
-        fetch = k if retriever != "hybrid" else max(k, self.retrieval.fetch_k)
+        fetch = k if retriever != "hybrid" else max(k, settings.fetch_k)
         if retriever in ("dense", "hybrid"):
             results["dense"] = self.dense(query, fetch)
         if retriever in ("bm25", "hybrid"):
             results["bm25"] = self.keyword(query, fetch)
         if retriever == "hybrid":
             ranked = rrf_fuse({name: [p for p, _ in hits] for name, hits in results.items()},
-                              self.retrieval.rrf_k)[:k]
+                              settings.rrf_k)[:k]
         else:
             ranked = results[retriever][:k]
         per_rank = {name: {p: r for r, (p, _) in enumerate(hits, start=1)}

@@ -180,7 +180,7 @@ def test_every_string_the_app_uses_exists_in_both_languages():
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory, fixtures_dir):
-    from compara.answerers import Comparison
+    from compara.comparison import Comparison
     from core.config import GenerationConfig, ModelConfig
     from core.models import load_base
     from core.prompts import PromptTemplate, RagTemplate
@@ -219,7 +219,7 @@ def test_a_view_changes_settings_for_one_request_only(comparison):
 
 
 def test_a_second_ask_comes_from_the_answer_cache(comparison, tmp_path):
-    from compara.batch import AnswerCache
+    from compara.pipeline import AnswerCache
 
     cache = AnswerCache(tmp_path / "answers.sqlite")
     q = ask.typed_question("Qual era a profissão de Ana Lúcia Prado?", "", 200, 200)
@@ -299,8 +299,8 @@ def test_the_app_command_binds_to_localhost_and_hands_over_the_config(tmp_path):
 
 def test_a_card_carries_the_measures_and_survives_a_failing_one(comparison, tmp_path,
                                                                 monkeypatch):
-    import compara.answerers as answerers
-    from compara.batch import AnswerCache
+    import compara.comparison as answerers
+    from compara.pipeline import AnswerCache
 
     cache = AnswerCache(tmp_path / "answers.sqlite")
     q = ask.typed_question("Onde nasce o Rio Verde-Claro?", "Serra do Lajeado", 200, 200)

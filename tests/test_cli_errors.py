@@ -56,8 +56,8 @@ def test_batch_with_a_tampered_index_prints_one_error_line(repo_root, fixtures_d
 
 
 def test_every_error_meant_for_a_user_is_a_user_error():
-    from compara.answerers import ArmUnavailable
     from compara.batch import StaleRun
+    from compara.comparison import ArmUnavailable
     from core.configbase import ConfigError
     from core.io import InputError
     from core.models import AdapterMismatch, ModelNotFound

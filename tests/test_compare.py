@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from compara.answerers import ArmUnavailable, Comparison
+from compara.comparison import ArmUnavailable, Comparison
 from compara.config import ExperimentConfig
 from core.config import GenerationConfig, ModelConfig
 from core.io import InputError, read_jsonl
@@ -311,7 +311,7 @@ def test_batch_writes_the_measures_for_every_arm(cfg, comparison, fixtures_dir, 
     assert sum(t["measures_s"] for t in timing["per_arm"].values()) == pytest.approx(
         timing["measures_s"], abs=0.02)
     # the base arm's likelihood is exactly what score_arm gives on the written prompts
-    from compara.answerers import score_arm
+    from compara.comparison import score_arm
     from core.questions import Question
 
     base = [r for r in with_ref if r["arm"] == "base"][:2]

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from compara.answerers import score_arm
+from compara.comparison import score_arm
 from core.likelihood import (
     KnowledgeScore,
     best_reference,
@@ -326,7 +326,7 @@ def test_score_arm_uses_the_arms_prompt_adapter_state_and_lock(loaded, monkeypat
     from peft import LoraConfig, get_peft_model
 
     import core.likelihood as likelihood
-    from compara.answerers import Comparison
+    from compara.comparison import Comparison
     from core.config import GenerationConfig, ModelConfig
     from core.models import load_base
     from core.models.loading import AdapterInfo, Loaded

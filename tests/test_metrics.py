@@ -186,12 +186,18 @@ def test_score_answer_adds_the_text_measures_and_keeps_the_model_ones():
 
 
 def test_retrieval_arms_get_support_and_hit_even_without_passages():
+    # an arm retrieves when its identity names an index (whatever its name), so a prompt cut
+    # down to no passage still counts as a miss of retrieval
     passage = {"rank": 1, "title": "Rio Verde-Claro", "section": "", "score": 0.9,
                "text": "Nasce na Serra do Lajeado."}
     m = score_answer(record("rag", "Serra do Lajeado", passages=[passage]))
     assert (m["em"], m["support"], m["retrieval_hit"]) == (1.0, 1.0, 1.0)
-    m = score_answer(record("finetuned+rag", "Serra do Lajeado", passages=[]))
+    m = score_answer(record("ft-reader", "Serra do Lajeado", passages=[],
+                            identity={"index": "6f1c", "retrieval": {"k": 4}}))
     assert (m["support"], m["retrieval_hit"]) == (0.0, 0.0)
+    m = score_answer(record("finetuned", "Serra do Lajeado", passages=[],
+                            identity={"index": None}))
+    assert (m["support"], m["retrieval_hit"]) == (None, None)
     m = score_answer(record("rag", "x", passages=[passage],
                             extra={"source_titles": ["Goiás", "Rio Verde-Claro"]},
                             source_title="Goiás"))

@@ -275,7 +275,7 @@ def test_unpacked_4bit_weights_compute_what_the_4bit_layers_compute(one_torch_th
 
 
 def test_a_cpu_comparison_answers_with_unpacked_4bit_weights_and_says_so(tmp_path):
-    from compara.answerers import build_comparison
+    from compara.comparison import build_comparison
     from compara.config import load_config
 
     cfg = load_config(None, ["model.base=tiny-random-llama", "model.quantize=4bit",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compara.answerers import Comparison
+from compara.comparison import Comparison
 from core.config import GenerationConfig, ModelConfig
 from core.generation import StopFilter, generate, generate_stream, stop_string_cut
 from core.prompts import PromptTemplate, RagTemplate
@@ -108,7 +108,7 @@ def test_generation_ends_at_a_stop_string_and_says_so(loaded):
 def test_every_arm_gets_the_same_stop_strings_and_the_cache_key_knows_them(loaded):
     on = Comparison(loaded, _decoding(), PromptTemplate.load(), RagTemplate.load())
     off = on.with_settings(decoding=_decoding(stop_strings=[]))
-    assert on.stop_strings == ["\n###", "\n"] and off.stop_strings == []
+    assert on.stop_strings("base") == ["\n###", "\n"] and off.stop_strings("rag") == []
     assert on.identity("base")["decoding"]["stop_strings"] == ["\n###", "\n"]
     assert "stop_strings" not in off.identity("base")["decoding"]
     assert on.cache_key("base", PROMPT) != off.cache_key("base", PROMPT)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from core.questions import Question, RecordError, parse_question
 
 if TYPE_CHECKING:
-    from compara.answerers import Comparison
-    from compara.batch import AnswerCache
+    from compara.comparison import Comparison
+    from compara.pipeline import AnswerCache
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def _card_measures(view: Comparison, arm: str, question: Question, prompt: str, 
     if not question.reference:
         return out
     if "likelihood" in wanted:
-        from compara.answerers import score_arm
+        from compara.comparison import score_arm
         from core.likelihood import cache_key
 
         key = cache_key(view, arm, prompt, list(question.reference))
@@ -151,8 +151,8 @@ def stream_answer(view: Comparison, arm: str, question: Question,
     take turns on the one model; ``on_wait`` is called first when another session holds it.
     Closing this generator early stops the generation and releases the lock.
     """
-    from compara.answerers import Answer
-    from compara.batch import with_finish_reason
+    from compara.comparison import Answer
+    from compara.pipeline import with_finish_reason
 
     lock = view.lock
     if not lock.acquire(blocking=False):

@@ -23,7 +23,7 @@ from compara.report import format_metric
 from core.metrics import MEASURE_METRICS
 
 if TYPE_CHECKING:
-    from compara.answerers import Comparison
+    from compara.comparison import Comparison
     from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from compara.app.i18n import LANGUAGES, Tr
 from compara.app.views import error_message, user_errors
 
 if TYPE_CHECKING:
-    from compara.answerers import Comparison
+    from compara.comparison import Comparison
     from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def model_choice(cfg: ExperimentConfig, tr: Tr) -> state.ModelChoice:
 def request_settings(cfg: ExperimentConfig, comparison: Comparison, tr: Tr
                      ) -> tuple[Comparison, list[str]]:
     """Arms, retrieval and decoding of this session: a view of the shared comparison."""
-    from compara.report import arm_order
+    from compara.arms import arm_order
 
     available = comparison.arms
     g, app = cfg.generation, cfg.app

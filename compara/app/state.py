@@ -25,7 +25,7 @@ import streamlit as st
 from compara.app.config import ENV_CONFIG, ENV_SET
 
 if TYPE_CHECKING:
-    from compara.answerers import Comparison
+    from compara.comparison import Comparison
     from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _stamps(folder: Path, patterns: tuple[str, ...]) -> dict[str, list[int]]:
 
 
 def model_key(cfg: ExperimentConfig) -> str:
-    """Everything that changes what :func:`compara.answerers.build_comparison` loads."""
+    """Everything that changes what :func:`compara.comparison.build_comparison` loads."""
     adapter = index = None
     if cfg.paths.adapter and Path(cfg.paths.adapter).is_dir():
         folder = Path(cfg.paths.adapter)
@@ -108,7 +108,7 @@ def model_key(cfg: ExperimentConfig) -> str:
 def _build(key: str, _cfg: ExperimentConfig) -> Comparison:
     """Cached by ``key`` only (``_cfg`` is not hashed: the key holds what matters of it)."""
     global LOADS
-    from compara.answerers import build_comparison
+    from compara.comparison import build_comparison
 
     log.info("loading %s (%s), adapter %s, index %s", _cfg.model.base, _cfg.model.quantize,
              _cfg.paths.adapter or "none", _cfg.paths.index or "none")

@@ -13,7 +13,7 @@ from compara.app import ask, files, rating, state
 from compara.app.i18n import Tr
 
 if TYPE_CHECKING:
-    from compara.answerers import Comparison
+    from compara.comparison import Comparison
     from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def md(text: str) -> str:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user (a bad file, a missing model...)."""
-    from compara.answerers import ArmUnavailable
+    from compara.comparison import ArmUnavailable
     from core.configbase import ConfigError
     from core.io import InputError
     from core.models import AdapterMismatch, ModelNotFound
@@ -171,7 +171,7 @@ def column_title(rnd: ask.Round, i: int, arm: str, tr: Tr) -> str:
 def show_round(rnd: ask.Round, comparison: Comparison, cfg: ExperimentConfig, tr: Tr,
                generate: bool) -> None:
     """The question, then one column per arm: answers streamed when ``generate``."""
-    from compara.batch import cache_for
+    from compara.pipeline import cache_for
 
     q = rnd.question
     st.markdown(f"**{md(q.question)}**")

@@ -10,8 +10,9 @@ import typer
 from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
 
 ArmsOption = Annotated[str | None, typer.Option(
-    "--arms", "-a", help="Comma-separated arms: base, rag, finetuned, finetuned+rag "
-                         "(default: every arm whose adapter/index exists).", show_default=False)]
+    "--arms", "-a", help="Comma-separated names of the config's arms (`arms:`; by default base, "
+                         "rag, finetuned, finetuned+rag). Default: every arm whose adapter and "
+                         "index exist.", show_default=False)]
 BaseOption = Annotated[str | None, typer.Option(
     "--base", help="Base model: registry name, local folder or hub id (overrides model.base).",
     show_default=False)]
@@ -21,10 +22,6 @@ IndexOption = Annotated[Path | None, typer.Option(
     "--index", "-i", help="Index folder (overrides paths.index).", show_default=False)]
 
 
-def _arms(value: str | None) -> list[str] | None:
-    return [a.strip() for a in value.split(",") if a.strip()] if value else None
-
-
 def _setup(config, set_, base, adapter, index):
     return load_experiment(config, set_, model__base=base, paths__adapter=adapter,
                            paths__index=index)
@@ -32,6 +29,10 @@ def _setup(config, set_, base, adapter, index):
 
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in Portuguese.")],
+    reference: Annotated[str | None, typer.Option(
+        "--reference", "-r", help="The expected answer (several: 'a | b'): the answers are then "
+                                  "scored (contains, F1, likelihood...).",
+        show_default=False)] = None,
     arms: ArmsOption = None,
     base: BaseOption = None,
     adapter: AdapterOption = None,
@@ -40,9 +41,16 @@ def ask(
     set_: SetOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Answer one question through every arm and show the answers side by side."""
-    from compara.answerers import build_comparison
+    """Answer one question through every arm and show the answers side by side.
+
+    Each answer is the record `compara batch` writes (the same cache, prompt and metrics): an
+    unchanged question asked again, here, in a batch run or in the app, is answered at once.
+    """
+    from compara.arms import parse_names
     from compara.batch import resolve_arms
+    from compara.comparison import build_comparison
+    from compara.pipeline import Pipeline, cache_for
+    from core.questions import RecordError, parse_question
 
     cfg = _setup(config, set_, base, adapter, index)
     text = question.strip()
@@ -52,21 +60,26 @@ def ask(
         fail(f"the question has {len(text)} characters; at most {cfg.eval.max_question_chars} "
              "(eval.max_question_chars)")
     try:
-        comparison = build_comparison(cfg, _arms(arms))
-        chosen = resolve_arms(comparison, _arms(arms))
-        answers = [comparison.answer(arm, [text])[0] for arm in chosen]
+        asked = parse_question({"question": text, "reference": (reference or "").strip() or None})
+    except RecordError as exc:
+        fail(f"--reference: {exc}")
+    names = parse_names(arms)
+    try:
+        comparison = build_comparison(cfg, names)
     except FileNotFoundError as exc:
         fail(str(exc))
+    pipeline = Pipeline(comparison, cfg.eval, cache_for(cfg), index_cfg=cfg.index)
+    records = [pipeline.run(arm, [asked])[0] for arm in resolve_arms(comparison, names)]
     if json_:
-        print_json([{"question": text, **a.to_record()} for a in answers])
+        print_json(records)
         return
-    _show(text, answers)
+    _show(text, records, {a: comparison.arm(a).title() for a in comparison.arms})
 
 
 _ENDINGS = {"eos": "parou (EOS)", "stop_string": "parou (fim da seção)"}
 
 
-def _show(question: str, answers) -> None:
+def _show(question: str, records, titles) -> None:
     from rich.columns import Columns
     from rich.console import Group
     from rich.panel import Panel
@@ -77,15 +90,21 @@ def _show(question: str, answers) -> None:
     console = make_console()
     console.print(Text(question, style="bold"))
     panels = []
-    for a in answers:
-        body = [Text(a.text or "(vazio)")]
-        meta = (f"{a.tokens_out} tokens · {a.latency_s:.1f} s · "
-                f"{a.tokens_per_s or 0:.1f} tok/s · {_ENDINGS.get(a.finish_reason, 'cortada')}")
+    for r in records:
+        body = [Text(r["answer"] or "(vazio)")]
+        speed = "da cache" if r["cached"] else (f"{r['latency_s']:.1f} s · "
+                                                f"{r['tokens_per_s'] or 0:.1f} tok/s")
+        meta = (f"{r['tokens_out']} tokens · {speed} · "
+                f"{_ENDINGS.get(r['finish_reason'], 'cortada')}")
         body.append(Text(meta, style="dim"))
-        for p in a.passages:
+        if r.get("reference"):
+            m = r["metrics"]
+            body.append(Text(f"contém a referência: {'sim' if m.get('contains') else 'não'} · "
+                             f"F1 {m.get('f1') or 0:.2f}", style="dim"))
+        for p in r["passages"]:
             body.append(Text(f"[{p['rank']}] {p['title']} — {p.get('section') or ''} "
                              f"({p['score']:.3f})", style="cyan"))
-        panels.append(Panel(Group(*body), title=a.arm, expand=True))
+        panels.append(Panel(Group(*body), title=titles.get(r["arm"], r["arm"]), expand=True))
     console.print(Columns(panels, equal=True, expand=True))
 
 
@@ -113,6 +132,8 @@ def batch(
     results.jsonl is written as answers arrive: an interrupted run loses nothing, and the same
     command continues it. Writes summary.json, summary.csv, report.html and run.json at the end.
     """
+    from compara import runs
+    from compara.arms import parse_names
     from compara.batch import run_batch
     from compara.report import print_summary
 
@@ -124,14 +145,14 @@ def batch(
     if (limit is not None and limit < 1) or (sample is not None and sample < 1):
         fail("--limit and --sample must be >= 1")
     try:
-        summary = run_batch(cfg, questions, out, arms=_arms(arms), limit=limit, sample=sample)
+        summary = run_batch(cfg, questions, out, arms=parse_names(arms), limit=limit, sample=sample)
     except FileNotFoundError as exc:
         fail(str(exc))
     if json_:
         print_json(summary)
         return
     print_summary(summary)
-    typer.echo(f"report: {Path(out) / 'report.html'}")
+    typer.echo(f"report: {Path(out) / runs.REPORT}")
 
 
 def report(
@@ -141,19 +162,18 @@ def report(
     json_: JsonOption = False,
 ) -> None:
     """Re-score a run's answers and rewrite its summary and report.html."""
+    from compara import runs
     from compara.report import print_summary, write_report
-    from core.exposure import read_exposure
 
     cfg = load_experiment(config, set_)
-    if not (run / "results.jsonl").is_file():
-        fail(f"{run} is not a run folder (no results.jsonl)")
-    exposure = read_exposure(run / "exposure.jsonl") if (run / "exposure.jsonl").exists() else None
-    summary = write_report(run, exposure=exposure, cfg=cfg.eval)
+    if not runs.is_run_folder(run):
+        fail(f"{run} is not a run folder (no {runs.RESULTS})")
+    summary = write_report(run, cfg=cfg.eval)  # the exposure saved in the run folder
     if json_:
         print_json(summary)
         return
     print_summary(summary)
-    typer.echo(f"report: {run / 'report.html'}")
+    typer.echo(f"report: {run / runs.REPORT}")
 
 
 def register(app: typer.Typer) -> None:

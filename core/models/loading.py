@@ -98,28 +98,43 @@ def compute_plan(cfg: ModelConfig) -> str:
 
 @dataclass
 class AdapterInfo:
-    """An attached adapter: its folder, the template it was trained with, its summary."""
+    """An attached adapter: its folder, the template it was trained with, its summary, and
+    its name on the PEFT model (the first is ``default``)."""
 
     path: str
     template: PromptTemplate
     summary: dict[str, Any]
+    name: str = "default"
 
 
 @dataclass
 class Loaded:
     """A loaded model, its tokenizer (pad != eos, padding on the left for generation) and
-    what was loaded. With an adapter attached, ``model`` is the PEFT model."""
+    what was loaded. With adapters attached, ``model`` is the PEFT model; ``adapter`` is the
+    first one attached and ``adapters`` every one, by name."""
 
     model: Any
     tokenizer: Any
     info: ModelInfo
     adapter: AdapterInfo | None = None
+    adapters: dict[str, AdapterInfo] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.adapter is not None and not self.adapters:
+            self.adapters = {self.adapter.name: self.adapter}
 
     def adapter_disabled(self):
         """Context in which the model answers as the plain base (no-op without adapter)."""
-        if self.adapter is None:
+        if not self.adapters:
             return contextlib.nullcontext()
         return self.model.disable_adapter()
+
+    def use_adapter(self, name: str) -> None:
+        """Switch the adapter called ``name`` on (the others off): one at a time."""
+        if name not in self.adapters:
+            raise KeyError(f"no adapter {name!r} is loaded; loaded: {', '.join(self.adapters)}")
+        if getattr(self.model, "active_adapter", name) != name:
+            self.model.set_adapter(name)
 
 
 # -- device, precision, quantisation ----------------------------------------------------------
@@ -483,12 +498,14 @@ def check_same_base(summary: dict[str, Any], info: ModelInfo, adapter_dir: str |
 
 
 def attach_adapter(loaded: Loaded, adapter_dir: str | Path, *, trainable: bool = False) -> Loaded:
-    """Wrap the base in the LoRA adapter of ``adapter_dir`` (the weights are shared, not copied).
+    """Wrap the base in the LoRA adapter of ``adapter_dir`` (the weights are shared, not copied);
+    on a model that already has adapters, add this one beside them (``adapter1``, ...).
 
     Checks that the adapter was trained from the same base model and tokenizer setup (raises
     :class:`AdapterMismatch` otherwise) and returns a :class:`Loaded` whose ``model`` is the
     PEFT model, with the adapter's stored prompt template and summary. Use
-    ``loaded.adapter_disabled()`` for the base arms.
+    ``loaded.adapter_disabled()`` for the base arms and ``loaded.use_adapter(name)`` to switch
+    between adapters; only the adapters' own weights are added to memory.
     """
     from peft import PeftModel
 
@@ -501,6 +518,13 @@ def attach_adapter(loaded: Loaded, adapter_dir: str | Path, *, trainable: bool =
     if summary.get("template", {}).get("fingerprint") not in (None, template.fingerprint):
         raise AdapterMismatch(f"{adapter_dir}/prompt_template.json differs from the template the "
                               "adapter was trained with (fingerprints differ)")
+    if loaded.adapters:
+        name = f"adapter{len(loaded.adapters)}"
+        loaded.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=trainable)
+        loaded.model.eval()
+        info = AdapterInfo(path=str(adapter_dir), template=template, summary=summary, name=name)
+        return Loaded(model=loaded.model, tokenizer=loaded.tokenizer, info=loaded.info,
+                      adapter=loaded.adapter, adapters={**loaded.adapters, name: info})
     model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=trainable)
     model.eval()
     return Loaded(model=model, tokenizer=loaded.tokenizer, info=loaded.info,
