@@ -95,12 +95,13 @@ def child(kind: str, base: str, adapter: str, threads: int, sets: str = "[]") ->
     cfg = _config(base, Path(adapter), threads)
     SETS.extend(json.loads(sets))
     if kind == "base":
-        from compara.answerers import build_comparison
+        from compara.comparison import build_comparison
 
         comparison = build_comparison(cfg, ["base"])
         comparison.answer("base", [question])
     elif kind == "four":
-        from compara.answerers import ARMS, build_comparison
+        from compara.arms import DEFAULT_ARMS as ARMS
+        from compara.comparison import build_comparison
 
         comparison = build_comparison(cfg, list(ARMS))
         for arm in ARMS:
@@ -110,7 +111,7 @@ def child(kind: str, base: str, adapter: str, threads: int, sets: str = "[]") ->
         # adapter merged in, and the index.
         from peft import PeftModel
 
-        from compara.answerers import Comparison, build_comparison
+        from compara.comparison import Comparison, build_comparison
         from core.models import load_base
 
         with_index = build_comparison(cfg, ["base", "rag"])
@@ -145,7 +146,7 @@ def memory(base: str, adapter: Path, threads: int, repeats: int) -> dict:
 def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
     import torch
 
-    from compara.answerers import build_comparison
+    from compara.comparison import build_comparison
 
     torch.set_num_threads(threads)
     cfg = _config(base, adapter, threads)
@@ -217,7 +218,7 @@ def answers(base: str, threads: int, n: int, rounds: int) -> dict:
     import torch
 
     import core.continuous as continuous
-    from compara.answerers import build_comparison
+    from compara.comparison import build_comparison
 
     torch.set_num_threads(threads)
     demo = _config(base, None, threads, ("generation.max_new_tokens=96",))

