@@ -120,3 +120,198 @@ def test_a_record_says_whether_its_arm_retrieved_in_any_version():
     assert retrieved({"arm": "rag", "passages": [], "identity": {"index": "abc"}})
     assert not retrieved({"arm": "finetuned", "passages": [], "identity": {"index": None}})
     assert not retrieved({"arm": "rag", "identity": "broken"})
+
+
+# -- on the tiny model ----------------------------------------------------------------------
+
+def _tiny():
+    from core.config import ModelConfig
+    from core.models import load_base
+
+    return load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
+
+
+def make_adapter(folder: Path, seed: int, rank: int) -> Path:
+    """A compara adapter folder with random (non-zero) LoRA weights on the tiny model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from core.prompts import PromptTemplate
+
+    fresh = _tiny()
+    torch.manual_seed(seed)
+    peft = get_peft_model(fresh.model, LoraConfig(r=rank, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    peft.save_pretrained(folder)
+    template = PromptTemplate.load()
+    template.save(folder)
+    summary = {"base": {"base": fresh.info.base, "fingerprint": fresh.info.fingerprint,
+                        "tokenizer": fresh.info.tokenizer, "quantize": "none"},
+               "template": {"fingerprint": template.fingerprint}}
+    (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return make_adapter(root / "r4", seed=1, rank=4), make_adapter(root / "r8", seed=2, rank=8)
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory, fixtures_dir):
+    from rag.config import IndexConfig
+    from rag.embedders import HashEmbeddings
+    from rag.store import build_index
+
+    out = tmp_path_factory.mktemp("arms-index") / "idx"
+    build_index(fixtures_dir / "articles.jsonl", out, IndexConfig(), embedder=HashEmbeddings())
+    return out
+
+
+def _experiment(tmp_path, adapter, arms, index_dir=None, **paths):
+    from core.config import GenerationConfig, ModelConfig
+
+    cfg = ExperimentConfig(arms=[ArmConfig.from_dict(a) for a in arms])
+    cfg.model = ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32")
+    cfg.paths = cfg.paths.replace(adapter=str(adapter), runs=str(tmp_path / "runs"),
+                                  index=str(index_dir) if index_dir else None, **paths)
+    cfg.generation = GenerationConfig(max_new_tokens=6, batch_size=2)
+    cfg.eval = cfg.eval.replace(bootstrap_resamples=20)
+    cfg.retrieval = RetrievalConfig(k=2, fetch_k=10)
+    return cfg
+
+
+QS = ["Onde nasce o Rio Verde-Claro?", "Qual é o gentílico de Vila Serena?",
+      "Quem fundou a cidade?"]
+
+
+def test_two_adapters_share_the_base_weights_and_each_arm_answers_as_its_adapter_alone(
+        tmp_path, adapters):
+    from compara.comparison import build_comparison, score_arm
+    from core.questions import Question
+
+    a, b = adapters
+    arms = [{"name": "base"}, {"name": "finetuned", "adapter": True},
+            {"name": "r8", "adapter": str(b), "label": {"pt": "Ajustado r8"}}]
+    both = build_comparison(_experiment(tmp_path, a, arms))
+    assert both.arms == ["base", "finetuned", "r8"]
+    model = both.loaded.model
+    # one copy of the base weights: every parameter is the base's or one adapter's LoRA
+    lora = {name: sum(p.numel() for n, p in model.named_parameters() if f".{name}." in n)
+            for name in both.loaded.adapters}
+    assert set(lora) == {"default", "adapter1"} and lora["adapter1"] == 2 * lora["default"]
+    total = sum(p.numel() for p in model.parameters())
+    assert total == both.loaded.info.parameters + sum(lora.values())
+    ptrs = {p.data_ptr() for n, p in model.named_parameters() if "lora_" not in n}
+    assert len(ptrs) == len([n for n, _ in model.named_parameters() if "lora_" not in n])
+
+    def alone(adapter):
+        return build_comparison(_experiment(tmp_path, adapter, arms[:2]))
+
+    got = {arm: [x.text for x in both.answer(arm, QS)] for arm in ("r8", "finetuned", "base")}
+    assert got["finetuned"] == [x.text for x in alone(a).answer("finetuned", QS)]
+    assert got["r8"] == [x.text for x in alone(b).answer("finetuned", QS)]
+    assert got["base"] == [x.text for x in alone(b).answer("base", QS)]
+    # the two adapters are different models: the same reference is scored differently
+    qs = [Question(id=str(i), question=q, reference=["Serra do Lajeado"]) for i, q in enumerate(QS)]
+    lp = {arm: [s.reference_logprob for s in score_arm(both, arm, qs)] for arm in ("finetuned", "r8")}
+    assert lp["finetuned"] != pytest.approx(lp["r8"], abs=1e-4)
+    # each arm's identity names its own adapter
+    ids = {arm: both.identity(arm)["adapter"] for arm in both.arms}
+    assert ids["base"] is None and ids["finetuned"] and ids["r8"] and ids["finetuned"] != ids["r8"]
+    assert both.arm("r8").title("pt") == "Ajustado r8" and both.arm("r8").title("en") == "Ajustado r8"
+    assert both.arm("finetuned").title("en") == "Fine-tuned (QLoRA)"
+
+
+def test_five_arms_in_results_and_report_with_every_pair(tmp_path, adapters, index_dir,
+                                                        fixtures_dir, sample_ingest):
+    from compara.batch import run_batch
+    from core.io import read_jsonl
+
+    a, _ = adapters
+    cfg = _experiment(tmp_path, a, FIVE, index_dir, data=str(sample_ingest))
+    cfg.index = cfg.index.replace()  # the index's own embedder is given below
+    from compara.arms import experiment_arms
+    from compara.comparison import Comparison
+    from core.models import attach_adapter
+    from core.prompts import PromptTemplate, RagTemplate
+    from rag.config import IndexConfig
+    from rag.embedders import HashEmbeddings
+    from rag.retrieve import load_index
+
+    loaded = attach_adapter(_tiny(), a)
+    index = load_index(index_dir, IndexConfig(), cfg.retrieval, embedder=HashEmbeddings())
+    comparison = Comparison(loaded, cfg.generation, PromptTemplate.load(), RagTemplate.load(),
+                            index, cfg.retrieval, index_dir=str(index_dir),
+                            arms=experiment_arms(cfg))
+    assert comparison.arms == [x["name"] for x in FIVE]
+    out = tmp_path / "run5"
+    summary = run_batch(cfg, fixtures_dir / "questions.jsonl", out, comparison=comparison)
+    records = read_jsonl(out / "results.jsonl")
+    names = [x["name"] for x in FIVE]
+    assert {r["arm"] for r in records} == set(names) and len(records) == 5 * 5
+    assert summary["arms"] == names  # the config's order
+    dense = [r for r in records if r["arm"] == "rag-dense"]
+    assert all(p["retriever"] == "dense" for r in dense for p in r["passages"])
+    assert all(r["identity"]["retrieval"] == {"retriever": "dense", "k": 2} for r in dense)
+    assert all(r["metrics"]["support"] is not None or not r.get("reference") for r in dense)
+    pairs = {(p["a"], p["b"]) for p in summary["paired"] if p["metric"] == "contains"}
+    assert len(pairs) == 10 and ("rag-dense", "rag") in pairs
+    run = json.loads((out / "run.json").read_text())
+    assert run["arms"] == names and set(run["identity"]) == set(names)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert all(name in html for name in names)
+    # named pairs only, when the config names them (compara report re-reads the folder)
+    from compara.report import write_report
+
+    again = write_report(out, cfg=cfg.eval.replace(pairs=[["rag-dense", "rag"]]))
+    assert {(p["a"], p["b"]) for p in again["paired"]} == {("rag-dense", "rag")}
+
+
+def test_a_run_folder_of_an_earlier_version_still_reports_with_every_pair(tmp_path):
+    from test_report import make_records
+
+    from compara.config import EvalConfig
+    from compara.report import write_report
+    from core.io import write_jsonl
+
+    write_jsonl(tmp_path / "results.jsonl", make_records())
+    # run.json of a version without `arms:` in its config: the arms in their usual order
+    (tmp_path / "run.json").write_text(json.dumps({"arms": ["base", "rag", "finetuned",
+                                                            "finetuned+rag"]}))
+    summary = write_report(tmp_path, cfg=EvalConfig(bootstrap_resamples=20))
+    assert summary["arms"] == list(DEFAULT_ARMS)
+    assert {(p["a"], p["b"]) for p in summary["paired"]} == set(arm_pairs(DEFAULT_ARMS))
+    # support and retrieval hit for the arms whose records name an index, as before
+    assert summary["per_arm"]["rag"]["metrics"]["support"]["mean"] == pytest.approx(0.5)
+    assert summary["per_arm"]["finetuned"]["metrics"]["support"]["mean"] is None
+
+
+def test_the_default_arms_keep_the_identity_fields_of_earlier_versions(tmp_path, adapters,
+                                                                       index_dir):
+    """Answers cached and votes given by earlier versions stay valid: the same fields, so the
+    same cache keys (checked against the previous release when this was written)."""
+    from compara.comparison import Comparison
+    from core.config import GenerationConfig
+    from core.models import attach_adapter
+    from core.prompts import RagTemplate
+    from rag.config import IndexConfig
+    from rag.embedders import HashEmbeddings
+    from rag.retrieve import load_index
+
+    loaded = attach_adapter(_tiny(), adapters[0])
+    index = load_index(index_dir, IndexConfig(), RetrievalConfig(k=2), embedder=HashEmbeddings())
+    c = Comparison(loaded, GenerationConfig(max_new_tokens=6), loaded.adapter.template,
+                   RagTemplate.load(), index, RetrievalConfig(k=2), index_dir=str(index_dir))
+    plain = {"arm", "base_model", "fingerprint", "quantize", "dtype", "decoding", "template",
+             "adapter", "index"}
+    for arm in DEFAULT_ARMS:
+        ident = c.identity(arm)
+        extra = {"retrieval", "rag_template"} if "rag" in arm else set()
+        assert set(ident) == plain | extra, arm
+        assert (ident["adapter"] is not None) == arm.startswith("finetuned")
+        assert (ident["index"] is not None) == ("rag" in arm)
+        if "rag" in arm:
+            assert ident["retrieval"] == {"retriever": "hybrid", "k": 2}
+    assert len({c.cache_key(a, "P") for a in DEFAULT_ARMS}) == 4
