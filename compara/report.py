@@ -26,6 +26,7 @@ from core.exposure import Exposure, bin_labels, exposure_bin
 from core.generation import FINISH_REASONS
 from core.io import BadLine, atomic_write_json, atomic_writer, iter_jsonl
 from core.metrics import (
+    DISPLAY_ORDER,
     LABELS,
     MEASURE_METRICS,
     METRICS,
@@ -396,9 +397,7 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
 
 # -- terminal -----------------------------------------------------------------------------------
 
-TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
-                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
-                 "ended_cleanly", *MEASURE_METRICS)
+TABLE_METRICS = DISPLAY_ORDER
 # Paired differences printed in the terminal (when the likelihood was measured): the text
 # metric next to the measures that read what a model knows.
 TABLE_PAIRED = ("contains", "ref_logprob", "mc_correct")

@@ -18,18 +18,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from core.metrics import ARTICLES, LABELS, MEASURE_METRICS, VALUE_METRICS, tokens
+from core.metrics import (
+    ANSWER_METRICS,
+    ARTICLES,
+    BINARY,
+    DISPLAY_ORDER,
+    LABELS,
+    MEASURE_METRICS,
+    VALUE_METRICS,
+    tokens,
+)
 
 ARM_COLORS = {"base": "#7f7f7f", "rag": "#1f77b4", "finetuned": "#ff7f0e",
               "finetuned+rag": "#2ca02c"}
 _OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#d62728")
-BAR_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
-               "abstained_correctly")
-TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit", "abstained",
-                 "abstained_correctly", "repetition", "stopped_on_eos", "ended_cleanly",
-                 *MEASURE_METRICS)
-BINARY = {"em", "contains", "support", "retrieval_hit", "abstained", "abstained_correctly",
-          "mc_correct", "portuguese"}
+BAR_METRICS = DISPLAY_ORDER[:DISPLAY_ORDER.index("abstained_correctly") + 1]
+TABLE_METRICS = DISPLAY_ORDER
 # What each judge-free measure's plot says under its title.
 MEASURE_NOTES = {
     "ref_logprob": "mean log-probability per token of the reference given the arm's prompt "
@@ -349,8 +353,7 @@ def _badge(label: str, value: Any, binary: bool) -> str:
 def _metric_badges(rec: Mapping[str, Any]) -> str:
     m = rec.get("metrics") or {}
     parts = [_badge(LABELS.get(k, k), m.get(k), k in BINARY)
-             for k in ("contains", "em", "f1", "rouge_l", "support", "retrieval_hit",
-                       *MEASURE_METRICS)]
+             for k in (*ANSWER_METRICS, *MEASURE_METRICS)]
     if m.get("abstained_correctly") is not None:
         parts.append(_badge("abstained", m["abstained_correctly"], True))
     elif m.get("abstained"):

@@ -45,6 +45,15 @@ MEASURES = {"likelihood": ("ref_logprob", "ref_best"),
             "similarity": ("similarity",), "language": ("portuguese",),
             "faithfulness": ("faithfulness",)}
 MEASURE_METRICS = ("ref_logprob", "mc_correct", "similarity", "portuguese", "faithfulness")
+# The order metrics are shown in everywhere (terminal, summary.csv, report.html, the app): what
+# an answer got right, then how it abstained and ended, then the measures without a judge.
+# ANSWER_METRICS: the first ones, the badges of one answer; BINARY: per answer, yes or no.
+DISPLAY_ORDER = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
+                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
+                 "ended_cleanly", *MEASURE_METRICS)
+ANSWER_METRICS = DISPLAY_ORDER[:6]
+BINARY = frozenset({"em", "contains", "support", "retrieval_hit", "abstained",
+                    "abstained_correctly", "mc_correct", "portuguese"})
 # Computed with the model or the embedder, so a re-scoring keeps them as they were written.
 MODEL_FIELDS = (*MEASURES["likelihood"], *MEASURES["choice"], "similarity")
 # Not a share: shown as a value, not in percent.
