@@ -88,10 +88,6 @@ def quiet_libraries(verbose: bool) -> None:
         hf_logging.set_verbosity_error()
 
 
-def progress_enabled() -> bool:
-    return _progress_enabled
-
-
 def progress(iterable: Iterable[Any] | None = None, **kwargs: Any):
     """A tqdm bar on stderr (off with --quiet); slower refresh when not on a terminal."""
     from tqdm.auto import tqdm

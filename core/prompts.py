@@ -107,12 +107,6 @@ class PromptTemplate:
         """(prompt, response) of an instruction record (``instruction``, ``input``, ``output``)."""
         return self.render(record["instruction"], record.get("input") or ""), record["output"].strip()
 
-    def extract_response(self, generated: str) -> str:
-        """The answer part of a full decoded sequence (prompt + response)."""
-        if self.response_split in generated:
-            generated = generated.split(self.response_split, 1)[1]
-        return generated.strip()
-
 
 @dataclass(frozen=True)
 class RagTemplate:

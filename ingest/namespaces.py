@@ -46,8 +46,6 @@ NAMESPACES: dict[int, tuple[str, ...]] = {
 FILE_NS = 6
 CATEGORY_NS = 14
 
-REDIRECT_KEYWORDS = ("#REDIRECIONAMENTO", "#REDIRECT")
-
 # Language codes of interlanguage links ([[en:Brasília]]): dropped from the text.
 LANGUAGE_PREFIXES = frozenset((
     "aa ab ace ady af als alt am ami an ang anp ar arc ary arz as ast atj av avk awa ay az azb ba "
