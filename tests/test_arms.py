@@ -315,3 +315,30 @@ def test_the_default_arms_keep_the_identity_fields_of_earlier_versions(tmp_path,
         if "rag" in arm:
             assert ident["retrieval"] == {"retriever": "hybrid", "k": 2}
     assert len({c.cache_key(a, "P") for a in DEFAULT_ARMS}) == 4
+
+
+def test_compara_ask_gives_the_batch_record_through_the_same_cache(repo_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    def ask(*extra):
+        return CliRunner().invoke(app, [
+            "-q", "ask", "Onde nasce o Rio Verde-Claro?", "-r", "Serra do Lajeado | Lajeado",
+            "--arms", "base", "--json", "-c", str(repo_root / "configs" / "ci.yaml"),
+            "-s", "model.quantize=none", "-s", "generation.max_new_tokens=4",
+            "-s", f"paths.runs={tmp_path}", *extra])
+
+    first = ask()
+    assert first.exit_code == 0, first.output
+    (record,) = json.loads(first.stdout)
+    assert record["arm"] == "base" and record["reference"] == ["Serra do Lajeado", "Lajeado"]
+    assert record["key"] and record["cached"] is False
+    assert {"contains", "f1", "ref_logprob"} <= set(record["metrics"])
+    again = ask()
+    (cached,) = json.loads(again.stdout)
+    assert cached["cached"] is True and cached["key"] == record["key"]
+    assert cached["answer"] == record["answer"] and cached["metrics"] == record["metrics"]
+    unknown = ask("--arms", "rerank")
+    assert unknown.exit_code == 2 and "unknown arm(s) rerank" in unknown.output
+    assert "Traceback" not in unknown.output
