@@ -181,6 +181,8 @@ class ConfigBase:
                 default = f.default_factory()
             else:
                 default = None
+            if isinstance(default, list):  # a list of sections (the arms): as YAML shows them
+                default = [d.to_dict() if isinstance(d, ConfigBase) else d for d in default]
             rows.append((name, f.metadata.get("help", ""), default))
         return rows
 
