@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compara import runs
 from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def _batch_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) -> st
     run = (summary or {}).get("run", {})
     return (f"{run.get('generated', 0)} answers generated, {run.get('from_cache', 0)} from the "
             f"cache, {run.get('already_written', 0)} already written — "
-            f"{_demo_run_dir(cfg) / 'report.html'}")
+            f"{_demo_run_dir(cfg) / runs.REPORT}")
 
 
 STAGES = [
@@ -293,5 +294,5 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
         print_summary(result, console=console)
     console.print(f"where the time went: {time_breakdown(seconds, results)}")
     console.print(f"demo finished in {time.monotonic() - start:.0f} s; open "
-                  f"{_demo_run_dir(cfg) / 'report.html'} for every answer side by side, or run "
+                  f"{_demo_run_dir(cfg) / runs.REPORT} for every answer side by side, or run "
                   f"`make app` to ask your own questions.")
