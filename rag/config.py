@@ -7,7 +7,7 @@ from typing import Literal
 
 from core.configbase import ConfigBase, ConfigError, opt
 
-RETRIEVERS = ("dense", "bm25", "hybrid")
+RETRIEVERS = ("dense", "bm25", "hybrid", "mmr")
 
 
 @dataclass
@@ -78,11 +78,15 @@ class IndexConfig(ConfigBase):
 class RetrievalConfig(ConfigBase):
     """How passages are retrieved for the RAG arms."""
 
-    retriever: Literal["dense", "bm25", "hybrid"] = opt(
-        "hybrid", "dense (FAISS), bm25 (keywords) or hybrid (both, reciprocal rank fusion).")
+    retriever: Literal["dense", "bm25", "hybrid", "mmr"] = opt(
+        "hybrid", "dense (FAISS), bm25 (keywords), hybrid (both, reciprocal rank fusion) or mmr "
+                  "(dense candidates chosen for relevance and diversity: maximal marginal "
+                  "relevance, mmr_lambda).")
     k: int = opt(4, "Passages given to the model.")
     rrf_k: int = opt(60, "Reciprocal-rank-fusion constant of the hybrid retriever.")
-    fetch_k: int = opt(50, "Hybrid: candidates taken from each retriever before fusion.")
+    fetch_k: int = opt(50, "Hybrid and mmr: candidates taken from each retriever before fusion "
+                           "or selection.")
+    mmr_lambda: float = opt(0.5, "mmr: 1 = relevance only (the dense order), 0 = diversity only.")
     max_query_chars: int = opt(2000, "Longer queries are cut to this many characters.")
 
     def validate(self) -> None:
@@ -92,5 +96,7 @@ class RetrievalConfig(ConfigBase):
             raise ConfigError("retrieval.rrf_k must be >= 0")
         if self.fetch_k < 1:
             raise ConfigError("retrieval.fetch_k must be >= 1")
+        if not 0 <= self.mmr_lambda <= 1:
+            raise ConfigError("retrieval.mmr_lambda must be between 0 and 1")
         if self.max_query_chars < 10:
             raise ConfigError("retrieval.max_query_chars must be >= 10")

@@ -9,6 +9,7 @@ The public API the comparison stage uses::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -103,6 +104,7 @@ class Index:
         self.embedder = embedder
         self.retrieval = retrieval or RetrievalConfig()
         self._pos = {c.id: i for i, c in enumerate(chunks)}
+        self._direct_map = False
         docs = {c.id: Document(id=c.id, page_content=c.text, metadata=c.metadata())
                 for c in chunks}
         self.vectorstore = FAISS(
@@ -130,6 +132,23 @@ class Index:
         return [(self._pos[doc.id or doc.metadata["chunk_id"]], float(score))
                 for doc, score in hits]
 
+    def diverse(self, query: str, k: int, fetch_k: int,
+                lambda_mult: float) -> list[tuple[int, float]]:
+        """Maximal marginal relevance over the ``fetch_k`` nearest chunks: each next passage
+        the most similar to the query less ``1 - lambda_mult`` times its similarity to those
+        chosen (LangChain's FAISS MMR); scores are the query similarities."""
+        if not self._direct_map:  # MMR reads the candidates' vectors back from the index
+            import faiss
+
+            with contextlib.suppress(RuntimeError):  # an IVF index keeps no id -> slot map
+                faiss.extract_index_ivf(self.vectorstore.index).make_direct_map()
+            self._direct_map = True
+        vector = self.embedder.embed_query_vector(query)
+        hits = self.vectorstore.max_marginal_relevance_search_with_score_by_vector(
+            vector.tolist(), k=k, fetch_k=fetch_k, lambda_mult=lambda_mult)
+        return [(self._pos[doc.id or doc.metadata["chunk_id"]], float(score))
+                for doc, score in hits]
+
     def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
         positions, scores = self.bm25.search(query, k)
         return [(int(p), float(s)) for p, s in zip(positions, scores, strict=False)]
@@ -147,9 +166,11 @@ class Index:
             raise ValueError("k must be >= 1")
         query = self.clean_query(query, settings.max_query_chars)
         results: dict[str, list[tuple[int, float]]] = {}
-        fetch = k if retriever != "hybrid" else max(k, settings.fetch_k)
+        fetch = k if retriever not in ("hybrid", "mmr") else max(k, settings.fetch_k)
         if retriever in ("dense", "hybrid"):
             results["dense"] = self.dense(query, fetch)
+        if retriever == "mmr":
+            results["mmr"] = self.diverse(query, k, fetch, settings.mmr_lambda)
         if retriever in ("bm25", "hybrid"):
             results["bm25"] = self.keyword(query, fetch)
         if retriever == "hybrid":

@@ -342,3 +342,28 @@ def test_compara_ask_gives_the_batch_record_through_the_same_cache(repo_root, tm
     unknown = ask("--arms", "rerank")
     assert unknown.exit_code == 2 and "unknown arm(s) rerank" in unknown.output
     assert "Traceback" not in unknown.output
+
+
+def test_an_arm_of_another_retrieval_kind_is_one_config_entry(tmp_path, index_dir):
+    """`{retriever: mmr}`: a retriever the index knows, chosen by an arm alone; its identity
+    holds the setting it changes, so its answers are cached apart."""
+    from compara.comparison import Comparison
+    from core.config import GenerationConfig
+    from core.prompts import PromptTemplate, RagTemplate
+    from rag.config import IndexConfig
+    from rag.embedders import HashEmbeddings
+    from rag.retrieve import load_index
+
+    base = RetrievalConfig(k=3, fetch_k=20)
+    arms = resolve_arms([ArmConfig(name="rag", retrieval=True),
+                         ArmConfig(name="rag-mmr", retrieval={"retriever": "mmr",
+                                                              "mmr_lambda": 0.3})], None, base)
+    index = load_index(index_dir, IndexConfig(), base, embedder=HashEmbeddings())
+    c = Comparison(_tiny(), GenerationConfig(max_new_tokens=2), PromptTemplate.load(),
+                   RagTemplate.load(), index, base, index_dir=str(index_dir), arms=arms)
+    q = "Onde nasce o Rio Verde-Claro?"
+    plain, mmr = c.prepare("rag", q), c.prepare("rag-mmr", q)
+    assert {p["retriever"] for p in plain.passages} == {"hybrid"}
+    assert {p["retriever"] for p in mmr.passages} == {"mmr"} and len(mmr.passages) == 3
+    assert c.identity("rag-mmr")["retrieval"] == {"retriever": "mmr", "k": 3, "mmr_lambda": 0.3}
+    assert c.cache_key("rag", "P") != c.cache_key("rag-mmr", "P")

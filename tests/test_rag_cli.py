@@ -53,7 +53,7 @@ def test_eval_retrieval_json(index_dir, fixtures_dir, tmp_path):
                  "-k", "1,3", "--details", details, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data["retrievers"]) == {"dense", "bm25", "hybrid"}
+    assert set(data["retrievers"]) == {"dense", "bm25", "hybrid", "mmr"}
     for m in data["retrievers"].values():
         assert m["answerable"] == 4 and m["unanswerable"] == 1
         assert 0 <= m["answer_hit@1"] <= m["answer_hit@3"] <= 1

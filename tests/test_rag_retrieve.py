@@ -63,3 +63,27 @@ def test_passages_fill_the_rag_prompt(index):
     prompt = RagTemplate.load().render(PromptTemplate.load(), "Quem foi Ana Lúcia Prado?", dicts)
     assert "[1] " + dicts[0]["title"] in prompt and "[2] " in prompt
     assert dicts[0]["text"][:40] in prompt
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
+def test_mmr_is_the_dense_order_at_lambda_one_and_spreads_out_below(tmp_path, fixtures_dir,
+                                                                    index_type):
+    cfg = IndexConfig(batch_size=4, index_type=index_type, chunk_size=120, chunk_overlap=0,
+                      min_chunk_chars=10)
+    out = tmp_path / index_type
+    build_index(fixtures_dir / "articles.jsonl", out, cfg, embedder=HashEmbeddings())
+    idx = load_index(out, cfg, RetrievalConfig(), embedder=HashEmbeddings())
+    query = "Onde nasce o Rio Verde-Claro e qual é a sua extensão?"
+    k = 4
+    dense = idx.search(query, settings=RetrievalConfig(retriever="dense", k=k))
+    same = idx.search(query, settings=RetrievalConfig(retriever="mmr", k=k, mmr_lambda=1.0,
+                                                      fetch_k=len(idx)))
+    assert [p.chunk_id for p in same] == [p.chunk_id for p in dense]
+    assert all(p.retriever == "mmr" and p.ranks["mmr"] == p.rank for p in same)
+    spread = idx.search(query, settings=RetrievalConfig(retriever="mmr", k=k, mmr_lambda=0.0,
+                                                        fetch_k=len(idx)))
+    assert len(spread) == k and len({p.chunk_id for p in spread}) == k
+    assert spread[0].chunk_id == dense[0].chunk_id  # the most relevant comes first
+    assert [p.chunk_id for p in spread] != [p.chunk_id for p in dense]  # then the different
+    with pytest.raises(Exception, match="mmr_lambda"):
+        RetrievalConfig(mmr_lambda=1.5)

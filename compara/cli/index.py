@@ -12,7 +12,7 @@ from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_ex
 IndexOption = Annotated[Path | None, typer.Option(
     "--index", "-i", help="Index folder. Default: the config's paths.index.", show_default=False)]
 RetrieverOption = Annotated[str | None, typer.Option(
-    "--retriever", "-r", help="dense, bm25 or hybrid. Default: the config's retrieval.retriever.",
+    "--retriever", "-r", help="dense, bm25, hybrid or mmr. Default: the config's retrieval.retriever.",
     show_default=False)]
 
 
