@@ -131,6 +131,32 @@ class Arm:
     def needs_index(self) -> bool:
         return self.retrieval is not None
 
+    @property
+    def adapter_on_disk(self) -> bool:
+        """Its adapter folder exists (an arm without an adapter: True)."""
+        return not self.needs_adapter or bool(
+            self.adapter and (Path(self.adapter) / "adapter_config.json").is_file())
+
+    def missing_files(self, index_dir: str | None) -> list[str]:
+        """What this arm needs that is not on disk (before anything is loaded), said the way
+        a user fixes it; [] when its adapter folder and the index exist."""
+        problems = []
+        if not self.adapter_on_disk:
+            where = self.adapter or "paths.adapter (none set)"
+            problems.append(f"arm {self.name!r} needs an adapter, but there is none at {where} "
+                            "(run `compara finetune`, or pass --adapter DIR)")
+        if self.needs_index and not (index_dir and (Path(index_dir) / "manifest.json").is_file()):
+            problems.append(f"arm {self.name!r} needs an index, but there is none at "
+                            f"{index_dir or 'paths.index (none set)'} (run `compara index`, or "
+                            "pass --index DIR)")
+        return problems
+
+    def describe(self) -> dict[str, Any]:
+        """What the arm is, for people and --json: adapter folder, retrieval settings."""
+        return {"name": self.name, "label": self.title("pt"),
+                "adapter": self.adapter if self.needs_adapter else None,
+                "retrieval": self.retrieval_identity()}
+
     def retrieval_identity(self) -> dict[str, Any] | None:
         """The retrieval settings an answer of this arm depends on (None: no retrieval)."""
         if self.retrieval is None:

@@ -395,17 +395,10 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
     adapter_dirs: list[str] = []
     problems = []
     for arm in wanted:
-        if arm.needs_adapter:
-            if arm.adapter and Path(arm.adapter).is_dir():
-                if _folder_key(arm.adapter) not in map(_folder_key, adapter_dirs):
-                    adapter_dirs.append(arm.adapter)
-            else:
-                where = arm.adapter or cfg.paths.adapter
-                problems.append(f"arm {arm.name!r} needs an adapter, but there is none at "
-                                f"{where} (run `compara finetune`)")
-        if arm.needs_index and index_dir is None:
-            problems.append(f"arm {arm.name!r} needs an index, but there is none at "
-                            f"{cfg.paths.index} (run `compara index`)")
+        problems += arm.missing_files(cfg.paths.index)
+        if arm.needs_adapter and arm.adapter_on_disk and \
+                _folder_key(arm.adapter) not in map(_folder_key, adapter_dirs):
+            adapter_dirs.append(arm.adapter)
     if arms and problems:
         raise ArmUnavailable("; ".join(problems))
     if cfg.generation.threads:

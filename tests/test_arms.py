@@ -367,3 +367,26 @@ def test_an_arm_of_another_retrieval_kind_is_one_config_entry(tmp_path, index_di
     assert {p["retriever"] for p in mmr.passages} == {"mmr"} and len(mmr.passages) == 3
     assert c.identity("rag-mmr")["retrieval"] == {"retriever": "mmr", "k": 3, "mmr_lambda": 0.3}
     assert c.cache_key("rag", "P") != c.cache_key("rag-mmr", "P")
+
+
+def test_compara_arms_says_what_each_arm_needs_without_loading_a_model(repo_root, tmp_path,
+                                                                        adapters, index_dir):
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    listed = [{"name": "base"}, {"name": "ft", "adapter": True},
+              {"name": "r8", "adapter": str(adapters[1])},
+              {"name": "rag-mmr", "retrieval": {"retriever": "mmr"}, "label": {"pt": "Diverso"}}]
+    arms = f"arms={json.dumps(listed)}"  # YAML reads JSON
+    result = CliRunner().invoke(app, ["arms", "--json", "-c", str(repo_root / "configs/ci.yaml"),
+                                      "-s", arms, "-s", f"paths.adapter={tmp_path / 'none'}",
+                                      "-s", f"paths.index={index_dir}"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert list(rows) == ["base", "ft", "r8", "rag-mmr"]
+    assert rows["base"]["ready"] and rows["r8"]["ready"] and rows["rag-mmr"]["ready"]
+    assert not rows["ft"]["ready"] and "compara finetune" in rows["ft"]["missing"][0]
+    assert rows["rag-mmr"]["retrieval"]["retriever"] == "mmr"
+    assert rows["rag-mmr"]["label"] == "Diverso"
+    assert "torch" not in result.stdout  # nothing was loaded to say it

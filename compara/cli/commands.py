@@ -1,7 +1,8 @@
-"""Commands of the shared core: `config`, `plan` and `demo`."""
+"""Commands about the experiment as a whole: `config`, `arms`, `plan` and `demo`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,6 +32,47 @@ def config(
         return
     cfg = load_experiment(config, set_)
     typer.echo(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False))
+
+
+def arms(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """List the experiment's arms (the config's `arms:`): what each adds to the base model (an
+    adapter, retrieval settings) and whether what it needs is on disk, without loading a model.
+
+    `compara ask`/`batch --arms NAME,...` pick some of them; every arm runs on the one base
+    model with the same decoding settings.
+    """
+    from compara.arms import experiment_arms
+
+    cfg = load_experiment(config, set_)
+    rows = []
+    for arm in experiment_arms(cfg):
+        missing = arm.missing_files(cfg.paths.index)
+        rows.append({**arm.describe(), "ready": not missing, "missing": missing})
+    if json_:
+        from compara.cli.utils import print_json
+
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    from core.logs import console
+
+    table = Table("arm", "label", "adapter", "retrieval", "ready")
+    for row in rows:
+        retrieval = row["retrieval"]
+        table.add_row(row["name"], row["label"],
+                      Path(row["adapter"]).name if row["adapter"] else "—",
+                      " ".join(f"{k}={v}" for k, v in retrieval.items()) if retrieval else "—",
+                      "yes" if row["ready"] else "[red]no[/]")
+    out = console()
+    out.print(table)
+    for row in rows:
+        for problem in row["missing"]:
+            out.print(f"[red]{row['name']}:[/] {problem}", highlight=False)
 
 
 def plan(
@@ -81,5 +123,6 @@ def demo(
 
 def register(app: typer.Typer) -> None:
     app.command("config")(config)
+    app.command("arms")(arms)
     app.command("plan")(plan)
     app.command("demo")(demo)
