@@ -6,7 +6,7 @@ from compara.app; this file only says what goes where on the page.
 
 import streamlit as st
 
-from compara.app import batch_view, rating_view, sidebar, state, teach, views
+from compara.app import ask_tab, batch_view, rating_view, sidebar, state, teach
 
 st.set_page_config(page_title="compara", page_icon="⚖️", layout="wide")
 state.configure_logging()
@@ -25,16 +25,16 @@ view, arms = sidebar.request_settings(cfg, comparison, tr) if comparison else (N
 if comparison:
     sidebar.loaded_info(comparison, tr)
 
-ask_tab, batch_tab, board_tab, teach_tab = st.tabs(
+asking, batches, board, learning = st.tabs(
     [tr("tab_ask"), tr("tab_batch"), tr("tab_board"), tr("tab_teach")])
-with ask_tab:
+with asking:
     if comparison:
-        views.ask_tab(cfg, comparison, view, arms, tr)
+        ask_tab.ask_tab(cfg, comparison, view, arms, tr)
     else:
         st.info(tr("needs_model"))
-with batch_tab:
+with batches:
     batch_view.batch_tab(cfg, view, arms, tr)
-with board_tab:
+with board:
     rating_view.leaderboard_tab(cfg, tr)
-with teach_tab:
+with learning:
     teach.teach_tab(cfg, st.session_state.get("round"), tr)

@@ -1,5 +1,6 @@
 """The Streamlit app driven by AppTest: tiny random model, an index of the fixture articles,
-a two-step fixture adapter — every arm, in a project folder of its own."""
+a two-step fixture adapter — every arm, in a project folder of its own; and the same project
+with a fifth arm in its config's `arms:` list."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import shutil
 import pytest
 
 from compara.app import state
+from compara.app.ask_tab import md
+from compara.app.check import hidden_in_blind, names_in
 from compara.app.config import ENV_CONFIG, ENV_SET
-from compara.app.i18n import ARM_LABELS
-from compara.app.views import md
+from compara.arms import DEFAULT_LABELS
 
 ARMS = ["base", "rag", "finetuned", "finetuned+rag"]
+FIVE = [*ARMS, "rag-dense"]  # five.yaml: the four default arms and a dense-retrieval one
+
+
+def label(arm, lang="pt"):
+    return DEFAULT_LABELS[arm][lang] if arm in DEFAULT_LABELS else arm
 QUESTION = "Onde nasce o Rio Verde-Claro?"
 
 
@@ -46,6 +53,13 @@ def project(tmp_path_factory, fixtures_dir, repo_root):
         "generation: {max_new_tokens: 8, batch_size: 2}\n"
         "eval: {bootstrap_resamples: 50, max_question_chars: 200}\n"
         "app: {leaderboard_resamples: 50, max_new_tokens_limit: 64}\n", encoding="utf-8")
+    (root / "five.yaml").write_text(
+        (root / "app.yaml").read_text(encoding="utf-8").replace("name: apptest", "name: five")
+        .replace("max_question_chars: 200", "max_question_chars: 200, keep_accents: true")
+        + "arms:\n  - {name: base}\n  - {name: rag, retrieval: true}\n"
+          "  - {name: finetuned, adapter: true}\n"
+          "  - {name: finetuned+rag, adapter: true, retrieval: true}\n"
+          "  - {name: rag-dense, retrieval: {retriever: dense}}\n", encoding="utf-8")
     return root
 
 
@@ -54,10 +68,10 @@ def app(project, repo_root, tmp_path, monkeypatch):
     """A new browser session on the app; each test has its own runs/ (votes, cache, batches)."""
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv(ENV_CONFIG, str(project / "app.yaml"))
-    monkeypatch.setenv(ENV_SET, json.dumps([f"paths.runs={tmp_path / 'runs'}"]))
-
-    def session():
+    def session(config="app.yaml", *overrides):
+        """A session on the project's ``config`` with ``overrides`` (key=value)."""
+        monkeypatch.setenv(ENV_CONFIG, str(project / config))
+        monkeypatch.setenv(ENV_SET, json.dumps([f"paths.runs={tmp_path / 'runs'}", *overrides]))
         return AppTest.from_file(str(repo_root / "compare_app.py"), default_timeout=180)
 
     return session
@@ -84,7 +98,7 @@ def titles(tab):
 def test_a_question_shows_one_column_per_arm(app):
     at = ok(ask(app().run(), reference="Serra do Lajeado"))
     tab = at.tabs[0]
-    assert titles(tab) == [f"#### {ARM_LABELS[a][0]}" for a in ARMS]
+    assert titles(tab) == [f"#### {label(a)}" for a in ARMS]
     rnd = at.session_state["round"]
     assert rnd.complete and list(rnd.records) == ARMS
     for arm, column in zip(ARMS, tab.columns, strict=False):
@@ -131,21 +145,30 @@ def _sent_to_browser(block) -> str:
     return "\n".join(str(node.proto) for node in block if hasattr(node, "proto"))
 
 
-def _names_in(text: str) -> list[str]:
-    names = [*ARMS, *(label for pair in ARM_LABELS.values() for label in pair)]
-    return sorted({n for n in names if re.search(rf"(?<![\w+]){re.escape(n)}(?![\w+])", text)})
+def _names_in(text: str, config) -> list[str]:
+    """The names and labels (both languages) of the arms of ``config`` found in ``text``."""
+    from compara.arms import experiment_arms
+    from compara.config import load_config
+
+    return names_in(text, hidden_in_blind(experiment_arms(load_config(config))))
 
 
-def test_blind_mode_hides_the_names_until_the_vote_is_saved(app, tmp_path):
+def _shown_before_the_vote(tab, rnd) -> str:
+    """What the Ask tab sends to the browser, less the model's own words in the answers."""
+    answers = {md(r["answer"]) for r in rnd.records.values()}
+    return "\n".join(str(n.proto) for n in tab if hasattr(n, "proto")
+                     and not (getattr(n, "type", "") == "markdown" and n.value in answers))
+
+
+def test_blind_mode_hides_the_names_until_the_vote_is_saved(app, project, tmp_path):
     at = ok(ask(app().run(), blind=True))
     rnd = at.session_state["round"]
     tab = at.tabs[0]
     assert rnd.hidden and sorted(rnd.order) == sorted(ARMS)
     assert titles(tab) == [f"#### Resposta {x}" for x in "ABCD"]
-    answers = {md(r["answer"]) for r in rnd.records.values()}  # the model's own words
-    shown = "\n".join(str(n.proto) for n in tab if hasattr(n, "proto")
-                      and not (getattr(n, "type", "") == "markdown" and n.value in answers))
-    assert _names_in(shown) == []
+    shown = _shown_before_the_vote(tab, rnd)
+    assert _names_in(shown, project / "app.yaml") == []
+    assert _names_in(f"{shown} Ajustado + RAG", project / "app.yaml") == ["Ajustado + RAG"]
     assert not tab.expander and not tab.code  # no prompt, no passages before the vote
     assert any("aparece depois do voto" in i.value for i in at.tabs[3].info)  # Teach waits too
     assert not (tmp_path / "runs/votes.jsonl").exists()
@@ -161,8 +184,8 @@ def test_blind_mode_hides_the_names_until_the_vote_is_saved(app, tmp_path):
     assert vote["ranks"][rnd.order[1]] == vote["ranks"][rnd.order[3]] == 3
     assert vote["shown_as"] == dict(zip("ABCD", rnd.order, strict=True))
     assert vote["comment"] == "C cita a fonte" and vote["question"] == QUESTION
-    assert titles(at.tabs[0]) == [f"#### {x} · {ARM_LABELS[a][0]}" for x, a in zip("ABCD", rnd.order,
-                                                                                     strict=True)]
+    assert titles(at.tabs[0]) == [f"#### {x} · {label(a)}" for x, a in zip("ABCD", rnd.order,
+                                                                            strict=True)]
     assert not [s for s in at.selectbox if s.key.startswith("vote-")]  # no changing the vote
     at = ok(ask(at, blind=True))  # the same question again: the names are known, no new vote
     assert not at.session_state["round"].blind
@@ -229,9 +252,8 @@ def test_bad_inputs_give_a_message_not_a_traceback(app):
     assert [w.value for w in at.tabs[0].warning] == ["Escolha pelo menos um braço na barra lateral."]
 
 
-def test_a_model_that_cannot_be_loaded_is_a_message(app, monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_SET, json.dumps([f"paths.runs={tmp_path}", "model.base=nao-existe"]))
-    at = app().run()
+def test_a_model_that_cannot_be_loaded_is_a_message(app):
+    at = app("app.yaml", "model.base=nao-existe").run()
     assert not at.exception
     (error,) = at.error
     assert "nao-existe" in error.value and "Traceback" not in error.value
@@ -243,7 +265,7 @@ def test_english_switch(app):
     at.sidebar.radio(key="lang").set_value("en").run()
     assert [t.label for t in at.tabs] == ["Ask", "Batch", "Leaderboard", "Learn"]
     at = ok(ask(at))
-    assert titles(at.tabs[0]) == [f"#### {ARM_LABELS[a][1]}" for a in ARMS]
+    assert titles(at.tabs[0]) == [f"#### {label(a, 'en')}" for a in ARMS]
 
 
 def test_the_batch_tab_runs_a_file_like_compara_batch(app, project, tmp_path):
@@ -263,7 +285,7 @@ def test_the_batch_tab_runs_a_file_like_compara_batch(app, project, tmp_path):
     assert sorted(d.label for d in tab.download_button) == ["report.html", "results.jsonl",
                                                            "summary.csv"]
     summary = tab.dataframe[0].value
-    assert list(summary.columns) == [ARM_LABELS[a][0] for a in ARMS]
+    assert list(summary.columns) == [label(a) for a in ARMS]
     assert len(tab.html) >= 2  # plots
     teach = at.tabs[3]
     assert any(c.value.startswith("Do lote") for c in teach.caption) and teach.html  # exposure
@@ -281,3 +303,92 @@ def test_the_batch_tab_runs_a_file_like_compara_batch(app, project, tmp_path):
     headless = {(r["question_id"], r["arm"]): (r["key"], r["answer"])
                 for r in read_jsonl(tmp_path / "headless/results.jsonl")}
     assert headless == {(r["question_id"], r["arm"]): (r["key"], r["answer"]) for r in records}
+
+
+# -- arms from the config -----------------------------------------------------------------------
+
+def test_five_arms_of_the_config_are_five_labelled_columns(app):
+    at = app("five.yaml").run()
+    picker = at.sidebar.multiselect(key="arms")
+    assert picker.value == FIVE and picker.options == [label(a) for a in FIVE]  # config order
+    at = ok(ask(at, reference="Serra do Lajeado"))
+    tab = at.tabs[0]
+    assert titles(tab) == [f"#### {label(a)}" for a in FIVE]  # rag-dense: its name
+    rnd = at.session_state["round"]
+    assert rnd.complete and list(rnd.records) == FIVE
+    dense, rag = rnd.records["rag-dense"], rnd.records["rag"]
+    assert dense["identity"]["retrieval"]["retriever"] == "dense"
+    assert rag["identity"]["retrieval"]["retriever"] == "hybrid"
+    assert dense["passages"] and dense["metrics"]["support"] is not None
+    assert any(c.value.startswith("5 resposta") for c in tab.caption)
+    # picked in another order, shown in the config's
+    at.sidebar.multiselect(key="arms").set_value(["rag-dense", "base"]).run()
+    at = ok(ask(at, "Qual é o gentílico de Vila Serena?"))
+    assert titles(at.tabs[0]) == ["#### Base", "#### rag-dense"]
+    learn = "\n".join(m.value for m in at.tabs[3].markdown)
+    assert "**Base + RAG**" in learn and "**rag-dense**" in learn and "retriever = dense" in learn
+
+
+def test_five_arms_blind_then_the_leaderboard_lists_them(app, project, tmp_path):
+    at = ok(ask(app("five.yaml").run(), blind=True))
+    rnd = at.session_state["round"]
+    tab = at.tabs[0]
+    assert rnd.hidden and sorted(rnd.order) == sorted(FIVE)
+    assert titles(tab) == [f"#### Resposta {x}" for x in "ABCDE"]
+    assert _names_in(_shown_before_the_vote(tab, rnd), project / "five.yaml") == []
+    assert not tab.expander and not tab.code
+    at.selectbox(key=f"vote-{rnd.number}-E").set_value(1)
+    at = ok(next(b for b in at.button if b.label.startswith("Salvar voto")).click().run())
+    (vote,) = [json.loads(line) for line in (tmp_path / "runs/votes.jsonl").read_text().splitlines()]
+    assert vote["ranks"][rnd.order[4]] == 1 and sorted(vote["ranks"]) == sorted(FIVE)
+    assert titles(at.tabs[0]) == [f"#### {x} · {label(a)}" for x, a in zip("ABCDE", rnd.order,
+                                                                             strict=True)]
+    board = at.tabs[2].dataframe[0].value
+    assert sorted(board["Braço"]) == sorted(label(a) for a in FIVE)
+    assert board["Votos"].tolist() == [1] * 5 and board["1º lugar"].sum() == 1
+    pairs = at.tabs[2].dataframe[1].value
+    assert sorted(pairs.index) == sorted(label(a) for a in FIVE)
+
+
+TIMING = {"latency_s", "tokens_per_s", "retrieval_s"}
+
+
+def test_the_app_and_compara_batch_give_the_same_record(app, project, tmp_path):
+    """The same arm and question through the Ask tab and through `compara batch` (each with a
+    cache of its own): the same key, answer and metrics."""
+    from compara.batch import run_batch
+    from compara.config import load_config
+    from core.io import read_jsonl
+
+    # one question has no multiple-choice distractors (a batch run draws them from the others)
+    measures = "eval.measures=[likelihood, similarity, language, faithfulness]"
+    at = app("five.yaml", measures).run()
+    at.radio(key="q_source").set_value("file").run()
+    at.selectbox(key="q_file").select("questions/fix.jsonl")
+    at.selectbox(key="q_pick").select_index(2).run()
+    at = ok(at.button(key="ask_run").click().run())
+    rnd = at.session_state["round"]
+    assert rnd.question.id == "t-03" and list(rnd.records) == FIVE
+    cfg = load_config(project / "five.yaml", [f"paths.runs={tmp_path / 'batch-runs'}", measures,
+                                              "generation.batch_size=1"])
+    assert cfg.eval.keep_accents
+    run_batch(cfg, project / "questions/fix.jsonl", tmp_path / "batch", limit=3)
+    batch = {r["arm"]: r for r in read_jsonl(tmp_path / "batch/results.jsonl")
+             if r["question_id"] == "t-03"}
+    assert sorted(batch) == sorted(FIVE)
+    for arm, mine in rnd.records.items():
+        theirs = batch[arm]
+        assert not mine["cached"] and not theirs["cached"]  # each answered it on its own
+        assert (mine["key"], mine["answer"], mine["prompt"]) == \
+            (theirs["key"], theirs["answer"], theirs["prompt"]), arm
+        assert mine["identity"] == theirs["identity"]
+        metrics = {k: v for k, v in mine["metrics"].items() if k not in TIMING}
+        assert metrics and "ref_logprob" in metrics and "contains" in metrics
+        # the batch adds only what needs the whole run: exposure counts of the training data
+        assert set(theirs["metrics"]) - set(metrics) <= {"exposure_outputs", "exposure_records"}
+        for name, value in metrics.items():
+            other = theirs["metrics"][name]
+            if isinstance(value, float):
+                assert other == pytest.approx(value, rel=1e-4, abs=1e-4), (arm, name)
+            else:
+                assert other == value, (arm, name)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from compara.app import ask, files, rating
-from compara.app.i18n import ARM_LABELS, STRINGS, Tr
+from compara.app import files, rating, rounds
+from compara.app.i18n import STRINGS, Tr
+from compara.arms import DEFAULT_LABELS
 from compara.config import ExperimentConfig
 
 ARMS = ["base", "rag", "finetuned", "finetuned+rag"]
@@ -147,18 +148,18 @@ def test_pickers_list_only_files_under_questions_and_runs(tmp_path, monkeypatch)
 
 
 def test_typed_questions_are_bounded():
-    q = ask.typed_question("  Onde nasce o rio?  ", "Serra A | Serra B", 100, 50)
+    q = rounds.typed_question("  Onde nasce o rio?  ", "Serra A | Serra B", 100, 50)
     assert q.question == "Onde nasce o rio?" and q.reference == ["Serra A", "Serra B"]
     for text, ref, key in (("", "", "err_empty"), ("   ", "", "err_empty"),
                            ("x" * 101, "", "err_too_long"), ("ok", "r" * 51, "err_reference_too_long")):
-        with pytest.raises(ask.BadInput) as err:
-            ask.typed_question(text, ref, 100, 50)
+        with pytest.raises(rounds.BadInput) as err:
+            rounds.typed_question(text, ref, 100, 50)
         assert err.value.key == key and err.value.key in STRINGS
 
 
 def test_every_string_the_app_uses_exists_in_both_languages():
     used = set()
-    for path in Path(ask.__file__).parent.glob("*.py"):
+    for path in Path(rounds.__file__).parent.glob("*.py"):
         text = path.read_text(encoding="utf-8")
         used |= set(re.findall(r"""tr\(\s*["']([a-z0-9_]+)["']\s*[,)]""", text))
         used |= set(re.findall(r"""BadInput\(\s*["']([a-z0-9_]+)["']""", text))
@@ -173,7 +174,22 @@ def test_every_string_the_app_uses_exists_in_both_languages():
         assert pt and en, key
         assert set(re.findall(r"{(\w+)", pt)) == set(re.findall(r"{(\w+)", en)), key
     assert Tr("en")("tab_ask") == "Ask" and Tr("pt")("tab_ask") == "Perguntar"
-    assert {Tr("pt").arm(a) for a in ARM_LABELS} == {v[0] for v in ARM_LABELS.values()}
+    assert {Tr("pt").arm(a) for a in DEFAULT_LABELS} == {v["pt"] for v in DEFAULT_LABELS.values()}
+
+
+def test_arms_are_named_from_the_config():
+    from compara.arms import experiment_arms
+
+    cfg = ExperimentConfig.from_dict({"arms": [
+        {"name": "base"}, {"name": "rag", "retrieval": True,
+                           "label": {"pt": "Recuperação", "en": "Retrieval"}},
+        {"name": "rag-dense", "retrieval": {"retriever": "dense"}},
+        {"name": "rag-k1", "retrieval": {"k": 1}, "label": {"pt": "Denso", "en": "Dense"}}]})
+    pt, en = Tr("pt", experiment_arms(cfg)), Tr("en", experiment_arms(cfg))
+    assert [pt.arm(a.name) for a in cfg.arms] == ["Base", "Recuperação", "rag-dense", "Denso"]
+    assert [en.arm(a.name) for a in cfg.arms] == ["Base", "Retrieval", "rag-dense", "Dense"]
+    # an arm of another config (an old vote, a run): a default arm's usual name, else itself
+    assert en.arm("finetuned") == "Fine-tuned (QLoRA)" and en.arm("r64") == "r64"
 
 
 # -- streaming under the shared lock ------------------------------------------------------------
@@ -197,8 +213,15 @@ def comparison(tmp_path_factory, fixtures_dir):
                       RagTemplate.load(), index, RetrievalConfig(k=2), index_dir=str(out))
 
 
+def _stream(view, arm, question, cache=None, on_wait=None, **eval_settings):
+    """The Ask tab's answer path: the pipeline of `compara batch`, streamed."""
+    cfg = ExperimentConfig()
+    cfg.eval = cfg.eval.replace(**eval_settings)
+    return rounds.pipeline_for(view, cfg, cache).stream(arm, question, on_wait=on_wait)
+
+
 def _answer(view, arm, question, cache=None, on_wait=None):
-    items = list(ask.stream_answer(view, arm, question, cache, on_wait))
+    items = list(_stream(view, arm, question, cache, on_wait))
     assert all(isinstance(i, str) for i in items[:-1]) and isinstance(items[-1], dict)
     return items[-1]
 
@@ -210,7 +233,7 @@ def test_a_view_changes_settings_for_one_request_only(comparison):
                                     retrieval=comparison.retrieval.replace(k=1))
     assert view.lock is comparison.lock and view.loaded is comparison.loaded
     assert comparison.decoding.max_new_tokens == 8 and comparison.retrieval.k == 2
-    q = ask.typed_question("Onde nasce o Rio Verde-Claro?", "Serra do Lajeado", 200, 200)
+    q = rounds.typed_question("Onde nasce o Rio Verde-Claro?", "Serra do Lajeado", 200, 200)
     rec = _answer(view, "rag", q)
     assert rec["tokens_out"] <= 3 and len(rec["passages"]) == 1
     assert rec["identity"]["decoding"]["max_new_tokens"] == 3
@@ -222,7 +245,7 @@ def test_a_second_ask_comes_from_the_answer_cache(comparison, tmp_path):
     from compara.pipeline import AnswerCache
 
     cache = AnswerCache(tmp_path / "answers.sqlite")
-    q = ask.typed_question("Qual era a profissão de Ana Lúcia Prado?", "", 200, 200)
+    q = rounds.typed_question("Qual era a profissão de Ana Lúcia Prado?", "", 200, 200)
     first = _answer(comparison, "base", q, cache)
     second = _answer(comparison, "base", q, cache)
     assert not first["cached"] and second["cached"]
@@ -233,9 +256,9 @@ def test_closing_a_stream_early_stops_generation_and_frees_the_lock(comparison):
     from core.config import GenerationConfig
 
     view = comparison.with_settings(decoding=GenerationConfig(max_new_tokens=2000))
-    q = ask.typed_question("Onde nasce o Rio Verde-Claro?", "", 200, 200)
+    q = rounds.typed_question("Onde nasce o Rio Verde-Claro?", "", 200, 200)
     threads_before = threading.active_count()
-    stream = ask.stream_answer(view, "base", q)
+    stream = _stream(view, "base", q)
     next(stream)  # the first piece: generation is running
     stream.close()  # the page went away
     assert threading.active_count() == threads_before  # the generation thread has ended
@@ -253,7 +276,7 @@ def test_closing_a_stream_early_stops_generation_and_frees_the_lock(comparison):
 
 
 def test_two_sessions_take_turns_on_the_model(comparison):
-    q = ask.typed_question("Qual é o gentílico de Vila Serena?", "", 200, 200)
+    q = rounds.typed_question("Qual é o gentílico de Vila Serena?", "", 200, 200)
     expected = _answer(comparison, "rag", q)["answer"]
     waited, results = [], {}
     comparison.lock.acquire()  # another session is generating
@@ -303,18 +326,114 @@ def test_a_card_carries_the_measures_and_survives_a_failing_one(comparison, tmp_
     from compara.pipeline import AnswerCache
 
     cache = AnswerCache(tmp_path / "answers.sqlite")
-    q = ask.typed_question("Onde nasce o Rio Verde-Claro?", "Serra do Lajeado", 200, 200)
+    q = rounds.typed_question("Onde nasce o Rio Verde-Claro?", "Serra do Lajeado", 200, 200)
     rec = _answer(comparison, "rag", q, cache)
     m = rec["metrics"]
     assert m["ref_logprob"] < 0 and m["ref_best"] == "Serra do Lajeado"
     assert "similarity" in m and "portuguese" in m and "faithfulness" in m
-    assert "mc_correct" not in m  # one question has no distractors: batch runs only
+    assert m.get("mc_correct") is None  # one question has no distractors: batch runs only
     # the second time the likelihood comes from the cache, like the answer
     monkeypatch.setattr(answerers, "score_arm", lambda *a, **k: 1 / 0)
     again = _answer(comparison, "rag", q, cache)
     assert again["cached"] and again["metrics"]["ref_logprob"] == m["ref_logprob"]
-    other = ask.typed_question("Qual é o gentílico de Vila Serena?", "serenense", 200, 200)
+    other = rounds.typed_question("Qual é o gentílico de Vila Serena?", "serenense", 200, 200)
     failed = _answer(comparison, "base", other, cache)  # the measure fails, the answer stays
     assert failed["answer"] is not None and "ref_logprob" not in failed["metrics"]
-    off = list(ask.stream_answer(comparison, "base", other, cache, measures=[]))[-1]
+    off = list(_stream(comparison, "base", other, cache, measures=[]))[-1]
     assert not {"ref_logprob", "similarity", "portuguese", "faithfulness"} & set(off["metrics"])
+
+
+def test_the_ask_tab_scores_with_keep_accents(comparison, tmp_path):
+    """A cached answer "botanica" to the reference "botânica": a hit folding accents, a miss
+    keeping them (eval.keep_accents), as `compara batch` scores it."""
+    from compara.pipeline import ANSWER_FIELDS, AnswerCache
+
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    q = rounds.typed_question("De que ciência era Ana Lúcia Prado?", "botânica", 200, 200)
+    prompt = comparison.prepare("base", q.question).prompt
+    cache.put(comparison.cache_key("base", prompt),
+              {**dict.fromkeys(ANSWER_FIELDS), "answer": "Ela era da botanica.", "prompt": prompt,
+               "passages": [], "tokens_in": 1, "tokens_out": 5, "latency_s": 0.1,
+               "stopped_on_eos": True, "finish_reason": "eos", "truncated_prompt": False})
+    folded = _answer(comparison, "base", q, cache)
+    kept = list(_stream(comparison, "base", q, cache, keep_accents=True))[-1]
+    assert folded["cached"] and kept["cached"] and kept["answer"] == "Ela era da botanica."
+    assert folded["metrics"]["contains"] == 1.0 and kept["metrics"]["contains"] == 0.0
+
+
+# -- the arms in the app's state ----------------------------------------------------------------
+
+def test_the_model_key_holds_every_adapter_the_arms_use_and_the_arms(tmp_path):
+    from compara.app import state
+
+    folders = []
+    for name in ("main", "r64"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"w" * 10)
+        folders.append(folder)
+    cfg = ExperimentConfig.from_dict({
+        "paths": {"adapter": str(folders[0])},
+        "arms": [{"name": "base"}, {"name": "finetuned", "adapter": True},
+                 {"name": "ft-r64", "adapter": str(folders[1])},
+                 {"name": "ft-r64+rag", "adapter": str(folders[1]), "retrieval": True}]})
+    assert state.adapter_folders(cfg) == [str(f.resolve()) for f in folders]  # each once
+    key = json.loads(state.model_key(cfg))
+    assert [a["path"] for a in key["adapters"]] == [str(f.resolve()) for f in folders]
+    before = state.model_key(cfg)
+    (folders[1] / "adapter_model.safetensors").write_bytes(b"w" * 11)  # retrained
+    assert state.model_key(cfg) != before
+    again = state.model_key(cfg)
+    fewer = cfg.replace(arms=cfg.arms[:2])
+    assert state.model_key(fewer) != again  # another arms: list, another comparison
+    assert json.loads(state.model_key(fewer))["adapters"][0]["path"] == str(folders[0].resolve())
+
+
+def test_warm_up_runs_each_adapter_state_once():
+    from types import SimpleNamespace
+
+    from compara.app import state
+    from compara.arms import Arm
+    from core.config import GenerationConfig
+
+    arms = {a.name: a for a in (Arm("base"), Arm("rag", retrieval=object()),
+                                Arm("ft", adapter="/a/main"), Arm("ft+rag", adapter="/a/main"),
+                                Arm("r64", adapter="/a/r64"))}
+    warmed = []
+    comparison = SimpleNamespace(arms=list(arms), arm=arms.get,
+                                 decoding=GenerationConfig(max_new_tokens=64))
+    comparison.with_settings = lambda decoding: SimpleNamespace(
+        generate_prompts=lambda arm, prompts: warmed.append((arm, decoding.max_new_tokens)))
+    state.warm_up(comparison)
+    assert warmed == [("base", 1), ("ft", 1), ("r64", 1)]
+
+
+def test_the_browser_check_looks_for_every_arm_name_and_label():
+    from compara.app.check import hidden_in_blind, names_in
+    from compara.arms import experiment_arms
+
+    cfg = ExperimentConfig.from_dict({"arms": [
+        {"name": "base"}, {"name": "rag", "retrieval": True},
+        {"name": "rag-k1", "retrieval": {"k": 1}, "label": {"pt": "Denso", "en": "Dense"}}]})
+    hidden = hidden_in_blind(experiment_arms(cfg))
+    assert {"base", "Base", "rag", "Base + RAG", "rag-k1", "Denso", "Dense",
+            "st-key-rag-k1"} <= set(hidden)
+    assert names_in("<div class='st-key-answer-1-A'>Resposta A</div> fragment database",
+                    hidden) == []
+    assert names_in("<h4>A · Denso</h4>", hidden) == ["Denso"]
+    assert {"rag-k1", "st-key-rag-k1"} <= set(names_in("<div class='st-key-rag-k1'>", hidden))
+
+
+def test_the_learn_tab_describes_any_arm():
+    from compara.app.teach import ARMS_TEXT, arms_text
+    from compara.arms import experiment_arms
+
+    cfg = ExperimentConfig.from_dict({"arms": [
+        {"name": "base"}, {"name": "rag", "retrieval": {"retriever": "dense"}},
+        {"name": "ft-r64", "adapter": "adapters/r64", "label": {"pt": "Ajustado r64"}}]})
+    text = arms_text(cfg, Tr("pt", experiment_arms(cfg)))
+    parts = text.split("\n\n")
+    assert parts[0] == ARMS_TEXT["pt"]["base"]
+    assert parts[1].startswith("**Base + RAG** (`rag`).") and "retriever = dense" in parts[1]
+    assert parts[2].startswith("**Ajustado r64** (`ft-r64`). O adaptador `r64` ligado")
+    assert arms_text(ExperimentConfig(), Tr("en")) == "\n\n".join(ARMS_TEXT["en"].values())

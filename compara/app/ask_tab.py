@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from compara.app import ask, files, rating, state
+from compara.app import files, rating, rounds, state
 from compara.app.i18n import Tr
 
 if TYPE_CHECKING:
     from compara.comparison import Comparison
     from compara.config import ExperimentConfig
+    from compara.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def question_input(cfg: ExperimentConfig, tr: Tr):
                             help=tr("question_help", limit=limit))
         reference = st.text_input(tr("reference_optional"), key="q_reference",
                                   help=tr("reference_help", limit=cfg.app.max_reference_chars))
-        return lambda: ask.typed_question(text, reference, limit, cfg.app.max_reference_chars)
+        return lambda: rounds.typed_question(text, reference, limit, cfg.app.max_reference_chars)
     choices = files.question_files(cfg)
     if not choices:
         st.info(tr("no_question_files"))
@@ -90,12 +91,12 @@ def question_input(cfg: ExperimentConfig, tr: Tr):
     q = questions[i]
     if q.reference:
         st.caption(tr("reference_is", ref=" | ".join(q.reference)))
-    return lambda: ask.file_question(q, limit)
+    return lambda: rounds.file_question(q, limit)
 
 
 def _refuse(key: str):
     def read():
-        raise ask.BadInput(key)
+        raise rounds.BadInput(key)
 
     return read
 
@@ -115,7 +116,7 @@ def ask_tab(cfg: ExperimentConfig, comparison: Comparison, view: Comparison, arm
     with st.container(horizontal=True):
         run = st.button(tr("ask"), type="primary", key="ask_run")
         stop = st.button(tr("stop"), key="ask_stop", help=tr("stop_help"))
-    rnd: ask.Round | None = st.session_state.get("round")
+    rnd: rounds.Round | None = st.session_state.get("round")
     generate = False
     if run:
         new = _new_round(cfg, view, arms, blind, read_question, tr)
@@ -134,12 +135,12 @@ def ask_tab(cfg: ExperimentConfig, comparison: Comparison, view: Comparison, arm
         rating_view.vote_panel(rnd, cfg, tr)
 
 
-def _new_round(cfg, view, arms, blind, read_question, tr) -> ask.Round | None:
+def _new_round(cfg, view, arms, blind, read_question, tr) -> rounds.Round | None:
     from compara.app.rating import blind_key, blind_order
 
     try:
         question = read_question()
-    except ask.BadInput as exc:
+    except rounds.BadInput as exc:
         st.warning(tr(exc.key, **exc.params))
         return None
     if not arms:
@@ -154,12 +155,12 @@ def _new_round(cfg, view, arms, blind, read_question, tr) -> ask.Round | None:
         st.info(tr("blind_already_seen"))
         blind = False
     order = blind_order(seed, question.question, arms) if blind else list(arms)
-    return ask.Round(number=state.next_round_number(), question=question, order=order,
-                     blind=blind, blind_key=key, settings=ask.settings_of(view),
+    return rounds.Round(number=state.next_round_number(), question=question, order=order,
+                     blind=blind, blind_key=key, settings=rounds.settings_of(view),
                      model_key=state.model_key(cfg))
 
 
-def column_title(rnd: ask.Round, i: int, arm: str, tr: Tr) -> str:
+def column_title(rnd: rounds.Round, i: int, arm: str, tr: Tr) -> str:
     letter = rating.LETTERS[i]
     if rnd.hidden:
         return f"#### {tr('answer_letter', letter=letter)}"
@@ -168,7 +169,7 @@ def column_title(rnd: ask.Round, i: int, arm: str, tr: Tr) -> str:
     return f"#### {tr.arm(arm)}"
 
 
-def show_round(rnd: ask.Round, comparison: Comparison, cfg: ExperimentConfig, tr: Tr,
+def show_round(rnd: rounds.Round, comparison: Comparison, cfg: ExperimentConfig, tr: Tr,
                generate: bool) -> None:
     """The question, then one column per arm: answers streamed when ``generate``."""
     from compara.pipeline import cache_for
@@ -190,18 +191,21 @@ def show_round(rnd: ask.Round, comparison: Comparison, cfg: ExperimentConfig, tr
         if rnd.model_key != state.model_key(cfg):
             st.warning(tr("settings_changed"))
         else:
-            view = ask.view_for(comparison, rnd.settings)
-    cache = cache_for(cfg) if view is not None else None
+            view = rounds.view_for(comparison, rnd.settings)
+    pipeline = rounds.pipeline_for(view, cfg, cache_for(cfg)) if view is not None else None
     t0 = time.perf_counter()
     for i, arm in enumerate(rnd.order):
         body, details = slots[i]
-        if arm not in rnd.records and view is not None:
-            _stream_into(body, rnd, view, arm, cache, tr, cfg.eval.measures)
+        if arm not in rnd.records and pipeline is not None:
+            _stream_into(body, rnd, pipeline, arm, tr)
         record = rnd.records.get(arm)
         if record is None:
             body.caption(rnd.errors.get(arm) or tr("not_answered"))
             continue
-        body.markdown(md(record["answer"]) or f"*{tr('empty_answer')}*")
+        # keyed by the column's letter, never the arm: the browser check leaves the answers'
+        # own words out when it looks for arm names on a blind page
+        answer = body.container(key=f"answer-{rnd.number}-{rating.LETTERS[i]}")
+        answer.markdown(md(record["answer"]) or f"*{tr('empty_answer')}*")
         if not rnd.hidden:
             with details:
                 answer_details(record, tr)
@@ -211,14 +215,12 @@ def show_round(rnd: ask.Round, comparison: Comparison, cfg: ExperimentConfig, tr
                        + (f" ({time.perf_counter() - t0:.1f} s)" if generate else ""))
 
 
-def _stream_into(body, rnd: ask.Round, view: Comparison, arm: str, cache, tr: Tr,
-                 measures=None) -> None:
+def _stream_into(body, rnd: rounds.Round, pipeline: Pipeline, arm: str, tr: Tr) -> None:
     pieces: list[str] = []
     last = 0.0
     body.caption(tr("generating"))
-    stream = ask.stream_answer(view, arm, rnd.question, cache,
-                               on_wait=lambda: body.info(tr("waiting_other_session")),
-                               measures=measures)
+    stream = pipeline.stream(arm, rnd.question,
+                             on_wait=lambda: body.info(tr("waiting_other_session")))
     try:
         for item in stream:
             if isinstance(item, dict):

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from compara.app import files
+from compara.app.ask_tab import answer_details, error_message, fit, md
 from compara.app.i18n import Tr
-from compara.app.views import answer_details, error_message, fit, md
 from compara.report import format_metric
+from compara.runs import REPORT, RESULTS, SUMMARY, SUMMARY_CSV
 from core.metrics import MEASURE_METRICS
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def _median(stats: dict[str, Any], fmt: str) -> str:
 
 @lru_cache(maxsize=4)
 def _read_run(folder: str, stamp: tuple[int, int]) -> tuple[dict[str, Any], list, list[str]]:
-    """Summary, records and plots of a run folder (read again when summary.json changes)."""
+    """Summary, records and plots of a run folder (read again when its summary changes)."""
     from compara.report import load_results
     from compara.report_html import (
         plot_exposure,
@@ -139,8 +140,8 @@ def _read_run(folder: str, stamp: tuple[int, int]) -> tuple[dict[str, Any], list
         plot_metrics,
     )
 
-    summary = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
-    records, _ = load_results(Path(folder) / "results.jsonl")
+    summary = json.loads((Path(folder) / SUMMARY).read_text(encoding="utf-8"))
+    records, _ = load_results(Path(folder) / RESULTS)
     plots = [plot_metrics(summary), *(plot_measure(summary, m) for m in MEASURE_METRICS),
              plot_latency(records, summary["arms"]), plot_exposure(summary),
              plot_exposure_likelihood(summary)]
@@ -150,7 +151,7 @@ def _read_run(folder: str, stamp: tuple[int, int]) -> tuple[dict[str, Any], list
 def show_run(folder: Path, tr: Tr) -> None:
     """A finished run: summary table, plots, answers side by side, downloads."""
     try:
-        stat = (folder / "summary.json").stat()
+        stat = (folder / SUMMARY).stat()
         summary, records, plots = _read_run(str(folder), (stat.st_mtime_ns, stat.st_size))
     except (OSError, ValueError, KeyError) as exc:
         st.error(error_message(exc, tr, tr("reading", path=folder.name)))
@@ -165,8 +166,8 @@ def show_run(folder: Path, tr: Tr) -> None:
             st.html(fit(img))
     _browse(records, summary["arms"], tr)
     with st.container(horizontal=True):
-        for name, mime in (("results.jsonl", "application/jsonl"), ("summary.csv", "text/csv"),
-                           ("report.html", "text/html")):
+        for name, mime in ((RESULTS, "application/jsonl"), (SUMMARY_CSV, "text/csv"),
+                           (REPORT, "text/html")):
             path = folder / name
             if path.is_file():
                 st.download_button(name, path.read_bytes(), file_name=name, mime=mime,

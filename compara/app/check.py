@@ -22,6 +22,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,8 +31,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compara.arms import Arm
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                   "--no-first-run", "--disable-background-networking",
@@ -41,12 +46,28 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                   "--disable-backgrounding-occluded-windows",
                   "--remote-debugging-port=0"]
-HIDDEN_IN_BLIND = ("Base + RAG", "Ajustado (QLoRA)", "Ajustado + RAG", "finetuned",
-                   "Fine-tuned", "st-key-rag", "st-key-base")
 WIDTH = 1600
 QUESTIONS = ["Em que data teve lugar a Revolução dos Cravos em Portugal?",
              "Qual era o nome verdadeiro do inconfidente conhecido como Tiradentes?",
              "De que instituição Machado de Assis foi fundador e primeiro presidente?"]
+
+
+def hidden_in_blind(arms: Iterable[Arm]) -> list[str]:
+    """What must not be on a blind page before the vote: each arm's name, its titles in both
+    languages, and the CSS class Streamlit gives an element keyed by the name."""
+    from compara.app.i18n import LANGUAGES
+
+    out = set()
+    for arm in arms:
+        out |= {arm.name, f"st-key-{arm.name}", *(arm.title(lang) for lang in LANGUAGES)}
+    return sorted(out)
+
+
+def names_in(text: str, names: Iterable[str]) -> list[str]:
+    """The ``names`` that occur in ``text`` as themselves (not inside a longer word: "rag" is
+    not in "fragment", "base" is not in "database")."""
+    return sorted({n for n in names
+                   if re.search(rf"(?<![\w+]){re.escape(n)}(?![\w+])", text)})
 
 
 def free_port() -> int:
@@ -153,6 +174,10 @@ class Page:
 
 
 ASK_TAB = "document.querySelector('[data-testid=\"stTabs\"] [role=\"tabpanel\"]')"
+# The Ask tab without the answers' own text (a model may well write "base"), for the names check.
+ASK_TAB_WITHOUT_ANSWERS = (f"(() => {{ const t = {ASK_TAB}.cloneNode(true);"
+                           " t.querySelectorAll('[class*=\"st-key-answer-\"]')"
+                           ".forEach(e => e.remove()); return t.innerHTML; }})()")
 DONE = ("(() => { const e = document.querySelector('[class*=\"st-key-ask-done-\"]');"
         " return e ? [...e.classList].find(c => c.startsWith('st-key-ask-done-')) : ''; })()")
 
@@ -198,7 +223,7 @@ async def second_tab(devtools_port: int, url: str) -> Page:
 
 
 async def drive(url: str, devtools_port: int, questions: list[str], out: Path,
-                timeout: float) -> dict[str, Any]:
+                timeout: float, hidden: list[str]) -> dict[str, Any]:
     page = await Page.open(devtools_port)
     await page.send("Page.enable")
     await page.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=1100,
@@ -217,8 +242,7 @@ async def drive(url: str, devtools_port: int, questions: list[str], out: Path,
     await page.click(".st-key-blind label")  # blind mode on, the same question again
     await page.wait_for("document.querySelector('.st-key-blind input')?.checked", 30, "blind on")
     report["blind_ask"] = await ask(page, questions[0], timeout)
-    html = await page.js(f"{ASK_TAB}.innerHTML")
-    report["names_in_blind_page"] = [n for n in HIDDEN_IN_BLIND if n in html]
+    report["names_in_blind_page"] = names_in(await page.js(ASK_TAB_WITHOUT_ANSWERS), hidden)
     blind = out.with_name(out.stem + "-blind" + out.suffix)
     await page.screenshot(blind)
     report["blind_screenshot"] = str(blind)
@@ -250,6 +274,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chromium not found at {args.chromium} (make app-check installs Debian's chromium)",
               file=sys.stderr)
         return 2
+    from compara.arms import experiment_arms
+    from compara.config import load_config
+    from core.errors import UserError
+
+    try:  # the arms whose names a blind page must not show
+        hidden = hidden_in_blind(experiment_arms(load_config(args.config, list(args.set))))
+    except UserError as exc:
+        print(f"app check: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -271,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         devtools = int(port_file.read_text().split()[0])
         questions = (args.question + QUESTIONS[len(args.question):])[:3]
-        report = asyncio.run(drive(url, devtools, questions, out, args.timeout))
+        report = asyncio.run(drive(url, devtools, questions, out, args.timeout, hidden))
     except (OSError, RuntimeError, TimeoutError) as exc:
         print(f"app check failed: {exc}", file=sys.stderr)
         return 1

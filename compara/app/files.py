@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compara.app.rating import VOTES_FILE
+from compara.runs import EXPOSURE, RESULTS, SUMMARY
 from core.questions import SUFFIXES
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from core.questions import QuestionFile
 
 # Files of a run folder that look like question files but are not.
-NOT_QUESTIONS = {"results.jsonl", "exposure.jsonl", "votes.jsonl", "metrics.jsonl"}
+NOT_QUESTIONS = {RESULTS, EXPOSURE, VOTES_FILE, "metrics.jsonl"}
 MAX_DEPTH = 3
 MAX_FILES = 500
 
@@ -36,8 +38,6 @@ def runs_dir(cfg: ExperimentConfig) -> Path:
 
 
 def votes_path(cfg: ExperimentConfig) -> Path:
-    from compara.app.rating import VOTES_FILE
-
     return runs_dir(cfg) / VOTES_FILE
 
 
@@ -96,13 +96,13 @@ def question_files(cfg: ExperimentConfig) -> dict[str, Path]:
 
 
 def run_folders(cfg: ExperimentConfig) -> dict[str, Path]:
-    """Batch run folders (with a summary.json) under ``runs/``, newest first."""
+    """Finished batch run folders (answers and a summary) under ``runs/``, newest first."""
     root = runs_dir(cfg)
     if not root.is_dir():
         return {}
     found = [folder for folder, names in _walk(root)
-             if "summary.json" in names and "results.jsonl" in names]
-    found.sort(key=lambda f: (f / "summary.json").stat().st_mtime, reverse=True)
+             if SUMMARY in names and RESULTS in names]
+    found.sort(key=lambda f: (f / SUMMARY).stat().st_mtime, reverse=True)
     return {_label(f, root): f for f in found[:MAX_FILES]}
 
 

@@ -1,19 +1,22 @@
 """Every string of the page, in Portuguese (pt-BR, the default) and English.
 
-``Tr("pt")("key", name=value)`` formats one string; ``Tr(lang).arm("rag")`` names an arm.
-A key missing from :data:`STRINGS` shows the key itself (and a test fails).
+``Tr("pt")("key", name=value)`` formats one string; ``Tr(lang, arms).arm("rag")`` names an
+arm of the experiment (its ``label`` in the config, else the usual name of the four default
+arms, else its name). A key missing from :data:`STRINGS` shows the key itself (and a test
+fails).
 """
 
 from __future__ import annotations
 
-LANGUAGES = {"pt": "Português (Brasil)", "en": "English"}
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-ARM_LABELS = {
-    "base": ("Base", "Base"),
-    "rag": ("Base + RAG", "Base + RAG"),
-    "finetuned": ("Ajustado (QLoRA)", "Fine-tuned (QLoRA)"),
-    "finetuned+rag": ("Ajustado + RAG", "Fine-tuned + RAG"),
-}
+from compara.arms import DEFAULT_LABELS
+
+if TYPE_CHECKING:
+    from compara.arms import Arm
+
+LANGUAGES = {"pt": "Português (Brasil)", "en": "English"}
 
 STRINGS: dict[str, tuple[str, str]] = {
     # page
@@ -285,7 +288,15 @@ STRINGS: dict[str, tuple[str, str]] = {
     "plots": ("Gráficos", "Plots"),
     "browse_title": ("Respostas lado a lado", "Answers side by side"),
     # teach
-    "teach_arms": ("Os quatro braços", "The four arms"),
+    "teach_arms": ("Os braços", "The arms"),
+    "teach_arm_no_adapter": ("Os pesos base, sem adaptador", "The base weights, no adapter"),
+    "teach_arm_adapter": ("O adaptador do experimento ligado", "The experiment's adapter on"),
+    "teach_arm_adapter_in": ("O adaptador `{path}` ligado", "The adapter `{path}` on"),
+    "teach_arm_no_retrieval": ("sem trechos no prompt", "no passages in the prompt"),
+    "teach_arm_retrieval": ("com os trechos da recuperação do experimento",
+                            "with the passages of the experiment's retrieval"),
+    "teach_arm_retrieval_with": ("com os trechos de uma recuperação com {changes}",
+                                 "with the passages of a retrieval with {changes}"),
     "teach_why": ("Por que as respostas diferem", "Why the answers differ"),
     "teach_live": ("Na pergunta de agora", "In the question just asked"),
     "teach_exposure": ("O gráfico de exposição", "The exposure plot"),
@@ -314,11 +325,12 @@ STRINGS: dict[str, tuple[str, str]] = {
 
 
 class Tr:
-    """The strings of one language."""
+    """The strings of one language, and the names of the experiment's ``arms``."""
 
-    def __init__(self, lang: str = "pt"):
+    def __init__(self, lang: str = "pt", arms: Iterable[Arm] = ()):
         self.lang = lang if lang in LANGUAGES else "pt"
         self._i = list(LANGUAGES).index(self.lang)
+        self.arms = {a.name: a for a in arms}
 
     def __call__(self, key: str, **params: object) -> str:
         pair = STRINGS.get(key)
@@ -327,5 +339,10 @@ class Tr:
         return pair[self._i].format(**params) if params else pair[self._i]
 
     def arm(self, arm: str) -> str:
-        pair = ARM_LABELS.get(arm)
-        return pair[self._i] if pair else arm
+        """An arm's name for people: the experiment's arm's title; an arm the experiment does
+        not have (a vote or run of another config): the usual name of a default arm, else
+        the name itself."""
+        if arm in self.arms:
+            return self.arms[arm].title(self.lang)
+        label = DEFAULT_LABELS.get(arm, {})
+        return label.get(self.lang) or arm

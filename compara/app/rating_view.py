@@ -15,7 +15,7 @@ from compara.app import files, rating, state
 from compara.app.i18n import Tr
 
 if TYPE_CHECKING:
-    from compara.app.ask import Round
+    from compara.app.rounds import Round
     from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)

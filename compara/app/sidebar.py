@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from compara.app import files, state
+from compara.app.ask_tab import error_message, user_errors
 from compara.app.i18n import LANGUAGES, Tr
-from compara.app.views import error_message, user_errors
 
 if TYPE_CHECKING:
     from compara.comparison import Comparison
@@ -48,10 +48,13 @@ def load(cfg: ExperimentConfig, tr: Tr) -> Comparison | None:
 # -- sidebar ----------------------------------------------------------------------------------
 
 def language(cfg: ExperimentConfig) -> Tr:
+    """The page's strings in the language chosen, naming the experiment's arms."""
+    from compara.arms import experiment_arms
+
     codes = list(LANGUAGES)
     code = st.sidebar.radio("Idioma · Language", codes, format_func=LANGUAGES.get,
                             index=codes.index(cfg.app.language), horizontal=True, key="lang")
-    return Tr(code)
+    return Tr(code, experiment_arms(cfg))
 
 
 def _pick(label: str, choices: dict[str, Any], configured: str | None, key: str, tr: Tr,
@@ -120,7 +123,7 @@ def request_settings(cfg: ExperimentConfig, comparison: Comparison, tr: Tr
                                   key="repetition_penalty", help=tr("repetition_penalty_help"))
         decoding = decoding.replace(repetition_penalty=float(penalty))
     view = comparison.with_settings(decoding=decoding, retrieval=retrieval)
-    return view, arm_order(arms)
+    return view, arm_order(arms, available)  # the config's order, whatever order they were picked
 
 
 def loaded_info(comparison: Comparison, tr: Tr) -> None:

@@ -5,9 +5,9 @@ per process and shared by every session, and each session's own state.
 environment variables (:data:`ENV_CONFIG`, :data:`ENV_SET`), read here on every rerun (cheap).
 The comparison — base model, adapter, index — is built by :func:`comparison` through
 ``st.cache_resource``, keyed on everything that changes what is loaded (model settings, the
-adapter's and the index's folders and file stamps, the embedder), so reruns and other
-sessions reuse it and a retrained adapter or rebuilt index is loaded afresh. :data:`LOADS`
-counts the builds of this process.
+arms, the folders and file stamps of every adapter they use and of the index, the embedder),
+so reruns and other sessions reuse it and a retrained adapter, a rebuilt index or a changed
+``arms:`` list is loaded afresh. :data:`LOADS` counts the builds of this process.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,7 @@ def apply_choice(cfg: ExperimentConfig, choice: ModelChoice) -> ExperimentConfig
     return out
 
 
-def _stamps(folder: Path, patterns: tuple[str, ...]) -> dict[str, list[int]]:
+def _stamps(folder: Path, patterns: Sequence[str]) -> dict[str, list[int]]:
     out = {}
     for pattern in patterns:
         for path in sorted(folder.glob(pattern)):
@@ -85,20 +86,39 @@ def _stamps(folder: Path, patterns: tuple[str, ...]) -> dict[str, list[int]]:
     return out
 
 
+ADAPTER_FILES = ("adapter_model.*", "adapter_config.json", "summary.json", "prompt_template.json")
+
+
+def adapter_folders(cfg: ExperimentConfig) -> list[str]:
+    """The adapter folders the experiment's arms use (each once, in the arms' order; those
+    that exist)."""
+    from compara.arms import experiment_arms
+
+    out: dict[str, str] = {}
+    for arm in experiment_arms(cfg):
+        if arm.adapter and Path(arm.adapter).is_dir():
+            out.setdefault(str(Path(arm.adapter).resolve()), arm.adapter)
+    return list(out)
+
+
 def model_key(cfg: ExperimentConfig) -> str:
-    """Everything that changes what :func:`compara.comparison.build_comparison` loads."""
-    adapter = index = None
-    if cfg.paths.adapter and Path(cfg.paths.adapter).is_dir():
-        folder = Path(cfg.paths.adapter)
-        adapter = {"path": str(folder.resolve()), "files": _stamps(
-            folder, ("adapter_model.*", "adapter_config.json", "summary.json",
-                     "prompt_template.json"))}
+    """Everything that changes what :func:`compara.comparison.build_comparison` loads: the
+    model, every adapter folder the arms use (with its files' stamps: a retrained adapter is
+    loaded afresh), the index, and the arms themselves (a changed ``arms:`` list builds a new
+    comparison)."""
+    adapters = [{"path": folder, "files": _stamps(Path(folder), ADAPTER_FILES)}
+                for folder in adapter_folders(cfg)]
+    index = None
     if cfg.paths.index and Path(cfg.paths.index).is_dir():
         folder = Path(cfg.paths.index)
         index = {"path": str(folder.resolve()), "files": _stamps(folder, ("manifest.json",))}
+    experiment = cfg.paths.adapter
     r = cfg.retrieval
     return json.dumps({
-        "model": cfg.model.to_dict(), "adapter": adapter, "index": index,
+        "model": cfg.model.to_dict(), "adapters": adapters, "index": index,
+        # the experiment's adapter: the template of the arms without one
+        "adapter": str(Path(experiment).resolve()) if experiment else None,
+        "arms": [a.to_dict() for a in cfg.arms],
         "embedder": cfg.index.to_dict() if index else None,
         "retrieval": {"fetch_k": r.fetch_k, "rrf_k": r.rrf_k, "max_query_chars": r.max_query_chars},
         "template": cfg.ingest.instructions.template, "threads": cfg.generation.threads,
@@ -110,8 +130,8 @@ def _build(key: str, _cfg: ExperimentConfig) -> Comparison:
     global LOADS
     from compara.comparison import build_comparison
 
-    log.info("loading %s (%s), adapter %s, index %s", _cfg.model.base, _cfg.model.quantize,
-             _cfg.paths.adapter or "none", _cfg.paths.index or "none")
+    log.info("loading %s (%s), adapter(s) %s, index %s", _cfg.model.base, _cfg.model.quantize,
+             ", ".join(adapter_folders(_cfg)) or "none", _cfg.paths.index or "none")
     log.debug("model key: %s", key)
     comparison = build_comparison(_cfg)
     warm_up(comparison)
@@ -120,14 +140,24 @@ def _build(key: str, _cfg: ExperimentConfig) -> Comparison:
 
 
 def warm_up(comparison: Comparison) -> None:
-    """One token with the adapter off and on, while loading: kernels prepare themselves on first
-    use (bitsandbytes repacks 4-bit weights for the CPU, CUDA sets up its handles), and that
-    should not be counted in the first answer's latency."""
+    """One token in each adapter state the arms use while loading — each loaded adapter once,
+    and no adapter once: kernels prepare themselves on first use (bitsandbytes repacks 4-bit
+    weights for the CPU, CUDA sets up its handles), and that should not be counted in the
+    first answer's latency."""
+    from core.generation import generate
+
     view = comparison.with_settings(
         decoding=comparison.decoding.replace(max_new_tokens=1, do_sample=False, batch_size=1))
-    for arm in ("base", "finetuned"):
-        if arm in comparison.arms:
-            view.generate_prompts(arm, ["Olá"])
+    states: dict[str | None, str] = {}  # adapter folder (None: none) -> an arm in that state
+    for name in comparison.arms:
+        adapter = comparison.arm(name).adapter
+        states.setdefault(str(Path(adapter).resolve()) if adapter else None, name)
+    for arm in states.values():
+        view.generate_prompts(arm, ["Olá"])
+    if None not in states:  # no arm without an adapter: the plain base once all the same
+        loaded = comparison.loaded
+        with comparison.lock, loaded.adapter_disabled():
+            generate(loaded.model, loaded.tokenizer, ["Olá"], view.decoding)
 
 
 _cached = None

@@ -1,5 +1,5 @@
-"""The Teach tab: what each arm is and why the answers differ, in plain words, next to the live
-example (the question just asked) and the exposure plot of a batch run."""
+"""The Teach tab: what each of the experiment's arms is and why the answers differ, in plain
+words, next to the live example (the question just asked) and the exposure plot of a batch run."""
 
 from __future__ import annotations
 
@@ -11,53 +11,92 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from compara.app import files
+from compara.app.ask_tab import fit, md
 from compara.app.i18n import Tr
-from compara.app.views import fit, md
+from compara.runs import SUMMARY
 
 if TYPE_CHECKING:
-    from compara.app.ask import Round
+    from compara.app.rounds import Round
+    from compara.arms import ArmConfig
     from compara.config import ExperimentConfig
 
+# The four default arms, in plain words; any other arm of the config is described from its
+# data (:func:`arms_text`).
 ARMS_TEXT = {
-    "pt": """
-**Base.** O modelo como saiu do treinamento original. Responde só com o que "lembra" dos textos
-que viu. Modelos pequenos escrevem um português fluente, mas erram muitos fatos.
-
-**Base + RAG** (geração aumentada por recuperação). Antes de responder, o sistema busca no
-índice da Wikipédia os trechos mais parecidos com a pergunta e os coloca no prompt. O modelo é
-o mesmo: muda só o que ele lê. Se a busca traz o trecho certo, a resposta pode usar o fato; se
-não traz, não há milagre.
-
-**Ajustado (QLoRA).** O mesmo modelo com um pequeno adaptador treinado em pares de pergunta e
-resposta tirados dos mesmos artigos. O ajuste ensina sobretudo a *forma*: responder direto, em
-português, e parar no fim. Um fato só fica na memória quando aparece muitas vezes no treinamento, e
-mesmo assim o modelo pode misturá-lo com outros.
-
-**Ajustado + RAG.** O adaptador ligado e os trechos no prompt: a forma aprendida mais o fato lido
-na hora.
-""",
-    "en": """
-**Base.** The model as its original training left it. It answers only from what it "remembers"
-of the texts it saw. Small models write fluent Portuguese but get many facts wrong.
-
-**Base + RAG** (retrieval-augmented generation). Before answering, the system searches the
-Wikipedia index for the passages closest to the question and puts them in the prompt. The model
-is the same: only what it reads changes. If the search brings the right passage the answer can
-use the fact; if it does not, there is no miracle.
-
-**Fine-tuned (QLoRA).** The same model with a small adapter trained on question–answer pairs
-drawn from the same articles. Fine-tuning mostly teaches *form*: answer directly, in Portuguese,
-and stop at the end. A fact sticks only when it appears many times in training, and even then
-the model may blend it with others.
-
-**Fine-tuned + RAG.** The adapter on and the passages in the prompt: the learned form plus the
-fact read at answer time.
-""",
+    "pt": {
+        "base": """**Base.** O modelo como saiu do treinamento original. Responde só com o que
+"lembra" dos textos que viu. Modelos pequenos escrevem um português fluente, mas erram muitos
+fatos.""",
+        "rag": """**Base + RAG** (geração aumentada por recuperação). Antes de responder, o sistema
+busca no índice da Wikipédia os trechos mais parecidos com a pergunta e os coloca no prompt. O
+modelo é o mesmo: muda só o que ele lê. Se a busca traz o trecho certo, a resposta pode usar o
+fato; se não traz, não há milagre.""",
+        "finetuned": """**Ajustado (QLoRA).** O mesmo modelo com um pequeno adaptador treinado em
+pares de pergunta e resposta tirados dos mesmos artigos. O ajuste ensina sobretudo a *forma*:
+responder direto, em português, e parar no fim. Um fato só fica na memória quando aparece muitas
+vezes no treinamento, e mesmo assim o modelo pode misturá-lo com outros.""",
+        "finetuned+rag": """**Ajustado + RAG.** O adaptador ligado e os trechos no prompt: a forma
+aprendida mais o fato lido na hora.""",
+    },
+    "en": {
+        "base": """**Base.** The model as its original training left it. It answers only from what
+it "remembers" of the texts it saw. Small models write fluent Portuguese but get many facts
+wrong.""",
+        "rag": """**Base + RAG** (retrieval-augmented generation). Before answering, the system
+searches the Wikipedia index for the passages closest to the question and puts them in the
+prompt. The model is the same: only what it reads changes. If the search brings the right
+passage the answer can use the fact; if it does not, there is no miracle.""",
+        "finetuned": """**Fine-tuned (QLoRA).** The same model with a small adapter trained on
+question–answer pairs drawn from the same articles. Fine-tuning mostly teaches *form*: answer
+directly, in Portuguese, and stop at the end. A fact sticks only when it appears many times in
+training, and even then the model may blend it with others.""",
+        "finetuned+rag": """**Fine-tuned + RAG.** The adapter on and the passages in the prompt:
+the learned form plus the fact read at answer time.""",
+    },
 }
+
+
+def arms_text(cfg: ExperimentConfig, tr: Tr) -> str:
+    """The experiment's arms in plain words, in the config's order: a default arm as it is
+    (same name, adapter and retrieval, no label of its own) by :data:`ARMS_TEXT`, any other
+    from its data (adapter, retrieval settings)."""
+    from compara.arms import default_arm_configs
+
+    defaults = {a.name: a for a in default_arm_configs()}
+    out = []
+    for arm in cfg.arms:
+        usual = defaults.get(arm.name)
+        if usual is not None and not arm.label and (arm.adapter, arm.retrieval) == (
+                usual.adapter, usual.retrieval):
+            out.append(ARMS_TEXT[tr.lang][arm.name])
+        else:
+            out.append(describe_arm(arm, tr))
+    return "\n\n".join(out)
+
+
+def describe_arm(arm: ArmConfig, tr: Tr) -> str:
+    """One arm from its data: its title (and name), its adapter, its retrieval."""
+    title = tr.arm(arm.name)
+    head = f"**{title}**" + (f" (`{arm.name}`)" if title != arm.name else "")
+    if arm.adapter is None:
+        adapter = tr("teach_arm_no_adapter")
+    elif arm.adapter is True:
+        adapter = tr("teach_arm_adapter")
+    else:
+        adapter = tr("teach_arm_adapter_in", path=Path(str(arm.adapter)).name)
+    if arm.retrieval is None:
+        retrieval = tr("teach_arm_no_retrieval")
+    elif isinstance(arm.retrieval, dict) and arm.retrieval:
+        changes = ", ".join(f"{k} = {v}" for k, v in arm.retrieval.items())
+        retrieval = tr("teach_arm_retrieval_with", changes=changes)
+    else:
+        retrieval = tr("teach_arm_retrieval")
+    return f"{head}. {adapter}; {retrieval}."
+
 
 WHY_TEXT = {
     "pt": """
-- **Tudo igual, menos uma coisa.** Os quatro braços usam os mesmos pesos, a mesma quantização e a
+- **Tudo igual, menos uma coisa.** Todos os braços usam os mesmos pesos, a mesma quantização e a
   mesma decodificação. Só mudam o adaptador (ligado ou desligado) e o contexto (com ou sem
   trechos). Por isso as diferenças entre as colunas vêm dessas duas escolhas.
 - **A recuperação acrescenta informação na hora da pergunta**, sem mudar o modelo. O limite dela é
@@ -69,7 +108,7 @@ WHY_TEXT = {
   "parou no EOS"), e pode até deixar o modelo mais confiante em respostas erradas.
 """,
     "en": """
-- **Everything equal but one thing.** The four arms share the same weights, quantisation and
+- **Everything equal but one thing.** All the arms share the same weights, quantisation and
   decoding. Only the adapter (on or off) and the context (with or without passages) change, so
   the differences between the columns come from those two choices.
 - **Retrieval adds information at question time** without changing the model. Its limit is the
@@ -112,7 +151,7 @@ def teach_tab(cfg: ExperimentConfig, rnd: Round | None, tr: Tr) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         st.markdown(f"### {tr('teach_arms')}")
-        st.markdown(ARMS_TEXT[tr.lang])
+        st.markdown(arms_text(cfg, tr))
         st.markdown(f"### {tr('teach_why')}")
         st.markdown(WHY_TEXT[tr.lang])
     with right:
@@ -185,7 +224,7 @@ def exposure_plot(cfg: ExperimentConfig, tr: Tr) -> None:
     folders = ([Path(chosen)] if chosen else []) + list(runs.values())
     for folder in folders:
         try:
-            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+            summary = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         img = plot_exposure(summary) if summary.get("exposure") else None
