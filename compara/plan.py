@@ -392,7 +392,7 @@ def _train_tokens(cfg, sample: list[dict], used: float) -> Figure:
 def _batch_stage(cfg, kind: str) -> dict[str, Any]:
     from core.questions import load_questions
 
-    arms = 4
+    arms = len(cfg.arms)  # the config's arms (those whose adapter or index is missing too)
     path = Path(cfg.paths.questions) if cfg.paths.questions else None
     if path and path.is_file():
         n = len(list(load_questions(path)))
