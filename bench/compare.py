@@ -9,11 +9,14 @@ how the demo's batch answers under each weight format and with or without stop s
 
 In one run, interleaved:
 
-1. **Peak memory** (max RSS of a fresh process, medians over --repeats): the base model
+1. **Peak memory** (peak RSS, VmHWM, of a fresh process, medians over --repeats): the base model
    alone answering one question; the four-arm comparison (one base + the LoRA adapter switched
-   on/off + the index) answering it through every arm; and the design this product replaces,
+   on/off + the index) answering it through every arm; six arms (the four plus ``ft2`` and
+   ``ft2+rag`` over a second, different adapter, given to the child as the config's ``arms:``
+   list), where the child also checks that every arm answered through the same base weight
+   storage and counts each adapter's LoRA parameters; and the design this product replaces,
    separate models per arm (the base, plus a second copy with the adapter merged in, plus the
-   index). Goal: four arms <= 1.25x the base alone.
+   index). Goal: four and six arms <= 1.25x the base alone.
 2. **Generation speed**: tokens/s of ``Comparison.answer`` vs calling ``model.generate``
    directly with the same prompt and settings (greedy, same max_new_tokens), alternating
    question by question. Goal: >= 0.95x.
@@ -28,7 +31,9 @@ In one run, interleaved:
 The compute line (device, CPU capability, dtype) is printed first and written with the results.
 
 The adapter comes from the experiment's paths.adapter; when there is none, a short tune
-(3 steps) is made into bench/out/ first. Results: bench/out/compare.json.
+(3 steps) is made into bench/out/ first. The second adapter of the six-arm child is always a
+3-step tune of its own with another LoRA rank (finetune.lora_r=32), cached in bench/out/.
+Results: bench/out/compare.json.
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ def _questions(n: int) -> list[str]:
     return [q.question for q in load_questions(ROOT / "questions/amostra.jsonl")][:n]
 
 
+# A short tune: 3 steps, small eval split, no stop check after it (an adapter to measure
+# memory with, not to answer well).
+SHORT_TUNE = {"finetune.max_steps": 3, "finetune.eval_steps": 3, "finetune.max_val_records": 8,
+              "finetune.stop_check": 0}
+
+
 def ensure_adapter(base: str, threads: int) -> Path:
     cfg = _config(base, None, threads)
     if cfg.paths.adapter and (Path(cfg.paths.adapter) / "summary.json").exists():
@@ -79,10 +90,99 @@ def ensure_adapter(base: str, threads: int) -> Path:
         print(f"making a 3-step adapter of {base} in {out} ...", flush=True)
         from finetune.train import run_finetune
 
-        cfg = cfg.with_overrides({"finetune.max_steps": 3, "finetune.eval_steps": 3,
-                                  "finetune.save_steps": 3})
-        run_finetune(cfg, Path(cfg.paths.data), out)
+        run_finetune(cfg.with_overrides(SHORT_TUNE), Path(cfg.paths.data), out, force=True)
     return out
+
+
+SECOND_RANK = 32  # the second adapter's LoRA rank (the first has finetune.lora_r, default 16)
+
+
+def ensure_second_adapter(base: str, threads: int, first: Path) -> Path:
+    """A second, different adapter of ``base`` for the six-arm child: a 3-step tune with
+    ``finetune.lora_r`` = SECOND_RANK, cached in bench/out/."""
+    from compara.comparison import adapter_hash
+
+    out = OUT / f"adapter-{base}-r{SECOND_RANK}"
+    summary = out / "summary.json"
+    if not (summary.exists()
+            and json.loads(summary.read_text()).get("base", {}).get("base") == base):
+        print(f"making a 3-step adapter of {base} with LoRA rank {SECOND_RANK} in {out} ...",
+              flush=True)
+        from finetune.train import run_finetune
+
+        cfg = _config(base, None, threads).with_overrides({
+            **SHORT_TUNE, "finetune.lora_r": SECOND_RANK, "finetune.lora_alpha": 2 * SECOND_RANK})
+        run_finetune(cfg, Path(cfg.paths.data), out, force=True)
+    if adapter_hash(out) == adapter_hash(first):
+        raise SystemExit(f"{out} and {first} hold the same adapter weights")
+    return out
+
+
+def six_arms(second: Path) -> list:
+    """The four default arms plus two over ``second``: the config's ``arms:`` list."""
+    from compara.arms import ArmConfig, default_arm_configs
+
+    return [*default_arm_configs(), ArmConfig(name="ft2", adapter=str(second)),
+            ArmConfig(name="ft2+rag", adapter=str(second), retrieval=True)]
+
+
+def _arms_override(arms: list) -> str:
+    """An ``arms=[...]`` override (-s) for the child: JSON is YAML."""
+    return "arms=" + json.dumps([a.to_dict() for a in arms])
+
+
+def _lora_layers(model) -> list:
+    return [m for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")]
+
+
+def shared_weights(comparison) -> dict:
+    """Answer through every arm while a hook on the first LoRA layer records the storage of
+    its base weight and which adapter is on; check that every arm used the same storage, each
+    adapter arm its own adapter; count the parameters (base, and LoRA per adapter)."""
+    model = comparison.loaded.model
+    layer = _lora_layers(model)[0]
+    seen: dict[str, dict] = {}
+    current: list[str] = []
+
+    def hook(module, args):
+        seen.setdefault(current[0], {
+            "base_weight_ptr": module.base_layer.weight.data_ptr(),
+            "adapters_on": [] if module.disable_adapters else list(module.active_adapters)})
+
+    handle = layer.register_forward_pre_hook(hook)
+    question = _questions(1)[0]
+    try:
+        for arm in comparison.arms:
+            current[:] = [arm]
+            comparison.answer(arm, [question])
+    finally:
+        handle.remove()
+    ptrs = {v["base_weight_ptr"] for v in seen.values()}
+    assert len(seen) == len(comparison.arms), f"arms seen: {sorted(seen)}"
+    assert len(ptrs) == 1, f"the base weight has {len(ptrs)} storages: {seen}"
+    names = {a.name: comparison._peft_name(a) for a in comparison.all_arms.values()}
+    for arm, state in seen.items():
+        want = [names[arm]] if names[arm] else []
+        assert state["adapters_on"] == want, f"arm {arm}: adapters on {state}, not {want}"
+    adapters = sorted({n for n in names.values() if n})
+    assert len(adapters) == 2, f"adapters loaded: {adapters}"
+    lora = {n: 0 for n in adapters}
+    base_params = base_storages = 0
+    storages = set()
+    for pname, p in model.named_parameters():
+        if "lora_" in pname:
+            owner = [n for n in adapters if f".{n}." in pname]
+            assert len(owner) == 1, pname
+            lora[owner[0]] += p.numel()
+        else:
+            base_params += p.numel()
+            storages.add(p.untyped_storage().data_ptr())
+    base_storages = len(storages)
+    folders = {info.name: Path(info.path).name for info in comparison.loaded.adapters.values()}
+    return {"layer": type(layer).__name__, "base_weight_ptr": ptrs.pop(), "arms": seen,
+            "base_params": base_params, "base_parameter_storages": base_storages,
+            "lora_params": {f"{n} ({folders[n]})": c for n, c in lora.items()},
+            "lora_ranks": {f"{n} ({folders[n]})": layer.r[n] for n in adapters}}
 
 
 # -- children (fresh processes, so max RSS is theirs alone) ----------------------------------
@@ -92,8 +192,9 @@ def child(kind: str, base: str, adapter: str, threads: int, sets: str = "[]") ->
 
     torch.set_num_threads(threads)
     question = _questions(1)[0]
-    cfg = _config(base, Path(adapter), threads)
     SETS.extend(json.loads(sets))
+    cfg = _config(base, Path(adapter), threads)
+    extra: dict = {}
     if kind == "base":
         from compara.comparison import build_comparison
 
@@ -106,6 +207,16 @@ def child(kind: str, base: str, adapter: str, threads: int, sets: str = "[]") ->
         comparison = build_comparison(cfg, list(ARMS))
         for arm in ARMS:
             comparison.answer(arm, [question])
+    elif kind == "six":
+        # The config's arms: list (the -s arms=[...] override the parent passes): the four
+        # arms and two over a second adapter, side by side on the same base weights.
+        from compara.comparison import build_comparison
+
+        names = [a.name for a in cfg.arms]
+        assert len(names) == 6, f"six arms expected, the config has {names}"
+        comparison = build_comparison(cfg, names)
+        extra["params"] = shared_weights(comparison)  # answers through every arm
+        print(json.dumps(extra["params"]), file=sys.stderr)
     elif kind == "separate":
         # One model per arm, as the research code did: the base, a second full copy with the
         # adapter merged in, and the index.
@@ -122,25 +233,52 @@ def child(kind: str, base: str, adapter: str, threads: int, sets: str = "[]") ->
         for comp, arm in ((with_index, "base"), (with_index, "rag"), (second, "base"),
                           (second, "rag")):
             comp.answer(arm, [question])
-    print(json.dumps({"max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"max_rss_mb": peak_rss_mb(), **extra}))
 
 
-def memory(base: str, adapter: Path, threads: int, repeats: int) -> dict:
-    kinds = ["base", "four", "separate"]
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM of its own address space. (``ru_maxrss`` is not: on
+    Linux a process started by fork/vfork + exec keeps its parent's peak at the exec in it, so
+    a child of a parent that grew large, e.g. by training the adapters, reads the parent's.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory(base: str, adapter: Path, threads: int, repeats: int, second: Path) -> dict:
+    kinds = ["base", "four", "six", "separate"]
     rss: dict[str, list[float]] = {k: [] for k in kinds}
+    params = None
     for r in range(repeats):
         for kind in kinds:
+            sets = [*SETS, _arms_override(six_arms(second))] if kind == "six" else SETS
             done = subprocess.run([sys.executable, __file__, "--child", kind, "--base", base,
                                    "--adapter", str(adapter), "--threads", str(threads),
-                                   "--child-sets", json.dumps(SETS)],
+                                   "--child-sets", json.dumps(sets)],
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"child {kind} failed:\n{done.stderr[-3000:]}")
-            rss[kind].append(json.loads(done.stdout.strip().splitlines()[-1])["max_rss_mb"])
+            got = json.loads(done.stdout.strip().splitlines()[-1])
+            rss[kind].append(got["max_rss_mb"])
             print(f"  round {r + 1}: {kind:9s} peak RSS {rss[kind][-1]:8.0f} MB", flush=True)
+            if kind == "six" and params is None:
+                params = got["params"]
+                lora = ", ".join(f"{n}: {c:,} (rank {params['lora_ranks'][n]})"
+                                 for n, c in params["lora_params"].items())
+                print(f"    six arms: one base weight storage (data_ptr {params['base_weight_ptr']:#x} "
+                      f"of the {params['layer']} layer's base weight, the same in all six arms); "
+                      f"base {params['base_params']:,} parameters in "
+                      f"{params['base_parameter_storages']} storages; LoRA parameters {lora}",
+                      flush=True)
     med = {k: statistics.median(v) for k, v in rss.items()}
     return {"peak_rss_mb": rss, "median_mb": med, "four_over_base": med["four"] / med["base"],
-            "separate_over_base": med["separate"] / med["base"]}
+            "six_over_base": med["six"] / med["base"],
+            "separate_over_base": med["separate"] / med["base"], "six_params": params,
+            "second_adapter": str(second), "load": os.getloadavg()}
 
 
 def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
@@ -321,10 +459,14 @@ def main(argv: list[str] | None = None) -> int:
     adapter = ensure_adapter(args.base, args.threads)
     print(f"base {args.base}, adapter {adapter}, {args.threads} thread(s)", flush=True)
     if "memory" in sections:
-        mem = results["memory"] = memory(args.base, adapter, args.threads, args.repeats)
+        second = ensure_second_adapter(args.base, args.threads, adapter)
+        print(f"second adapter (arms ft2, ft2+rag) {second}", flush=True)
+        mem = results["memory"] = memory(args.base, adapter, args.threads, args.repeats, second)
         print(f"\npeak RSS medians: base alone {mem['median_mb']['base']:.0f} MB, four arms "
-              f"{mem['median_mb']['four']:.0f} MB ({mem['four_over_base']:.2f}x), separate models "
-              f"{mem['median_mb']['separate']:.0f} MB ({mem['separate_over_base']:.2f}x)")
+              f"{mem['median_mb']['four']:.0f} MB ({mem['four_over_base']:.2f}x), six arms "
+              f"{mem['median_mb']['six']:.0f} MB ({mem['six_over_base']:.2f}x), separate models "
+              f"{mem['median_mb']['separate']:.0f} MB ({mem['separate_over_base']:.2f}x); "
+              f"load average {' '.join(f'{x:.2f}' for x in mem['load'])}")
     if "speed" in sections:
         spd = results["speed"] = speed(args.base, adapter, args.threads, args.questions)
         print(f"generation: ours {spd['median_tokens_per_s']['ours']:.1f} tok/s, model.generate "
