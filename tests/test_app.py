@@ -392,3 +392,28 @@ def test_the_app_and_compara_batch_give_the_same_record(app, project, tmp_path):
                 assert other == pytest.approx(value, rel=1e-4, abs=1e-4), (arm, name)
             else:
                 assert other == value, (arm, name)
+
+
+def test_arms_that_cannot_answer_are_said_and_left_out(app, tmp_path):
+    at = app("five.yaml", f"paths.adapter={tmp_path / 'no-adapter'}").run()
+    assert at.sidebar.multiselect(key="arms").value == ["base", "rag", "rag-dense"]
+    said = [c.value for c in at.sidebar.caption if c.value.startswith("Sem **")]
+    assert [s.split("**")[1] for s in said] == ["Ajustado (QLoRA)", "Ajustado + RAG"]
+    assert all("adapter" in s for s in said)
+    at = ok(ask(at))
+    assert titles(at.tabs[0]) == ["#### Base", "#### Base + RAG", "#### rag-dense"]
+
+
+def test_the_batch_tab_runs_and_shows_any_arm(app, tmp_path):
+    from core.io import read_jsonl
+
+    at = app("five.yaml").run()
+    at.selectbox(key="batch_file").select("questions/fix.jsonl")
+    at.number_input(key="batch_limit").set_value(1)
+    at = ok(at.button(key="batch_run").click().run())
+    (run,) = (tmp_path / "runs/app").iterdir()
+    assert [r["arm"] for r in read_jsonl(run / "results.jsonl")] == FIVE
+    tab = at.tabs[1]
+    assert list(tab.dataframe[0].value.columns) == [label(a) for a in FIVE]
+    shown = [m.value for m in tab.markdown if m.value.startswith("####")]
+    assert shown == [f"#### {label(a)}" for a in FIVE]  # the answers side by side

@@ -36,15 +36,11 @@ def md(text: str) -> str:
 # -- errors -----------------------------------------------------------------------------------
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is meant for the user (a bad file, a missing model...)."""
-    from compara.comparison import ArmUnavailable
-    from core.configbase import ConfigError
-    from core.io import InputError
-    from core.models import AdapterMismatch, ModelNotFound
-    from rag.store import IndexRefused
+    """Errors whose message is meant for the user (a bad file, a missing model, an arm that
+    cannot answer...): :class:`core.errors.UserError`, and a missing file or a bad value."""
+    from core.errors import UserError
 
-    return (ArmUnavailable, ConfigError, InputError, AdapterMismatch, ModelNotFound,
-            IndexRefused, FileNotFoundError, ValueError)
+    return (UserError, FileNotFoundError, ValueError)
 
 
 def error_message(exc: BaseException, tr: Tr, what: str) -> str:

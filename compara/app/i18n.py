@@ -62,6 +62,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "arms": ("Braços", "Arms"),
     "arms_help": ("Os braços ajustados precisam de um adaptador; os com RAG, de um índice.",
                   "The fine-tuned arms need an adapter; the RAG arms an index."),
+    "arm_unavailable": ("Sem **{arm}**: {why}", "No **{arm}**: {why}"),
     "sb_retrieval": ("Recuperação", "Retrieval"),
     "retriever": ("Busca", "Retriever"),
     "retriever_hybrid": ("híbrida (densa + BM25)", "hybrid (dense + BM25)"),
@@ -91,8 +92,8 @@ STRINGS: dict[str, tuple[str, str]] = {
                        "perda de validação {loss0} → {loss}, treinado em {quantize}.",
                        "**Adapter:** `{path}` — prompt template `{template}`, {steps} steps, "
                        "eval loss {loss0} → {loss}, trained on {quantize}."),
-    "loaded_no_adapter": ("Sem adaptador: só os braços base e RAG.",
-                          "No adapter: only the base and RAG arms."),
+    "loaded_no_adapter": ("Sem adaptador: só os braços sem ajuste fino.",
+                          "No adapter: only the arms without fine-tuning."),
     "loaded_index": ("**Índice:** `{path}` — {chunks} trechos de {articles} artigos, `{embedder}`, "
                      "FAISS {faiss}, criado em {created}.",
                      "**Index:** `{path}` — {chunks} chunks of {articles} articles, `{embedder}`, "

@@ -93,6 +93,9 @@ def request_settings(cfg: ExperimentConfig, comparison: Comparison, tr: Tr
     with st.sidebar:
         arms = st.multiselect(tr("arms"), available, default=available, key="arms",
                               format_func=tr.arm, help=tr("arms_help"))
+        for name, arm in comparison.all_arms.items():  # the config's arms that cannot answer
+            if name not in available:
+                st.caption(tr("arm_unavailable", arm=tr.arm(name), why=comparison.missing(arm)))
         retrieval = cfg.retrieval
         if comparison.index is not None:
             st.subheader(tr("sb_retrieval"))
@@ -136,10 +139,10 @@ def loaded_info(comparison: Comparison, tr: Tr) -> None:
                        cpu=(f" ({info.cpu_capability}, "
                             f"{'native bf16' if info.bf16_native else 'no native bf16'})"
                             if info.cpu_capability else "")))
-        adapter = comparison.loaded.adapter
-        if adapter is None:
+        adapters = list(comparison.loaded.adapters.values())  # each adapter an arm uses
+        if not adapters:
             st.caption(tr("loaded_no_adapter"))
-        else:
+        for adapter in adapters:
             s = adapter.summary
             st.markdown(tr("loaded_adapter", path=adapter.path, template=adapter.template.name,
                            steps=s.get("steps"), loss0=_num(s.get("eval_loss_start")),
