@@ -177,7 +177,7 @@ ASK_TAB = "document.querySelector('[data-testid=\"stTabs\"] [role=\"tabpanel\"]'
 # The Ask tab without the answers' own text (a model may well write "base"), for the names check.
 ASK_TAB_WITHOUT_ANSWERS = (f"(() => {{ const t = {ASK_TAB}.cloneNode(true);"
                            " t.querySelectorAll('[class*=\"st-key-answer-\"]')"
-                           ".forEach(e => e.remove()); return t.innerHTML; }})()")
+                           ".forEach(e => e.remove()); return t.innerHTML; })()")
 DONE = ("(() => { const e = document.querySelector('[class*=\"st-key-ask-done-\"]');"
         " return e ? [...e.classList].find(c => c.startsWith('st-key-ask-done-')) : ''; })()")
 
