@@ -11,6 +11,7 @@ import streamlit as st
 
 from compara.app import files, rating, rounds, state
 from compara.app.i18n import Tr
+from core.metrics import ANSWER_METRICS, BINARY, MEASURE_METRICS
 
 if TYPE_CHECKING:
     from compara.comparison import Comparison
@@ -251,12 +252,6 @@ def stats_line(record: dict[str, Any], tr: Tr) -> str:
     return " · ".join(parts)
 
 
-METRIC_ORDER = ("contains", "em", "f1", "rouge_l", "support", "retrieval_hit")
-BINARY = {"contains", "em", "support", "retrieval_hit", "mc_correct", "portuguese"}
-# Measures without a judge, in a line of their own (any answer has some of them).
-MEASURE_ORDER = ("ref_logprob", "mc_correct", "similarity", "portuguese", "faithfulness")
-
-
 def _parts(m: dict[str, Any], names, tr: Tr) -> list[str]:
     parts = []
     for name in names:
@@ -269,8 +264,9 @@ def _parts(m: dict[str, Any], names, tr: Tr) -> list[str]:
 
 
 def metrics_line(record: dict[str, Any], tr: Tr) -> str:
+    """An answer's badges against its reference, in :data:`core.metrics.ANSWER_METRICS` order."""
     m = record.get("metrics") or {}
-    parts = _parts(m, METRIC_ORDER, tr)
+    parts = _parts(m, ANSWER_METRICS, tr)
     if m.get("abstained"):
         parts.append(tr("metric_abstained"))
     if m.get("repetition"):
@@ -280,7 +276,7 @@ def metrics_line(record: dict[str, Any], tr: Tr) -> str:
 
 def measures_line(record: dict[str, Any], tr: Tr) -> str:
     """The measures without a judge a card has ("" when it has none)."""
-    return " · ".join(_parts(record.get("metrics") or {}, MEASURE_ORDER, tr))
+    return " · ".join(_parts(record.get("metrics") or {}, MEASURE_METRICS, tr))
 
 
 def answer_details(record: dict[str, Any], tr: Tr) -> None:

@@ -21,16 +21,13 @@ from compara.app.ask_tab import answer_details, error_message, fit, md
 from compara.app.i18n import Tr
 from compara.report import format_metric
 from compara.runs import REPORT, RESULTS, SUMMARY, SUMMARY_CSV
-from core.metrics import MEASURE_METRICS
+from core.metrics import DISPLAY_ORDER, MEASURE_METRICS
 
 if TYPE_CHECKING:
     from compara.comparison import Comparison
     from compara.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
-TABLE_METRICS = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
-                 "abstained_correctly", "abstained", "repetition", "stopped_on_eos",
-                 "ended_cleanly", *MEASURE_METRICS)
 
 
 def run_folder(cfg: ExperimentConfig, view: Comparison, arms: list[str], questions: Path) -> Path:
@@ -110,12 +107,13 @@ def _run(cfg, view, arms, questions: Path, out: Path, limit: int | None, tr: Tr)
 
 
 def summary_table(summary: dict[str, Any], tr: Tr):
-    """Metrics per arm (rows: metrics; columns: arms), means in % with their intervals."""
+    """Metrics per arm (rows: metrics, in :data:`core.metrics.DISPLAY_ORDER`; columns: arms),
+    means in % with their intervals."""
     import pandas as pd
 
     per_arm = summary["per_arm"]
     rows = {tr("col_answers"): [str(per_arm[a]["n"]) for a in per_arm]}
-    for m in TABLE_METRICS:
+    for m in DISPLAY_ORDER:
         cells = [format_metric(m, per_arm[a]["metrics"].get(m)) for a in per_arm]
         if any(c != "—" for c in cells):
             rows[tr("metric_" + m)] = cells
