@@ -173,8 +173,9 @@ class Arm:
 
     def title(self, lang: str = "pt") -> str:
         """The arm's name for people, in ``lang``."""
-        label = self.label or DEFAULT_LABELS.get(self.name, {})
-        return label.get(lang) or label.get("pt") or self.name
+        usual = DEFAULT_LABELS.get(self.name, {})
+        return (self.label.get(lang) or usual.get(lang) or next(iter(self.label.values()), None)
+                or self.name)
 
 
 def resolve_arms(configs: Sequence[ArmConfig], adapter: str | None,

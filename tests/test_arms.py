@@ -222,6 +222,11 @@ def test_two_adapters_share_the_base_weights_and_each_arm_answers_as_its_adapter
     assert ids["base"] is None and ids["finetuned"] and ids["r8"] and ids["finetuned"] != ids["r8"]
     assert both.arm("r8").title("pt") == "Ajustado r8" and both.arm("r8").title("en") == "Ajustado r8"
     assert both.arm("finetuned").title("en") == "Fine-tuned (QLoRA)"
+    # a label in one language only: the other falls back to the usual label, else to it
+    (rag, other) = resolve_arms([ArmConfig(name="rag", retrieval=True, label={"en": "Search"}),
+                                 ArmConfig(name="x", label={"en": "Ex"})], None, RetrievalConfig())
+    assert (rag.title("en"), rag.title("pt")) == ("Search", "Base + RAG")
+    assert (other.title("pt"), other.title("en")) == ("Ex", "Ex")
 
 
 def test_five_arms_in_results_and_report_with_every_pair(tmp_path, adapters, index_dir,
