@@ -296,7 +296,7 @@ def speed(base: str, adapter: Path, threads: int, n: int) -> dict:
     for q in questions:
         a = comparison.answer("base", [q])[0]
         ours.append(a.tokens_out / a.latency_s)
-        prompt = comparison.prompt("base", q)[0]
+        prompt = comparison.prepare("base", q).prompt
         enc = tok([prompt], return_tensors="pt")
         t0 = time.perf_counter()
         stops = ({"stop_strings": comparison.stop_strings, "tokenizer": tok}

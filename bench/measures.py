@@ -164,7 +164,7 @@ def main() -> None:
                 for q in questions) > cfg.generation.max_prompt_tokens:
             passages = passages[:-1]
         shapes = {
-            "instruction": [comparison.prompt("base", q.question)[0] for q in questions],
+            "instruction": [comparison.prepare("base", q.question).prompt for q in questions],
             f"rag k={len(passages)}": [rag.render(comparison.template, q.question, passages)
                                        for q in questions],
         }

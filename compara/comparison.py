@@ -319,12 +319,6 @@ class Comparison:
                     arm, budget, len(passages))
         return Prepared(render(question, passages), passages, True, seconds)
 
-    def prompt(self, arm: str, question: str) -> tuple[str, list[dict[str, Any]], bool,
-                                                         float | None]:
-        """(prompt, passages, truncated, retrieval seconds): :meth:`prepare` as a tuple."""
-        p = self.prepare(arm, question)
-        return p.prompt, p.passages, p.truncated, p.retrieval_s
-
     # -- answering ------------------------------------------------------------------------
     @contextlib.contextmanager
     def arm_state(self, arm: str):
@@ -467,7 +461,7 @@ def score_arm(comparison: Comparison, arm: str, questions: Sequence[Question],
     :func:`core.likelihood.choose_distractors`) of each question through ``arm``, in the order given.
 
     ``prompts``: the arm's prompts when they are already known (a results record's
-    ``prompt``); by default ``comparison.prompt(arm, question)``, the prompt its answer is
+    ``prompt``); by default ``comparison.prepare(arm, question).prompt``, the prompt its answer is
     generated from. Questions without a reference get an empty score. The forward passes run
     under the comparison's lock, in the arm's adapter state, ``batch_size`` pairs at a time
     (default: the decoding batch size).
@@ -477,7 +471,8 @@ def score_arm(comparison: Comparison, arm: str, questions: Sequence[Question],
     comparison.check(arm)
     distractors = distractors or {}
     if prompts is None:
-        prompts = [comparison.prompt(arm, q.question)[0] if q.reference else "" for q in questions]
+        prompts = [comparison.prepare(arm, q.question).prompt if q.reference else ""
+                   for q in questions]
     elif len(prompts) != len(questions):
         raise ValueError(f"{len(prompts)} prompts for {len(questions)} questions")
     flat_prompts: list[str] = []

@@ -75,11 +75,11 @@ def test_each_arm_answers_with_the_record_it_promises(comparison, loaded):
 
 def test_prompts_come_from_the_one_template(comparison):
     tpl, rag_tpl = PromptTemplate.load(), RagTemplate.load()
-    prompt, passages, truncated, _ = comparison.prompt("base", QUESTIONS[1])
-    assert prompt == tpl.render(QUESTIONS[1]) and not truncated
-    prompt, passages, truncated, _ = comparison.prompt("rag", QUESTIONS[1])
-    assert prompt == rag_tpl.render(tpl, QUESTIONS[1], passages)
-    assert "Ana Lúcia Prado" in {p["title"] for p in passages}
+    base = comparison.prepare("base", QUESTIONS[1])
+    assert base.prompt == tpl.render(QUESTIONS[1]) and not base.truncated
+    rag = comparison.prepare("rag", QUESTIONS[1])
+    assert rag.prompt == rag_tpl.render(tpl, QUESTIONS[1], rag.passages)
+    assert "Ana Lúcia Prado" in {p["title"] for p in rag.passages}
 
 
 def test_every_arm_has_the_same_model_and_decoding(comparison):
@@ -97,8 +97,9 @@ def test_batched_generation_gives_the_answers_of_one_at_a_time(loaded, index, in
 
 def test_an_over_long_prompt_loses_passages_before_the_question(loaded, index, index_dir):
     small = make_comparison(loaded, index, index_dir, max_prompt_tokens=420)
-    full, _, _, _ = small.prompt("base", QUESTIONS[0])
-    prompt, passages, truncated, _ = small.prompt("rag", QUESTIONS[0])
+    full = small.prepare("base", QUESTIONS[0]).prompt
+    cut = small.prepare("rag", QUESTIONS[0])
+    prompt, passages, truncated = cut.prompt, cut.passages, cut.truncated
     assert truncated and len(loaded.tokenizer(prompt).input_ids) <= 420
     assert QUESTIONS[0] in prompt  # the question survived; the passages paid
     assert len(passages) <= 2

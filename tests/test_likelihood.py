@@ -362,7 +362,7 @@ def test_score_arm_uses_the_arms_prompt_adapter_state_and_lock(loaded, monkeypat
     assert base_scores[-1] == KnowledgeScore("open", "base")  # no reference: empty score
     for arm, scores in (("base", base_scores), ("finetuned", tuned_scores)):
         for q, s in zip(qs[:4], scores, strict=False):
-            prompt = comparison.prompt(arm, q.question)[0]
+            prompt = comparison.prepare(arm, q.question).prompt
             texts = [*q.reference, *distractors[q.id]]
             if arm == "base":
                 with tuned.adapter_disabled():
