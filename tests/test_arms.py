@@ -124,21 +124,21 @@ def test_a_record_says_whether_its_arm_retrieved_in_any_version():
 
 # -- on the tiny model ----------------------------------------------------------------------
 
-def _tiny():
+def _tiny(quantize: str = "none"):
     from core.config import ModelConfig
     from core.models import load_base
 
-    return load_base(ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32"))
+    return load_base(ModelConfig(base="tiny-random-llama", quantize=quantize, dtype="float32"))
 
 
-def make_adapter(folder: Path, seed: int, rank: int) -> Path:
+def make_adapter(folder: Path, seed: int, rank: int, quantize: str = "none") -> Path:
     """A compara adapter folder with random (non-zero) LoRA weights on the tiny model."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from core.prompts import PromptTemplate
 
-    fresh = _tiny()
+    fresh = _tiny(quantize)
     torch.manual_seed(seed)
     peft = get_peft_model(fresh.model, LoraConfig(r=rank, target_modules=["q_proj", "v_proj"],
                                                   init_lora_weights=False))
@@ -146,7 +146,7 @@ def make_adapter(folder: Path, seed: int, rank: int) -> Path:
     template = PromptTemplate.load()
     template.save(folder)
     summary = {"base": {"base": fresh.info.base, "fingerprint": fresh.info.fingerprint,
-                        "tokenizer": fresh.info.tokenizer, "quantize": "none"},
+                        "tokenizer": fresh.info.tokenizer, "quantize": quantize},
                "template": {"fingerprint": template.fingerprint}}
     (folder / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return folder
@@ -169,11 +169,11 @@ def index_dir(tmp_path_factory, fixtures_dir):
     return out
 
 
-def _experiment(tmp_path, adapter, arms, index_dir=None, **paths):
+def _experiment(tmp_path, adapter, arms, index_dir=None, quantize="none", **paths):
     from core.config import GenerationConfig, ModelConfig
 
     cfg = ExperimentConfig(arms=[ArmConfig.from_dict(a) for a in arms])
-    cfg.model = ModelConfig(base="tiny-random-llama", quantize="none", dtype="float32")
+    cfg.model = ModelConfig(base="tiny-random-llama", quantize=quantize, dtype="float32")
     cfg.paths = cfg.paths.replace(adapter=str(adapter), runs=str(tmp_path / "runs"),
                                   index=str(index_dir) if index_dir else None, **paths)
     cfg.generation = GenerationConfig(max_new_tokens=6, batch_size=2)
@@ -227,6 +227,34 @@ def test_two_adapters_share_the_base_weights_and_each_arm_answers_as_its_adapter
                                  ArmConfig(name="x", label={"en": "Ex"})], None, RetrievalConfig())
     assert (rag.title("en"), rag.title("pt")) == ("Search", "Base + RAG")
     assert (other.title("pt"), other.title("en")) == ("Ex", "Ex")
+
+
+@pytest.mark.parametrize("unpack", [True, False])
+def test_two_adapters_on_a_4bit_base_as_qlora_trains_them(tmp_path, unpack):
+    """The default path: a 4-bit base (unpacked once for answering on a CPU, or kept packed)
+    with two adapters beside each other; each arm answers as its adapter alone."""
+    from compara.comparison import build_comparison
+
+    root = tmp_path / "ad"
+    a = make_adapter(root / "a", seed=3, rank=4, quantize="4bit")
+    b = make_adapter(root / "b", seed=4, rank=8, quantize="4bit")
+    arms = [{"name": "base"}, {"name": "finetuned", "adapter": True},
+            {"name": "b", "adapter": str(b)}]
+
+    def build(adapter, names):
+        cfg = _experiment(tmp_path, adapter, [x for x in arms if x["name"] in names],
+                          quantize="4bit")
+        cfg.model = cfg.model.replace(unpack_4bit_on_cpu=unpack)
+        return build_comparison(cfg)
+
+    both = build(a, ("base", "finetuned", "b"))
+    assert both.arms == ["base", "finetuned", "b"]
+    assert both.loaded.info.unpacked_on_cpu is unpack
+    assert both.identity("b").get("unpacked", False) is unpack
+    texts = {arm: [x.text for x in both.answer(arm, QS)] for arm in both.arms}
+    assert texts["finetuned"] == [x.text for x in build(a, ("finetuned",)).answer("finetuned", QS)]
+    assert texts["b"] == [x.text for x in build(b, ("finetuned",)).answer("finetuned", QS)]
+    assert texts["base"] == [x.text for x in build(b, ("base",)).answer("base", QS)]
 
 
 def test_five_arms_in_results_and_report_with_every_pair(tmp_path, adapters, index_dir,
