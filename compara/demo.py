@@ -16,6 +16,7 @@ from typing import Any
 
 from compara import runs
 from compara.config import ExperimentConfig
+from core.models.loading import ADAPTER_SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def _finetune_fresh(cfg: ExperimentConfig) -> bool:
 
     from core.io import sha256_file
 
-    summary_path = Path(cfg.paths.adapter) / "summary.json"
+    summary_path = Path(cfg.paths.adapter) / ADAPTER_SUMMARY
     config_path = Path(cfg.paths.adapter) / "config.yaml"
     train = Path(cfg.paths.data) / "instructions.train.jsonl"
     if not (summary_path.exists() and config_path.exists() and train.exists()):
@@ -152,7 +153,7 @@ def _finetune_run(cfg: ExperimentConfig) -> dict[str, Any]:
     from finetune.train import run_finetune
 
     adapter = Path(cfg.paths.adapter)
-    if (adapter / "summary.json").exists():
+    if (adapter / ADAPTER_SUMMARY).exists():
         previous = adapter.with_name(adapter.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
         adapter.rename(previous)
@@ -165,7 +166,7 @@ def _finetune_describe(cfg: ExperimentConfig, summary: dict[str, Any] | None) ->
     import json
 
     if summary is None:
-        summary = json.loads((Path(cfg.paths.adapter) / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((Path(cfg.paths.adapter) / ADAPTER_SUMMARY).read_text(encoding="utf-8"))
     parts = [f"{summary.get('steps')} steps"]
     start, final = summary.get("eval_loss_start"), summary.get("eval_loss_final")
     if start is not None and final is not None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.io import InputError, atomic_write_json, iter_jsonl, write_jsonl
+from core.models.loading import ADAPTER_SUMMARY
 from finetune.report import (
     METRICS,
     build_summary,
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 TRAIN_RECORDS = "train_records.jsonl"
 
 CHECKPOINTS = "checkpoints"
-SUMMARY = "summary.json"
+SUMMARY = ADAPTER_SUMMARY  # the folder is an adapter: core.models reads it back
 RUN_STATE = "run.json"  # written at the start: what a --resume must match
 
 

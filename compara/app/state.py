@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from compara.app.config import ENV_CONFIG, ENV_SET
+from core.models.loading import ADAPTER_SUMMARY
+from core.prompts import TEMPLATE_FILENAME
 
 if TYPE_CHECKING:
     from compara.comparison import Comparison
@@ -86,7 +88,7 @@ def _stamps(folder: Path, patterns: Sequence[str]) -> dict[str, list[int]]:
     return out
 
 
-ADAPTER_FILES = ("adapter_model.*", "adapter_config.json", "summary.json", "prompt_template.json")
+ADAPTER_FILES = ("adapter_model.*", "adapter_config.json", ADAPTER_SUMMARY, TEMPLATE_FILENAME)
 
 
 def adapter_folders(cfg: ExperimentConfig) -> list[str]:
