@@ -90,15 +90,6 @@ def run_distractors(out: Path, questions: Sequence[Question], k: int,
     return saved
 
 
-def resolve_arms(comparison: Comparison, arms: Sequence[str] | None) -> list[str]:
-    """The arms named (each must be able to answer), or every arm that can."""
-    if not arms:
-        return list(comparison.arms)
-    for arm in arms:
-        comparison.check(arm)
-    return list(dict.fromkeys(arms))
-
-
 def training_file(cfg: ExperimentConfig) -> Path | None:
     """What the adapter was trained on when it says so (a selected subset and its reading
     tasks), else the whole training split; None when neither exists."""
@@ -135,7 +126,7 @@ def run_batch(cfg: ExperimentConfig, questions_path: str | Path, out: str | Path
     if not questions:
         raise InputError(f"{questions_path}: no question to run")
     comparison = comparison or build_comparison(cfg, arms)
-    arm_list = resolve_arms(comparison, arms)
+    arm_list = comparison.answering(arms)
     out.mkdir(parents=True, exist_ok=True)
     results = out / runs.RESULTS
     done = _done(results)

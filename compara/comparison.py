@@ -18,6 +18,7 @@ From (arm, question) to a scored record — cache, measures, metrics — is
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -108,6 +109,7 @@ def index_id(index_dir: str | Path) -> str:
     return hashlib.sha256((Path(index_dir) / "manifest.json").read_bytes()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=256)
 def _folder_key(folder: str | Path) -> str:
     return str(Path(folder).resolve())
 
@@ -123,7 +125,7 @@ class Comparison:
     def __init__(self, loaded: Loaded, decoding: GenerationConfig, template: PromptTemplate,
                  rag_template: RagTemplate | None = None, index: Any = None,
                  retrieval: RetrievalConfig | None = None, index_dir: str | None = None,
-                 adapter_dir: str | None = None, arms: Sequence[Arm] | None = None):
+                 arms: Sequence[Arm] | None = None):
         from compara.arms import default_arm_configs
         from rag.config import RetrievalConfig
 
@@ -150,16 +152,10 @@ class Comparison:
             # the last bits); absent otherwise, so earlier identities are unchanged
             **({"unpacked": True} if loaded.info.unpacked_on_cpu else {}),
         }
-        # adapter folder -> its hash (for the identity), only for the adapters loaded
-        self._adapter_ids = {key: adapter_hash(info.path)
-                             for key, info in self._loaded_adapters().items()}
-        if adapter_dir and loaded.adapter is not None:
-            self._adapter_ids[_folder_key(loaded.adapter.path)] = adapter_hash(adapter_dir)
+        # the loaded adapters by folder (AdapterInfo), and the hash of each (for the identity)
+        self._adapters = {_folder_key(info.path): info for info in loaded.adapters.values()}
+        self._adapter_ids = {key: adapter_hash(info.path) for key, info in self._adapters.items()}
         self._index = index_id(index_dir) if index_dir and index is not None else None
-
-    def _loaded_adapters(self) -> dict[str, Any]:
-        """Loaded adapters by resolved folder: :class:`core.models.AdapterInfo`."""
-        return {_folder_key(info.path): info for info in self.loaded.adapters.values()}
 
     def with_settings(self, decoding: GenerationConfig | None = None,
                       retrieval: RetrievalConfig | None = None) -> Comparison:
@@ -219,17 +215,26 @@ class Comparison:
         """The identity (weights hash) of the adapter loaded from ``folder``; None if none is."""
         return self._adapter_ids.get(_folder_key(folder))
 
+    def answering(self, names: Sequence[str] | None = None) -> list[str]:
+        """The arms named (once each, each able to answer, else :class:`ArmUnavailable`), or
+        every arm that can answer."""
+        if not names:
+            return self.arms
+        for name in names:
+            self.check(name)
+        return list(dict.fromkeys(names))
+
     def _peft_name(self, arm: Arm) -> str | None:
         if not arm.adapter:
             return None
-        info = self._loaded_adapters().get(_folder_key(arm.adapter))
+        info = self._adapters.get(_folder_key(arm.adapter))
         return info.name if info is not None else None
 
     def template_of(self, arm: str | Arm) -> PromptTemplate:
         """The instruction template of an arm: its adapter's (the one it was trained with)."""
         spec = self.arm(arm) if isinstance(arm, str) else arm
         if spec.adapter:
-            info = self._loaded_adapters().get(_folder_key(spec.adapter))
+            info = self._adapters.get(_folder_key(spec.adapter))
             if info is not None:
                 return info.template
         return self.template

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from compara.app.config import AppConfig
-from compara.arms import ArmConfig, check_arm_list, default_arm_configs, resolve_arms
+from compara.arms import ArmConfig, default_arm_configs, resolve_arms
 from core.config import GenerationConfig, ModelConfig
 from core.configbase import ConfigBase, ConfigError, apply_overrides, load_yaml, opt
 from core.exposure import DEFAULT_BIN_EDGES
@@ -138,8 +138,7 @@ class ExperimentConfig(ConfigBase):
     source: str | None = opt(None, "The YAML file this config was loaded from (set on load).")
 
     def validate(self) -> None:
-        check_arm_list(self.arms)
-        resolve_arms(self.arms, None, self.retrieval)  # retrieval changes that exist and fit
+        resolve_arms(self.arms, None, self.retrieval)  # unique names; retrieval changes that fit
         names = {a.name for a in self.arms}
         for pair in self.eval.pairs or []:
             unknown = [n for n in pair if n not in names]

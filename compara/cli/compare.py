@@ -47,7 +47,6 @@ def ask(
     unchanged question asked again, here, in a batch run or in the app, is answered at once.
     """
     from compara.arms import parse_names
-    from compara.batch import resolve_arms
     from compara.comparison import build_comparison
     from compara.pipeline import Pipeline, cache_for
     from core.questions import RecordError, parse_question
@@ -69,7 +68,7 @@ def ask(
     except FileNotFoundError as exc:
         fail(str(exc))
     pipeline = Pipeline(comparison, cfg.eval, cache_for(cfg), index_cfg=cfg.index)
-    records = [pipeline.run(arm, [asked])[0] for arm in resolve_arms(comparison, names)]
+    records = [pipeline.run(arm, [asked])[0] for arm in comparison.answering(names)]
     if json_:
         print_json(records)
         return
