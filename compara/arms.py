@@ -78,10 +78,11 @@ class ArmConfig(ConfigBase):
 
     def resolved(self, base: Path) -> ArmConfig:
         """A copy whose adapter folder is absolute (relative ones: to ``base``)."""
+        from core.paths import under
+
         if not isinstance(self.adapter, str):
             return self
-        p = Path(self.adapter).expanduser()
-        return self.replace(adapter=str(p if p.is_absolute() else (base / p).resolve()))
+        return self.replace(adapter=under(base, self.adapter))
 
 
 def default_arm_configs() -> list[ArmConfig]:

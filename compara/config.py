@@ -38,14 +38,9 @@ class PathsConfig(ConfigBase):
     questions: str | None = opt(None, "Default question file.")
 
     def resolved(self, base: Path) -> PathsConfig:
-        values = {}
-        for name in PATH_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                p = Path(value).expanduser()
-                value = str(p if p.is_absolute() else (base / p).resolve())
-            values[name] = value
-        return PathsConfig(**values)
+        from core.paths import under
+
+        return PathsConfig(**{name: under(base, getattr(self, name)) for name in PATH_FIELDS})
 
 
 @dataclass
@@ -167,5 +162,6 @@ def load_config(path: str | Path | None = None,
         raise ConfigError(f"{path}: {exc}") from None
     cfg.paths = cfg.paths.resolved(base)
     cfg.arms = [a.resolved(base) for a in cfg.arms]
+    cfg.ingest.select = cfg.ingest.select.resolved(base)
     cfg.source = str(Path(path).resolve()) if Path(path).is_file() else None
     return cfg

@@ -20,6 +20,15 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def under(base: Path, value: str | None) -> str | None:
+    """``value`` as an absolute path, a relative one taken from ``base`` (a config file's
+    folder); None stays None."""
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
 def default_config_path() -> Path:
     return project_root() / "configs" / "sample.yaml"
 

@@ -174,13 +174,9 @@ class SelectConfig(ConfigBase):
 
     def resolved(self, base: Path) -> SelectConfig:
         """``titles`` and ``questions`` relative to ``base`` (the config file's folder)."""
-        def resolve(value: str | None) -> str | None:
-            if value is None:
-                return None
-            p = Path(value).expanduser()
-            return str(p if p.is_absolute() else (base / p).resolve())
+        from core.paths import under
 
-        return self.replace(titles=resolve(self.titles), questions=resolve(self.questions))
+        return self.replace(titles=under(base, self.titles), questions=under(base, self.questions))
 
 
 @dataclass

@@ -59,3 +59,23 @@ def test_every_field_is_documented():
     assert len(rows) > 20
     undocumented = [name for name, help_text, _ in rows if not help_text]
     assert not undocumented
+
+
+def test_every_file_named_in_a_config_is_relative_to_the_config_file(tmp_path):
+    """paths, arms' adapters and ingest.select's files: read the same by every command
+    (`compara demo` and `compara plan` ingest too, not only `compara ingest`)."""
+    import json
+
+    from compara.config import load_config
+
+    (tmp_path / "cfgs").mkdir()
+    path = tmp_path / "cfgs" / "exp.yaml"
+    path.write_text(json.dumps({
+        "paths": {"data": "../data"},
+        "ingest": {"select": {"titles": "titulos.txt", "questions": "../q/perguntas.jsonl"}},
+        "arms": [{"name": "base"}, {"name": "r8", "adapter": "../ad/r8"}]}), encoding="utf-8")
+    cfg = load_config(path)
+    assert cfg.ingest.select.titles == str((tmp_path / "cfgs" / "titulos.txt").resolve())
+    assert cfg.ingest.select.questions == str((tmp_path / "q" / "perguntas.jsonl").resolve())
+    assert cfg.paths.data == str((tmp_path / "data").resolve())
+    assert cfg.arms[1].adapter == str((tmp_path / "ad" / "r8").resolve())

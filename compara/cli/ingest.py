@@ -41,11 +41,6 @@ def ingest(
 
     cfg = load_experiment(config, set_, paths__dump=dump, paths__data=out,
                           ingest__workers=workers, ingest__max_pages=max_pages)
-    # ingest.select's files are relative to the config file, as the paths section is.
-    from core.paths import project_root
-
-    cfg.ingest.select = cfg.ingest.select.resolved(
-        Path(cfg.source).parent if cfg.source else project_root())
     if not cfg.paths.dump:
         fail("no dump given: pass DUMP or set paths.dump in the config")
     if not cfg.paths.data:
