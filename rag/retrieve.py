@@ -9,7 +9,6 @@ The public API the comparison stage uses::
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -104,7 +103,6 @@ class Index:
         self.embedder = embedder
         self.retrieval = retrieval or RetrievalConfig()
         self._pos = {c.id: i for i, c in enumerate(chunks)}
-        self._direct_map = False
         docs = {c.id: Document(id=c.id, page_content=c.text, metadata=c.metadata())
                 for c in chunks}
         self.vectorstore = FAISS(
@@ -137,12 +135,6 @@ class Index:
         """Maximal marginal relevance over the ``fetch_k`` nearest chunks: each next passage
         the most similar to the query less ``1 - lambda_mult`` times its similarity to those
         chosen (LangChain's FAISS MMR); scores are the query similarities."""
-        if not self._direct_map:  # MMR reads the candidates' vectors back from the index
-            import faiss
-
-            with contextlib.suppress(RuntimeError):  # an IVF index keeps no id -> slot map
-                faiss.extract_index_ivf(self.vectorstore.index).make_direct_map()
-            self._direct_map = True
         vector = self.embedder.embed_query_vector(query)
         hits = self.vectorstore.max_marginal_relevance_search_with_score_by_vector(
             vector.tolist(), k=k, fetch_k=fetch_k, lambda_mult=lambda_mult)

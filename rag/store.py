@@ -100,13 +100,16 @@ def make_faiss_index(vectors: np.ndarray, kind: str, cfg: IndexConfig, seed: int
 
 
 def tune_faiss_index(index, cfg: IndexConfig) -> None:
-    """Search-time knobs (efSearch, nprobe) from the config."""
+    """Search-time knobs (efSearch, nprobe) from the config; an IVF index also gets its id map
+    (8 bytes a vector), which the mmr retriever needs to read candidates' vectors back."""
     import faiss
 
     if hasattr(index, "hnsw"):
         index.hnsw.efSearch = cfg.hnsw_ef_search
     with contextlib.suppress(RuntimeError):
-        faiss.extract_index_ivf(index).nprobe = cfg.ivf_nprobe
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = cfg.ivf_nprobe
+        ivf.make_direct_map()
 
 
 # -- building -----------------------------------------------------------------------------------
