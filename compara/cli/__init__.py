@@ -57,8 +57,9 @@ def _main(
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """A command whose :class:`core.errors.UserError` is printed as one ``error:`` line (exit
-    2) instead of a traceback: the one place the command line turns them into messages."""
+    """A command whose :class:`core.errors.UserError` (or a missing file) is printed as one
+    ``error:`` line (exit 2) instead of a traceback: the one place the command line turns
+    them into messages."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -66,7 +67,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return command(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, FileNotFoundError) as exc:
             fail(str(exc))
 
     return run

@@ -46,33 +46,26 @@ def ask(
     Each answer is the record `compara batch` writes (the same cache, prompt and metrics): an
     unchanged question asked again, here, in a batch run or in the app, is answered at once.
     """
+    from compara.app.i18n import Tr
+    from compara.app.rounds import BadInput, typed_question
     from compara.arms import parse_names
     from compara.comparison import build_comparison
     from compara.pipeline import Pipeline, cache_for
-    from core.questions import RecordError, parse_question
 
     cfg = _setup(config, set_, base, adapter, index)
-    text = question.strip()
-    if not text:
-        fail("the question is empty")
-    if len(text) > cfg.eval.max_question_chars:
-        fail(f"the question has {len(text)} characters; at most {cfg.eval.max_question_chars} "
-             "(eval.max_question_chars)")
-    try:
-        asked = parse_question({"question": text, "reference": (reference or "").strip() or None})
-    except RecordError as exc:
-        fail(f"--reference: {exc}")
+    try:  # the checks of a question typed in the app
+        asked = typed_question(question, reference, cfg.eval.max_question_chars,
+                               cfg.app.max_reference_chars)
+    except BadInput as exc:
+        fail(Tr("en")(exc.key, **exc.params))
     names = parse_names(arms)
-    try:
-        comparison = build_comparison(cfg, names)
-    except FileNotFoundError as exc:
-        fail(str(exc))
+    comparison = build_comparison(cfg, names)
     pipeline = Pipeline(comparison, cfg.eval, cache_for(cfg), index_cfg=cfg.index)
     records = [pipeline.run(arm, [asked])[0] for arm in comparison.answering(names)]
     if json_:
         print_json(records)
         return
-    _show(text, records, {a: comparison.arm(a).title() for a in comparison.arms})
+    _show(asked.question, records, {a: comparison.arm(a).title() for a in comparison.arms})
 
 
 _ENDINGS = {"eos": "parou (EOS)", "stop_string": "parou (fim da seção)"}
@@ -143,10 +136,7 @@ def batch(
     out = out or Path(cfg.paths.runs or "runs") / cfg.name
     if (limit is not None and limit < 1) or (sample is not None and sample < 1):
         fail("--limit and --sample must be >= 1")
-    try:
-        summary = run_batch(cfg, questions, out, arms=parse_names(arms), limit=limit, sample=sample)
-    except FileNotFoundError as exc:
-        fail(str(exc))
+    summary = run_batch(cfg, questions, out, arms=parse_names(arms), limit=limit, sample=sample)
     if json_:
         print_json(summary)
         return

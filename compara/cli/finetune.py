@@ -82,11 +82,7 @@ def finetune(
         fail("no data: pass --data or set paths.data in the config")
     if not cfg.paths.adapter:
         fail("no output folder: pass --out or set paths.adapter in the config")
-    try:
-        summary = run_finetune(cfg, cfg.paths.data, cfg.paths.adapter, resume=resume,
-                               force=force)
-    except FileNotFoundError as exc:
-        fail(str(exc))
+    summary = run_finetune(cfg, cfg.paths.data, cfg.paths.adapter, resume=resume, force=force)
     if json_:
         print_json(summary)
     else:

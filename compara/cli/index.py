@@ -65,8 +65,6 @@ def index(
     try:
         manifest = build_index(articles, cfg.paths.index, cfg.index, resume=resume,
                                overwrite=overwrite)
-    except FileNotFoundError as exc:
-        fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted; what was embedded is kept: run the same command with --resume "
              "to continue", code=130)

@@ -47,8 +47,6 @@ def ingest(
         fail("no output folder: pass --out or set paths.data in the config")
     try:
         report = run_ingest(cfg.paths.dump, cfg.paths.data, cfg.ingest, resume=resume)
-    except FileNotFoundError as exc:
-        fail(str(exc))
     except IngestFailed as exc:
         if json_:
             print_json(exc.report)

@@ -39,23 +39,18 @@ def load_experiment(config: Path | None, sets: list[str] | None, **flags: Any):
     """Load the experiment config; ``flags`` are dotted keys set by command-line options
     (None values are ignored, so an option left out keeps the YAML's value)."""
     from compara.config import load_config
-    from core.configbase import ConfigError
 
-    overrides = list(sets or [])
-    try:
-        cfg = load_config(config, overrides)
-        extra = {k.replace("__", "."): str(v) if isinstance(v, Path) else v
-                 for k, v in flags.items() if v is not None}
-        if extra:
-            source, paths = cfg.source, cfg.paths
-            cfg = cfg.with_overrides(extra)
-            cfg.source = source
-            # Paths given on the command line are relative to the current directory.
-            path_flags = {k.split(".", 1)[1]: str(Path(v).resolve())
-                          for k, v in extra.items() if k.startswith("paths.")}
-            cfg.paths = paths.replace(**path_flags) if path_flags else paths
-    except (ConfigError, FileNotFoundError) as exc:
-        fail(str(exc))
+    cfg = load_config(config, list(sets or []))
+    extra = {k.replace("__", "."): str(v) if isinstance(v, Path) else v
+             for k, v in flags.items() if v is not None}
+    if extra:
+        source, paths = cfg.source, cfg.paths
+        cfg = cfg.with_overrides(extra)
+        cfg.source = source
+        # Paths given on the command line are relative to the current directory.
+        path_flags = {k.split(".", 1)[1]: str(Path(v).resolve())
+                      for k, v in extra.items() if k.startswith("paths.")}
+        cfg.paths = paths.replace(**path_flags) if path_flags else paths
     return cfg
 
 
