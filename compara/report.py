@@ -29,7 +29,6 @@ from core.metrics import (
     DISPLAY_ORDER,
     LABELS,
     MEASURE_METRICS,
-    METRICS,
     VALUE_METRICS,
     bootstrap_mean,
     paired_bootstrap,
@@ -38,7 +37,6 @@ from core.metrics import (
 
 log = logging.getLogger(__name__)
 
-SUMMARY_METRICS = (*METRICS, "stopped_on_eos", "ended_cleanly", *MEASURE_METRICS)
 PAIRED_METRICS = ("contains", "f1", *MEASURE_METRICS)
 # Identity fields that must agree across arms for the comparison to be like for like.
 SHARED_IDENTITY = ("base_model", "decoding")
@@ -187,7 +185,7 @@ def _split_by(records: Sequence[dict], by_arm: Mapping[str, list[dict]], key, cf
             sel = [r for r in recs if key(r) == value]
             if sel:
                 out[value][arm] = {"n": len(sel), "metrics": {
-                    m: _interval(_values(sel, m), cfg) for m in SUMMARY_METRICS}}
+                    m: _interval(_values(sel, m), cfg) for m in DISPLAY_ORDER}}
     return out
 
 
@@ -218,7 +216,7 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
     for arm, recs in by_arm.items():
         per_arm[arm] = {
             "n": len(recs),
-            "metrics": {m: _interval(_values(recs, m), cfg) for m in SUMMARY_METRICS},
+            "metrics": {m: _interval(_values(recs, m), cfg) for m in DISPLAY_ORDER},
             "latency_s": _stats(r.get("latency_s") for r in recs),
             "tokens_per_s": _stats(r.get("tokens_per_s") for r in recs),
             "tokens_out": _stats(r.get("tokens_out") for r in recs),
@@ -255,20 +253,19 @@ def summarize(records: Sequence[dict], exposure: Mapping[str, Exposure] | None =
                             "questions": sum(c is not None for c in counts.values())}
 
     paired = []
-    for a, b in arm_pairs(arms, cfg.pairs):
-        if a in by_arm and b in by_arm:
-            for m in PAIRED_METRICS:
-                va = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[a]}
-                vb = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[b]}
-                if m in MEASURE_METRICS and not (any(v is not None for v in va.values())
-                                                 and any(v is not None for v in vb.values())):
-                    continue  # turned off, written before it existed, or not for arm b
-                paired.append(paired_bootstrap(va, vb, cfg.bootstrap_resamples, cfg.confidence,
-                                               cfg.seed, names=(a, b), metric=m).to_dict())
+    for a, b in arm_pairs(arms, cfg.pairs):  # arms present in the run only
+        for m in PAIRED_METRICS:
+            va = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[a]}
+            vb = {str(r["question_id"]): (r.get("metrics") or {}).get(m) for r in by_arm[b]}
+            if m in MEASURE_METRICS and not (any(v is not None for v in va.values())
+                                             and any(v is not None for v in vb.values())):
+                continue  # turned off, written before it existed, or not for arm b
+            paired.append(paired_bootstrap(va, vb, cfg.bootstrap_resamples, cfg.confidence,
+                                           cfg.seed, names=(a, b), metric=m).to_dict())
 
     return {
         "n_records": len(records), "n_questions": len(questions), "arms": arms,
-        "metrics": list(SUMMARY_METRICS),
+        "metrics": list(DISPLAY_ORDER),
         "bootstrap": {"resamples": cfg.bootstrap_resamples, "confidence": cfg.confidence,
                       "seed": cfg.seed, "unit": "question"},
         "per_arm": per_arm, "by_type": by_type, "by_knowledge": by_knowledge,
@@ -291,7 +288,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     def row(scope: str, group: str, arm: str, n: int, metrics: Mapping[str, Any],
             speed: Mapping[str, Any] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"scope": scope, "group": group, "arm": arm, "n": n}
-        for m in SUMMARY_METRICS:
+        for m in DISPLAY_ORDER:
             iv = metrics.get(m) or {}
             out.update({m: iv.get("mean"), f"{m}_lo": iv.get("lo"), f"{m}_hi": iv.get("hi"),
                         f"{m}_n": iv.get("n")})
@@ -320,7 +317,7 @@ def summary_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def write_summary_csv(summary: Mapping[str, Any], path: str | Path) -> None:
     columns = ["scope", "group", "arm", "n"]
-    for m in SUMMARY_METRICS:
+    for m in DISPLAY_ORDER:
         columns += [m, f"{m}_lo", f"{m}_hi", f"{m}_n"]
     columns += list(CSV_STATS)
     with atomic_writer(path) as fh:
@@ -397,7 +394,6 @@ def write_report(run_dir: str | Path, exposure: Mapping[str, Exposure] | None = 
 
 # -- terminal -----------------------------------------------------------------------------------
 
-TABLE_METRICS = DISPLAY_ORDER
 # Paired differences printed in the terminal (when the likelihood was measured): the text
 # metric next to the measures that read what a model knows.
 TABLE_PAIRED = ("contains", "ref_logprob", "mc_correct")
@@ -464,7 +460,7 @@ def print_summary(summary: Mapping[str, Any], console: Any = None, by_type: bool
 
     main = table(f"{summary['n_questions']} questions — mean, in % for shares ({conf}% interval)")
     main.add_row("answers", *(str(summary["per_arm"][a]["n"]) for a in arms))
-    for m in TABLE_METRICS:
+    for m in DISPLAY_ORDER:
         cells = [format_metric(m, summary["per_arm"][a]["metrics"].get(m)) for a in arms]
         if any(c != "—" for c in cells):
             main.add_row(LABELS[m], *cells)

@@ -33,7 +33,6 @@ ARM_COLORS = {"base": "#7f7f7f", "rag": "#1f77b4", "finetuned": "#ff7f0e",
               "finetuned+rag": "#2ca02c"}
 _OTHER_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#d62728")
 BAR_METRICS = DISPLAY_ORDER[:DISPLAY_ORDER.index("abstained_correctly") + 1]
-TABLE_METRICS = DISPLAY_ORDER
 # What each judge-free measure's plot says under its title.
 MEASURE_NOTES = {
     "ref_logprob": "mean log-probability per token of the reference given the arm's prompt "
@@ -283,14 +282,14 @@ def _iv_cell(iv: Mapping[str, Any] | None) -> str:
 
 
 def _summary_table(summary: Mapping[str, Any]) -> str:
-    head = "".join(f"<th>{esc(LABELS[m])}</th>" for m in TABLE_METRICS)
+    head = "".join(f"<th>{esc(LABELS[m])}</th>" for m in DISPLAY_ORDER)
     rows = []
     for arm, s in summary["per_arm"].items():
         lat, tps = s["latency_s"], s["tokens_per_s"]
         lat_cell = "—" if lat["median"] is None else f"{lat['median']:.2f} / {lat['p95']:.2f}"
         tps_cell = "—" if tps["median"] is None else f"{tps['median']:.1f}"
         rows.append(f"<tr><th>{esc(arm)}</th><td class=\"num\">{s['n']}</td>"
-                    + "".join(_iv_cell(s["metrics"].get(m)) for m in TABLE_METRICS)
+                    + "".join(_iv_cell(s["metrics"].get(m)) for m in DISPLAY_ORDER)
                     + f'<td class="num">{lat_cell}</td><td class="num">{tps_cell}</td></tr>')
     return (f"<table class=\"summary\"><thead><tr><th>arm</th><th>n</th>{head}"
             "<th>latency s<br>median / p95</th><th>tokens/s<br>median</th></tr></thead>"

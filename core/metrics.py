@@ -45,7 +45,8 @@ MEASURES = {"likelihood": ("ref_logprob", "ref_best"),
             "similarity": ("similarity",), "language": ("portuguese",),
             "faithfulness": ("faithfulness",)}
 MEASURE_METRICS = ("ref_logprob", "mc_correct", "similarity", "portuguese", "faithfulness")
-# The order metrics are shown in everywhere (terminal, summary.csv, report.html, the app): what
+# The order metrics are summarised and shown in everywhere (summary.json and .csv, the terminal,
+# report.html, the app): what
 # an answer got right, then how it abstained and ended, then the measures without a judge.
 # ANSWER_METRICS: the first ones, the badges of one answer; BINARY: per answer, yes or no.
 DISPLAY_ORDER = ("contains", "f1", "em", "rouge_l", "support", "retrieval_hit",
