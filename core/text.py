@@ -50,8 +50,20 @@ def fold_case(text: str) -> str:
     return strip_accents(text.casefold())
 
 
+def import_bm25s():
+    """bm25s, imported; it sets its own logger to DEBUG when imported, which would put its
+    notes among the command's lines: back to warnings only (every import of it goes here)."""
+    import logging
+
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 @functools.lru_cache(maxsize=1)
 def stopwords() -> frozenset[str]:
+    import_bm25s()
     from bm25s.stopwords import STOPWORDS_PORTUGUESE
 
     return frozenset(fold_case(w) for w in STOPWORDS_PORTUGUESE)

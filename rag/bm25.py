@@ -14,18 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.text import TOKENIZER_VERSION, tokenize
-
-
-def _bm25s():
-    """bm25s, imported; it sets its own logger to DEBUG when imported, which would put its
-    notes among the command's lines: back to warnings only."""
-    import logging
-
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
+from core.text import TOKENIZER_VERSION, import_bm25s, tokenize
 
 
 class BM25Index:
@@ -37,7 +26,7 @@ class BM25Index:
 
     @classmethod
     def build(cls, texts: list[str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
-        bm25s = _bm25s()
+        bm25s = import_bm25s()
         corpus = [tokenize(t) for t in texts]
         # bm25s needs at least one token per document to build its vocabulary.
         corpus = [toks or ["\u2205"] for toks in corpus]
@@ -54,7 +43,7 @@ class BM25Index:
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = False) -> BM25Index:
-        bm25s = _bm25s()
+        bm25s = import_bm25s()
         folder = Path(folder)
         meta = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
         if meta.get("tokenizer") != TOKENIZER_VERSION:
