@@ -319,12 +319,15 @@ def unpack_4bit(model, max_bytes: int | None = None) -> int:
         for parent, name, child in layers:
             dtype = child.compute_dtype or torch.float32
             weight = bnb_f.dequantize_4bit(child.weight.data, child.weight.quant_state).to(dtype)
+            # built on the meta device and given the unpacked tensor: no random initialisation
+            # and no second copy of each weight
             dense = torch.nn.Linear(child.in_features, child.out_features,
-                                    bias=child.bias is not None, device=weight.device, dtype=dtype)
-            dense.weight.copy_(weight.reshape(child.out_features, child.in_features))
+                                    bias=child.bias is not None, device="meta", dtype=dtype)
+            dense.weight = torch.nn.Parameter(
+                weight.reshape(child.out_features, child.in_features).contiguous(),
+                requires_grad=False)
             if child.bias is not None:
-                dense.bias.copy_(child.bias.to(dtype))
-            dense.requires_grad_(False)
+                dense.bias = torch.nn.Parameter(child.bias.detach().to(dtype), requires_grad=False)
             setattr(parent, name, dense)
     return len(layers)
 
