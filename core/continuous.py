@@ -46,7 +46,9 @@ def supported(model, decoding) -> bool:
     gen = getattr(model, "generation_config", None)
     for name in _PROCESSORS:
         value = getattr(gen, name, None) if gen is not None else None
-        if value not in (None, 0, [], 1.0) and not (name == "min_length" and value == 0):
+        # a forced token's id may be 0; the other settings are off at 0, [] or 1.0
+        off = value is None if name.endswith("_token_id") else value in (None, 0, [], 1.0)
+        if not off:
             return False
     return True
 
