@@ -43,6 +43,10 @@ ANSWER_FIELDS = ("answer", "prompt", "passages", "tokens_in", "tokens_out", "lat
                  "retrieval_s")
 
 
+# Batches of prompts handed to generation at once by Pipeline.run (written down after each).
+WINDOW_BATCHES = 4
+
+
 class AnswerCache:
     """Answers by key in SQLite (safe across threads and processes; survives crashes)."""
 
@@ -287,11 +291,14 @@ class Pipeline:
             on_records: Callable[[list[dict[str, Any]]], None] | None = None
             ) -> list[dict[str, Any]]:
         """The scored records of ``questions`` through ``arm``, generated
-        ``generation.batch_size`` at a time; ``on_records`` gets each batch's records as soon
-        as they exist (to be written down)."""
+        ``generation.batch_size`` at a time, :data:`WINDOW_BATCHES` batches per window;
+        ``on_records`` gets each window's records as soon as they exist (to be written down)."""
         comparison = self.comparison
         comparison.check(arm)
-        size = comparison.decoding.batch_size
+        # several batches per call: continuous batching fills a finished row's place with the
+        # next prompt (one batch per call would leave nothing to fill it with); the records
+        # are written after each window
+        size = comparison.decoding.batch_size * WINDOW_BATCHES
         out: list[dict[str, Any]] = []
         for start in range(0, len(questions), size):
             batch = list(questions[start:start + size])
