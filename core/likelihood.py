@@ -121,8 +121,6 @@ def score_after_prefix(model, cache, input_ids, attention_mask,
     the logits at those positions predict the continuation's tokens. Rows of similar lengths
     share a pass (:func:`_passes`), at most ``rows_per_pass`` of them.
     """
-    import copy
-
     import torch
 
     device = input_ids.device
@@ -141,7 +139,7 @@ def score_after_prefix(model, cache, input_ids, attention_mask,
         c_pos = torch.tensor([[n_real[rows[i][0]] - 1 + t for t in range(longest)]
                               for i in chunk], device=device)
         targets = torch.tensor([c + [0] * (longest - len(c)) for c in conts], device=device)
-        past = copy.deepcopy(cache)
+        past = _branch(cache)
         past.batch_select_indices(which)
         logits = model(input_ids=c_ids, attention_mask=torch.cat([prefix_mask[which], c_mask], 1),
                        position_ids=c_pos, past_key_values=past, use_cache=True).logits
@@ -152,6 +150,17 @@ def score_after_prefix(model, cache, input_ids, attention_mask,
             result[i] = total / len(c)
         del past, logits, logp
     return result
+
+
+def _branch(cache):
+    """A cache whose rows can be selected and extended without touching ``cache``: its layers
+    are copied, not their tensors (selecting rows and appending both make new tensors; a deep
+    copy of the whole batch's cache at every pass did nothing more)."""
+    import copy
+
+    past = copy.copy(cache)
+    past.layers = [copy.copy(layer) for layer in cache.layers]
+    return past
 
 
 def score_on_prefix(model, tokenizer, cache, enc, texts: Sequence[Sequence[str]],
