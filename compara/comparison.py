@@ -471,7 +471,7 @@ def score_arm(comparison: Comparison, arm: str, questions: Sequence[Question],
     under the comparison's lock, in the arm's adapter state, ``batch_size`` pairs at a time
     (default: the decoding batch size).
     """
-    from core.likelihood import KnowledgeScore, reference_logprobs, score_question
+    from core.likelihood import KnowledgeScore, logprobs_per_prompt, score_question
 
     comparison.check(arm)
     distractors = distractors or {}
@@ -480,25 +480,12 @@ def score_arm(comparison: Comparison, arm: str, questions: Sequence[Question],
                    for q in questions]
     elif len(prompts) != len(questions):
         raise ValueError(f"{len(prompts)} prompts for {len(questions)} questions")
-    flat_prompts: list[str] = []
-    flat_texts: list[str] = []
-    for q, prompt in zip(questions, prompts, strict=True):
-        if q.reference:
-            texts = [*q.reference, *distractors.get(q.id, [])]
-            flat_prompts += [prompt] * len(texts)
-            flat_texts += texts
+    texts = [[*q.reference, *distractors.get(q.id, [])] if q.reference else []
+             for q in questions]
     size = batch_size or comparison.decoding.batch_size
     with comparison.arm_state(arm):  # the lock, and the adapter on or off as for answers
-        scores = reference_logprobs(comparison.loaded.model, comparison.loaded.tokenizer,
-                                    flat_prompts, flat_texts, batch_size=size)
-    out: list[KnowledgeScore] = []
-    at = 0
-    for q in questions:
-        if not q.reference:
-            out.append(KnowledgeScore(question_id=q.id, arm=arm))
-            continue
-        ds = distractors.get(q.id, [])
-        n = len(q.reference) + len(ds)
-        out.append(score_question(q.id, arm, q.reference, ds, scores[at:at + n]))
-        at += n
-    return out
+        scores = logprobs_per_prompt(comparison.loaded.model, comparison.loaded.tokenizer,
+                                     prompts, texts, batch_size=size)
+    return [score_question(q.id, arm, q.reference, distractors.get(q.id, []), s)
+            if q.reference else KnowledgeScore(question_id=q.id, arm=arm)
+            for q, s in zip(questions, scores, strict=True)]

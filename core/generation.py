@@ -249,15 +249,11 @@ def generate(model, tokenizer, prompts: Sequence[str], decoding,
         scores: list[list[float | None]] | None = None
         scoring_s = 0.0
         if score is not None and any(score[i] for i in idx):
-            from core.likelihood import reference_logprobs
+            from core.likelihood import logprobs_per_prompt
 
             s0 = time.perf_counter()
-            flat = [(j, text) for j, i in enumerate(idx) for text in score[i]]
-            values = reference_logprobs(model, tokenizer, [batch_prompts[j] for j, _ in flat],
-                                        [t for _, t in flat], batch_size=size)
-            scores = [[] for _ in idx]
-            for (j, _), value in zip(flat, values, strict=True):
-                scores[j].append(value)
+            scores = logprobs_per_prompt(model, tokenizer, batch_prompts,
+                                         [score[i] for i in idx], size)
             scoring_s = time.perf_counter() - s0
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -295,6 +295,19 @@ class Choice:
         return 1.0 / self.choices
 
 
+def logprobs_per_prompt(model, tokenizer, prompts: Sequence[str],
+                        texts: Sequence[Sequence[str]], batch_size: int
+                        ) -> list[list[float | None]]:
+    """:func:`reference_logprobs` of each prompt's ``texts``, grouped back per prompt."""
+    flat = [(i, text) for i, group in enumerate(texts) for text in group]
+    values = reference_logprobs(model, tokenizer, [prompts[i] for i, _ in flat],
+                                [text for _, text in flat], batch_size=batch_size)
+    out: list[list[float | None]] = [[] for _ in prompts]
+    for (i, _), value in zip(flat, values, strict=True):
+        out[i].append(value)
+    return out
+
+
 def best_reference(scores: Sequence[float | None]) -> tuple[float | None, int | None]:
     """(best score, its index) over a question's references; (None, None) if none scored."""
     scored = [(s, i) for i, s in enumerate(scores) if s is not None and not math.isnan(s)]
