@@ -361,14 +361,13 @@ def _train_tokens(cfg, sample: list[dict], used: float) -> Figure:
     tok = _tokenizer(cfg.model.base)
     if tok is None:
         return _unknown(f"the tokenizer of {cfg.model.base} is not on this machine")
+    from finetune.data import encode
     from finetune.train import load_template
 
     template = load_template(cfg, Path(cfg.paths.data or "."))
-    lengths = []
-    for rec in sample[:500]:
-        prompt, response = template.render_record(rec)
-        n = len(tok(prompt + response, add_special_tokens=True)["input_ids"]) + 1
-        lengths.append(min(n, cfg.finetune.max_length))
+    # tokenized the way training tokenizes (prompt and response apart, EOS, max_length)
+    lengths = [len(encode(tok, template, rec, cfg.finetune.max_length).input_ids)
+               for rec in sample[:500]]
     mean = sum(lengths) / len(lengths)
     ft = cfg.finetune
     n_reading = round(ft.reading * used)
