@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import itertools
 import json
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.io import iter_jsonl
 from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params
 
 COUNTED, ESTIMATED, UNKNOWN = "counted", "estimated", "unknown"
@@ -145,19 +147,6 @@ def _lines(stream):
 def _count_lines(path: Path) -> int:
     with open(path, "rb") as fh:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
-
-
-def _read_records(path: Path, limit: int) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if len(out) >= limit:
-                break
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
 
 
 def _tokenizer(base: str):
@@ -316,7 +305,8 @@ def _finetune_stage(cfg, data: Path | None, probe: dict | None, kind: str) -> di
     inputs: dict[str, Figure] = {"instruction_records": records}
     tokens = _unknown("no instruction set")
     if records.value is not None and source is not None:
-        sample = [r for r in _read_records(source, 2000) if not ft.tasks or r.get("task") in ft.tasks]
+        first = itertools.islice(iter_jsonl(source, on_error=lambda bad: None), 2000)
+        sample = [r for _, r in first if not ft.tasks or r.get("task") in ft.tasks]
         share = len(sample) / max(1, min(2000, int(records.value))) if ft.tasks else 1.0
         used = records.value * share
         if ft.max_train_records:
