@@ -10,6 +10,7 @@ to the millions of chunks of the full ptwiki.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,23 @@ class BM25Index:
         self.n_docs = n_docs
 
     @classmethod
-    def build(cls, texts: list[str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
+    def build(cls, texts: Iterable[str], k1: float = 1.2, b: float = 0.75) -> BM25Index:
+        """Index ``texts`` (any iterable: they are tokenised one at a time and not kept).
+
+        Each text is held as a numpy array of token ids (4 bytes a token) rather than a list of
+        strings (~60 bytes a token), so building needs ~0.7 KB a chunk of 1,000 characters for
+        the ids plus bm25s's own score arrays (12 bytes per distinct term of a chunk)."""
         bm25s = import_bm25s()
-        corpus = [tokenize(t) for t in texts]
-        # bm25s needs at least one token per document to build its vocabulary.
-        corpus = [toks or ["\u2205"] for toks in corpus]
+        vocab: dict[str, int] = {}
+        ids: list[np.ndarray] = []
+        for text in texts:
+            # bm25s needs at least one token per document to build its vocabulary.
+            toks = tokenize(text) or ["\u2205"]
+            ids.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in toks),
+                                   dtype=np.int32, count=len(toks)))
         model = bm25s.BM25(k1=k1, b=b, method="lucene")
-        model.index(corpus, show_progress=False)
-        return cls(model, len(texts))
+        model.index((ids, vocab), show_progress=False)
+        return cls(model, len(ids))
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

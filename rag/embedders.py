@@ -117,11 +117,15 @@ def _folder_fingerprint(folder: Path) -> str:
 
 
 class SentenceTransformerEmbeddings(VectorEmbeddings):
-    """Any sentence-transformers model (local folder or hub id)."""
+    """Any sentence-transformers model (local folder or hub id).
+
+    ``devices`` (e.g. ``["cuda:0", "cuda:1"]``): passages are encoded by sentence-transformers'
+    own multi-process pool, one worker per device, started at the first batch of passages and
+    stopped by :meth:`close`; queries stay in this process."""
 
     def __init__(self, model: str, query_prefix: str | None = None,
                  passage_prefix: str | None = None, threads: int = 0, batch_size: int = 32,
-                 device: str | None = None):
+                 device: str | None = None, devices: list[str] | None = None):
         if threads:
             import torch
 
@@ -144,6 +148,8 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
                               prompts.get("document", prompts.get("passage", "")))
         self.query_prefix, self.passage_prefix = query_prefix, passage_prefix
         self.batch_size = batch_size
+        self.devices = list(devices) if devices else None
+        self._pool = None
         get_dim = (getattr(self._model, "get_embedding_dimension", None)
                    or self._model.get_sentence_embedding_dimension)
         self.dim = int(get_dim())
@@ -162,10 +168,27 @@ class SentenceTransformerEmbeddings(VectorEmbeddings):
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._encode([self.passage_prefix + t for t in texts])
+        texts = [self.passage_prefix + t for t in texts]
+        if not self.devices:
+            return self._encode(texts)
+        if self._pool is None:
+            log.info("starting an encoding pool on %s", ", ".join(self.devices))
+            self._pool = self._model.start_multi_process_pool(self.devices)
+        per_device = -(-len(texts) // len(self.devices))
+        vectors = self._model.encode(texts, pool=self._pool, batch_size=self.batch_size,
+                                     chunk_size=max(1, min(per_device, self.batch_size * 4)),
+                                     convert_to_numpy=True, normalize_embeddings=True,
+                                     show_progress_bar=False)
+        return _normalise(vectors)
 
     def embed_query_vector(self, text: str) -> np.ndarray:
         return self._encode([self.query_prefix + text])[0]
+
+    def close(self) -> None:
+        """Stop the multi-process pool, if one was started."""
+        if self._pool is not None:
+            self._model.stop_multi_process_pool(self._pool)
+            self._pool = None
 
 
 class EmbedderError(UserError, RuntimeError):
@@ -182,7 +205,8 @@ def make_embedder(cfg: IndexConfig) -> VectorEmbeddings:
     if cfg.embedder == "sentence-transformers":
         return SentenceTransformerEmbeddings(cfg.embedder_model or "", cfg.query_prefix,
                                              cfg.passage_prefix, threads=cfg.threads,
-                                             batch_size=cfg.batch_size, device=cfg.device)
+                                             batch_size=cfg.batch_size, device=cfg.device,
+                                             devices=cfg.devices)
     raise EmbedderError(f"unknown embedder {cfg.embedder!r}")
 
 

@@ -21,9 +21,9 @@ from rag.store import (
     BM25_DIR,
     CHUNKS,
     FAISS_FILE,
+    OFFSETS,
     IndexRefused,
     check_embedder,
-    read_chunks,
     read_manifest,
     tune_faiss_index,
     verify_files,
@@ -87,14 +87,19 @@ def rrf_fuse(rankings: dict[str, list[int]], rrf_k: int = 60) -> list[tuple[int,
 
 
 class Index:
-    """A loaded, verified index: chunks + FAISS (via LangChain) + BM25 + the query embedder."""
+    """A loaded, verified index: chunks + FAISS (via LangChain) + BM25 + the query embedder.
+
+    ``chunks`` is a sequence of :class:`rag.chunking.Chunk`: a :class:`rag.docstore.ChunkFile`
+    (read from disk when a chunk is returned) when loaded by :func:`load_index`, or a list.
+    LangChain's FAISS store gets a docstore keyed by position over it, so loading builds no
+    ``Document`` and no id map."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], chunks, faiss_index, bm25,
                  embedder, retrieval: RetrievalConfig | None = None):
-        from langchain_community.docstore.in_memory import InMemoryDocstore
         from langchain_community.vectorstores import FAISS
         from langchain_community.vectorstores.utils import DistanceStrategy
-        from langchain_core.documents import Document
+
+        from rag.docstore import ChunkDocstore, PositionIds
 
         self.folder = folder
         self.manifest = manifest
@@ -102,12 +107,9 @@ class Index:
         self.bm25 = bm25
         self.embedder = embedder
         self.retrieval = retrieval or RetrievalConfig()
-        self._pos = {c.id: i for i, c in enumerate(chunks)}
-        docs = {c.id: Document(id=c.id, page_content=c.text, metadata=c.metadata())
-                for c in chunks}
         self.vectorstore = FAISS(
-            embedding_function=embedder, index=faiss_index, docstore=InMemoryDocstore(docs),
-            index_to_docstore_id={i: c.id for i, c in enumerate(chunks)},
+            embedding_function=embedder, index=faiss_index, docstore=ChunkDocstore(chunks),
+            index_to_docstore_id=PositionIds(len(chunks)),
             distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT)
 
     def __len__(self) -> int:
@@ -127,8 +129,7 @@ class Index:
     def dense(self, query: str, k: int) -> list[tuple[int, float]]:
         vector = self.embedder.embed_query_vector(query)
         hits = self.vectorstore.similarity_search_with_score_by_vector(vector.tolist(), k=k)
-        return [(self._pos[doc.id or doc.metadata["chunk_id"]], float(score))
-                for doc, score in hits]
+        return [(int(doc.metadata["position"]), float(score)) for doc, score in hits]
 
     def diverse(self, query: str, k: int, fetch_k: int,
                 lambda_mult: float) -> list[tuple[int, float]]:
@@ -138,8 +139,7 @@ class Index:
         vector = self.embedder.embed_query_vector(query)
         hits = self.vectorstore.max_marginal_relevance_search_with_score_by_vector(
             vector.tolist(), k=k, fetch_k=fetch_k, lambda_mult=lambda_mult)
-        return [(self._pos[doc.id or doc.metadata["chunk_id"]], float(score))
-                for doc, score in hits]
+        return [(int(doc.metadata["position"]), float(score)) for doc, score in hits]
 
     def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
         positions, scores = self.bm25.search(query, k)
@@ -216,13 +216,20 @@ def load_index(folder: str | Path, cfg: IndexConfig | None = None,
     if cfg.threads:
         faiss.omp_set_num_threads(cfg.threads)
     # Only now, with every checksum verified, is anything in the folder parsed.
-    chunks = read_chunks(folder / CHUNKS)
+    from rag.docstore import ChunkFile
+
+    offsets = OFFSETS in (manifest.get("files") or {})
+    try:  # an index from before the offsets file: its lines are found by one scan
+        chunks = ChunkFile(folder / CHUNKS, folder / OFFSETS if offsets else None)
+    except ValueError as exc:
+        raise IndexRefused(f"{folder}: {exc}; rebuild it with `compara index`") from None
     faiss_index = faiss.read_index(str(folder / FAISS_FILE))
     tune_faiss_index(faiss_index, cfg)
     if faiss_index.ntotal != len(chunks) or faiss_index.d != embedder.dim:
         raise IndexRefused(f"{folder}: FAISS holds {faiss_index.ntotal} vectors of dimension "
                            f"{faiss_index.d} for {len(chunks)} chunks; rebuild the index")
-    bm25 = BM25Index.load(folder / BM25_DIR) if (folder / BM25_DIR).is_dir() else None
+    # memory-mapped: the score arrays stay in the (verified) files, paged in as queries need
+    bm25 = BM25Index.load(folder / BM25_DIR, mmap=True) if (folder / BM25_DIR).is_dir() else None
     if bm25 is None or bm25.n_docs != len(chunks):
         raise IndexRefused(f"{folder}: the BM25 index is missing or does not match the chunks")
     return Index(folder, manifest, chunks, faiss_index, bm25, embedder, retrieval)

@@ -7,13 +7,17 @@ Layout of ``indexes/NAME/``::
                     sha256 + size of every other file
     config.json     the resolved index config
     chunks.jsonl    the docstore: one chunk per line (id, text, metadata) — JSON, never pickle
+    chunks.offsets.npy  the byte offset of every line of chunks.jsonl (int64, memory-mapped on
+                    load, so a chunk is read when it is returned: rag.docstore)
     index.faiss     the FAISS index (cosine = inner product of L2-normalised vectors)
     bm25/           the BM25 index (sparse numpy arrays + JSON)
 
 A build works in ``.NAME.partial/`` beside the target and is renamed into place only when
 complete, so a killed build never leaves a half-written index. The chunk list is written
 first; vectors are appended batch by batch to ``vectors.f32`` so ``--resume`` re-embeds
-nothing that was done.
+nothing that was done: chunks go to the embedder in shards (``index.shard_size``; with
+``index.devices`` a sentence-transformers multi-process pool splits each shard over them), and a
+shard's vectors are appended and flushed together.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from core.text import TOKENIZER_VERSION
 from rag.bm25 import BM25Index
 from rag.chunking import Chunk, ReadReport, iter_article_chunks
 from rag.config import IndexConfig
+from rag.docstore import OFFSETS, ChunkFile, write_offsets
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +71,27 @@ def library_versions() -> dict[str, str]:
 
 
 def choose_index_type(cfg: IndexConfig, n: int) -> str:
+    """flat (exact) for small indexes, HNSW for mid-size, IVF-PQ (compressed) at millions."""
     if cfg.index_type != "auto":
         return cfg.index_type
-    return "flat" if n < cfg.auto_exact_below else "hnsw"
+    if n < cfg.auto_exact_below:
+        return "flat"
+    return "hnsw" if n < cfg.auto_compressed_from else "ivfpq"
+
+
+def pq_bytes(cfg: IndexConfig, dim: int) -> int:
+    """IVF-PQ code size: ``index.pq_bytes`` or dim / 8 (the largest divisor of dim below it)."""
+    m = cfg.pq_bytes or max(1, dim // 8)
+    if dim % m:
+        if cfg.pq_bytes:
+            raise UserError(f"index.pq_bytes={cfg.pq_bytes} must divide the dimension {dim}")
+        m = max(d for d in range(1, m + 1) if dim % d == 0)
+    return m
+
+
+def _ivf_lists(cfg: IndexConfig, n: int) -> int:
+    nlist = cfg.ivf_nlist or max(1, int(4 * np.sqrt(n)))
+    return min(nlist, max(1, n // 39))  # faiss wants ~39 training points per list
 
 
 def make_faiss_index(vectors: np.ndarray, kind: str, cfg: IndexConfig, seed: int = 0):
@@ -82,13 +105,18 @@ def make_faiss_index(vectors: np.ndarray, kind: str, cfg: IndexConfig, seed: int
         index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.hnsw_ef_construction
         index.hnsw.efSearch = cfg.hnsw_ef_search
-    elif kind == "ivf":
-        nlist = cfg.ivf_nlist or max(1, int(4 * np.sqrt(n)))
-        nlist = min(nlist, max(1, n // 39))  # faiss wants ~39 training points per list
+    elif kind in ("ivf", "ivfpq"):
+        nlist = _ivf_lists(cfg, n)
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:  # 8-bit codes need >= 256 training points per sub-quantizer; fewer, fewer bits
+            nbits = 8 if n >= 256 * 39 else max(1, int(np.log2(max(2, n // 39))))
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_bytes(cfg, dim), nbits,
+                                     faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = vectors[np.sort(rng.choice(n, size=min(n, nlist * 256), replace=False))]
+        sample = vectors[np.sort(rng.choice(n, size=min(n, max(nlist * 64, 65536)),
+                                            replace=False))]
         index.train(np.ascontiguousarray(sample))
         index.nprobe = cfg.ivf_nprobe
     else:
@@ -163,13 +191,18 @@ def _write_chunks(articles: Path, cfg: IndexConfig, part: Path) -> ReadReport:
 
 
 def read_chunks(path: Path) -> list[Chunk]:
+    """Every chunk of a chunks.jsonl as a list (small indexes; :class:`ChunkFile` at scale)."""
     return [Chunk.from_record(rec) for _, rec in iter_jsonl(path)]
 
 
-def _embed_all(chunks: list[Chunk], embedder, part: Path,
+def shard_size(cfg: IndexConfig) -> int:
+    return cfg.shard_size or cfg.batch_size * max(1, len(cfg.devices or ()))
+
+
+def _embed_all(chunks: ChunkFile, embedder, part: Path,
                batch_size: int) -> tuple[np.ndarray, int, float]:
-    """Append the vectors of chunks not yet embedded; return (all vectors, newly embedded
-    count, seconds spent embedding)."""
+    """Append the vectors of chunks not yet embedded, ``batch_size`` (one shard) per step;
+    return (all vectors, newly embedded count, seconds spent embedding)."""
     from core.logs import progress
 
     vec_file = part / WORK_DIR / "vectors.f32"
@@ -226,22 +259,36 @@ def build_index(articles: str | Path, out: str | Path, cfg: IndexConfig, *,
         raise IndexRefused(f"{out} exists and is not an index folder; choose another --out")
     if cfg.threads:
         faiss.omp_set_num_threads(cfg.threads)
-    if embedder is None:
+    own_embedder = embedder is None
+    if own_embedder:
         from rag.embedders import make_embedder
 
         embedder = make_embedder(cfg)
+    try:
+        return _build(articles, out, cfg, resume, embedder)
+    finally:
+        if own_embedder and hasattr(embedder, "close"):
+            embedder.close()  # a multi-process pool's workers
+
+
+def _build(articles: Path, out: Path, cfg: IndexConfig, resume: bool, embedder) -> dict[str, Any]:
+    import faiss
+
     source_sha = sha256_file(articles)
     state = _build_state(cfg, embedder, articles.resolve(), source_sha)
     part = partial_dir(out)
     _prepare_partial(part, state, resume)
 
     report = _write_chunks(articles, cfg, part)
-    chunks = read_chunks(part / CHUNKS)
-    if not chunks:
+    if not (part / OFFSETS).exists():
+        write_offsets(part / CHUNKS, part / OFFSETS)
+    chunks = ChunkFile(part / CHUNKS, part / OFFSETS)
+    if not len(chunks):
+        chunks.close()
         shutil.rmtree(part, ignore_errors=True)
         raise IndexRefused(f"{articles}: no indexable article ({report.articles} good, "
                            f"{len(report.bad_lines)} bad lines, {report.skipped_empty} empty)")
-    vectors, embedded, embed_s = _embed_all(chunks, embedder, part, cfg.batch_size)
+    vectors, embedded, embed_s = _embed_all(chunks, embedder, part, shard_size(cfg))
 
     kind = choose_index_type(cfg, len(chunks))
     log.info("building a %s FAISS index of %d vectors", kind, len(chunks))
@@ -249,7 +296,9 @@ def build_index(articles: str | Path, out: str | Path, cfg: IndexConfig, *,
     del vectors  # release the memory map before its file is removed
     faiss.write_index(index, str(part / FAISS_FILE))
     log.info("building the BM25 index")
-    BM25Index.build([c.text for c in chunks], k1=cfg.bm25_k1, b=cfg.bm25_b).save(part / BM25_DIR)
+    BM25Index.build(map(chunks.text_of, range(len(chunks))), k1=cfg.bm25_k1,
+                    b=cfg.bm25_b).save(part / BM25_DIR)
+    chunks.close()
     atomic_write_json(part / CONFIG_FILE, cfg.to_dict())
 
     manifest = {
@@ -261,7 +310,11 @@ def build_index(articles: str | Path, out: str | Path, cfg: IndexConfig, *,
         "faiss": {"type": kind, "metric": "inner_product", "ntotal": int(index.ntotal),
                   **({"hnsw_m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction}
                      if kind == "hnsw" else {}),
-                  **({"nlist": int(index.nlist)} if kind == "ivf" else {})},
+                  **({"nlist": int(index.nlist)} if kind in ("ivf", "ivfpq") else {}),
+                  **({"pq_bytes": int(index.pq.M), "pq_bits": int(index.pq.nbits)}
+                     if kind == "ivfpq" else {})},
+        "docstore": {"chunks": CHUNKS, "offsets": OFFSETS,
+                     "note": "chunks read from disk when returned (rag.docstore)"},
         "chunking": {"splitter": "langchain RecursiveCharacterTextSplitter",
                      "section_aware": True, **{k: getattr(cfg, k) for k in CHUNK_KEYS}},
         "bm25": {"library": "bm25s", "tokenizer": TOKENIZER_VERSION, "k1": cfg.bm25_k1,
@@ -320,7 +373,8 @@ def verify_files(folder: str | Path, manifest: dict[str, Any]) -> None:
     """Refuse unless every file the manifest lists is there with its size and sha256."""
     folder = Path(folder)
     files = manifest.get("files") or {}
-    for needed in (CHUNKS, FAISS_FILE, CONFIG_FILE):
+    needed_files = (CHUNKS, FAISS_FILE, CONFIG_FILE) + ((OFFSETS,) if "docstore" in manifest else ())
+    for needed in needed_files:
         if needed not in files:
             raise IndexRefused(f"{folder}/{MANIFEST} does not list {needed}; rebuild the index")
     for rel, info in files.items():
