@@ -2,6 +2,8 @@
 
     python bench/ingest.py                  # 20,000+ pages, 3 rounds, workers 1 and 2
     python bench/ingest.py --pages 5000 --rounds 1
+    python bench/ingest.py --pages 3000 --workers 1 --baseline /tmp/old-checkout   # before/after
+    python bench/ingest.py --scale --pages 1000000 --redirect-share 0.55 --workers 2  # full scale
 
 Builds a large dump by replicating the shipped sample with unique titles and ids (compressed
 .xml.bz2, like ptwiki's), then times, interleaved round by round so that background load hits
@@ -18,6 +20,14 @@ Prints pages/s, MB/s (decompressed XML), the ratios ours/wikiextractor and ours/
 over the rounds), and the markup left in each tool's text, counted by ingest/leaks.py (every
 article's text, section headings and infobox values for compara); the script fails (exit 1)
 when compara's text holds any. Results: bench/out/ingest.json.
+
+``--baseline DIR`` times another checkout's ``compara ingest`` (run from DIR, on the same dump,
+interleaved) beside this one: before/after figures from one run. ``--redirect-share`` adds
+redirect pages to each copy of the sample until that share of the pages are redirects (real
+ptwiki: ~55%; the sample alone: ~20%). ``--scale`` runs the whole ``compara ingest`` once on
+such a dump (no peers) and records wall and CPU time, the peak RSS of its largest process and of
+all its processes together (sampled), and the sizes of what it wrote
+(bench/out/ingest-scale-PAGES.json); the outputs are deleted afterwards unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,13 +67,49 @@ def _copy_of(block: str, k: int) -> str:
                   lambda m: f"{m.group(1)} [[{m.group(2)} {k}", block)
 
 
-def build_dump(pages: int, path: Path) -> tuple[int, int]:
-    """Replicate the sample's pages with unique titles/ids until ``pages``; returns
-    (pages written, decompressed bytes)."""
+_REDIRECT_PAGE = """  <page>
+    <title>{title}</title>
+    <ns>0</ns>
+    <id>{id}</id>
+    <redirect title="{target}" />
+    <revision>
+      <id>{id}</id>
+      <timestamp>2024-01-02T18:07:00Z</timestamp>
+      <model>wikitext</model>
+      <format>text/x-wiki</format>
+      <text bytes="{size}" xml:space="preserve">#REDIRECIONAMENTO [[{target}]]</text>
+    </revision>
+  </page>
+"""
+
+
+def _extra_redirects(page_blocks: list[str], share: float | None) -> list[str]:
+    """Redirect pages to add to each copy of the sample so that ``share`` of all pages are
+    redirects (to the sample's articles, round robin; titles "T (variante j)")."""
+    if not share:
+        return []
+    redirects = sum('<redirect title="' in b for b in page_blocks)
+    extra = max(0, round((share * len(page_blocks) - redirects) / (1 - share)))
+    targets = [m.group(1) for b in page_blocks if '<redirect title="' not in b
+               and "<ns>0</ns>" in b and (m := re.search(r"<title>(.*?)</title>", b))]
+    out = []
+    for j in range(extra):
+        target = targets[j % len(targets)]
+        text = f"#REDIRECIONAMENTO [[{target}]]"
+        out.append(_REDIRECT_PAGE.format(title=f"{target} (variante {j})", id=50_000 + j,
+                                         target=target, size=len(text.encode())))
+    return out
+
+
+def build_dump(pages: int, path: Path, redirect_share: float | None = None) -> tuple[int, int]:
+    """Replicate the sample's pages with unique titles/ids until ``pages`` (with
+    ``redirect_share``: plus redirect pages, see _extra_redirects); returns (pages written,
+    decompressed bytes)."""
     xml = SAMPLE.read_text(encoding="utf-8")
     head, _, rest = xml.partition("  <page>")
     body = "  <page>" + rest.rsplit("</mediawiki>", 1)[0]
     page_blocks = re.findall(r"  <page>.*?</page>\n", body, flags=re.DOTALL)
+    page_blocks += _extra_redirects(page_blocks, redirect_share)
     copies = -(-pages // len(page_blocks))
     written = 0
     size = 0
@@ -91,11 +138,12 @@ def ensure_wikiextractor() -> Path:
     return python
 
 
-def timed(cmd: list[str] | str, shell: bool = False) -> tuple[float, float]:
+def timed(cmd: list[str] | str, shell: bool = False, cwd: Path | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the command and all its processes)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          cwd=cwd)
     elapsed = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -143,6 +191,69 @@ def leftovers(texts: list[tuple[str, str]]) -> tuple[dict[str, int], list[str]]:
     return counts, examples
 
 
+def scale_run(dump: Path, n_pages: int, xml_bytes: int, workers: int, keep: bool) -> int:
+    """One whole ``compara ingest`` of ``dump``: time, CPU, peak RSS (largest process, and all
+    its processes together, sampled every 0.5 s), output sizes."""
+    import threading
+
+    import psutil
+
+    out = OUT / f"scale-{n_pages}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out", str(out),
+           "--workers", str(workers)]
+    print("running:", " ".join(cmd), flush=True)
+    load_before = os.getloadavg()
+    peak = {"total": 0, "samples": []}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr: list[str] = []
+    reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+            total = sum(p.memory_info().rss for p in procs)
+        except psutil.Error:
+            total = 0
+        peak["total"] = max(peak["total"], total)
+        elapsed = time.perf_counter() - t0
+        if not peak["samples"] or elapsed - peak["samples"][-1][0] >= 60:
+            peak["samples"].append((round(elapsed), round(total / 2**20)))
+            print(f"  {elapsed:7.0f} s  RSS of all processes {total / 2**20:8.0f} MiB", flush=True)
+        time.sleep(0.5)
+    wall = time.perf_counter() - t0
+    reader.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {cmd}\n{''.join(stderr)[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    report = json.loads((out / "ingest_report.json").read_text())
+    sizes = {f.name: f.stat().st_size for f in out.iterdir()}
+    result = {
+        "pages": n_pages, "xml_bytes": xml_bytes, "workers": workers, "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1), "pages_per_s": round(n_pages / wall, 1),
+        # ru_maxrss of the children: the largest of the processes (KiB on Linux)
+        "peak_rss_largest_process_mib": round(after.ru_maxrss / 1024),
+        "peak_rss_all_processes_mib": round(peak["total"] / 2**20), "rss_samples_mib": peak["samples"],
+        "articles": report["articles"], "redirects": report["redirects"],
+        "instruction_records": report["instructions"]["train"] + report["instructions"]["val"],
+        "duplicates_removed": report["instructions"]["duplicates_removed"],
+        "output_bytes": sizes, "cpu_capability": cpu_capability(),
+        "load_average": {"before": [round(x, 2) for x in load_before],
+                         "after": [round(x, 2) for x in os.getloadavg()]},
+    }
+    path = OUT / f"ingest-scale-{n_pages}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "rss_samples_mib"}, indent=2))
+    print(f"wrote {path}")
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
+    return 0
+
+
 def cpu_capability() -> str:
     try:
         import torch
@@ -157,17 +268,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", default="1,2", help="process counts to compare (default 1,2)")
+    ap.add_argument("--redirect-share", type=float, default=None,
+                    help="add redirect pages until this share of the pages are redirects (ptwiki: 0.55)")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout whose compara ingest is timed beside this one's")
+    ap.add_argument("--scale", action="store_true",
+                    help="one whole compara ingest with peak RSS, no peers (see the module doc)")
+    ap.add_argument("--keep", action="store_true", help="with --scale: keep the outputs")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    dump = OUT / f"bench-{args.pages}.xml.bz2"
+    share = f"-r{round(args.redirect_share * 100)}" if args.redirect_share else ""
+    dump = OUT / f"bench-{args.pages}{share}.xml.bz2"
     if not dump.exists() or dump.stat().st_mtime < SAMPLE.stat().st_mtime:  # the sample changed
         print(f"building {dump.name} ...", flush=True)
-        n_pages, xml_bytes = build_dump(args.pages, dump)
+        n_pages, xml_bytes = build_dump(args.pages, dump, args.redirect_share)
         (OUT / f"{dump.name}.json").write_text(json.dumps({"pages": n_pages, "xml_bytes": xml_bytes}))
     meta = json.loads((OUT / f"{dump.name}.json").read_text())
     n_pages, xml_bytes = meta["pages"], meta["xml_bytes"]
-    wx_python = ensure_wikiextractor()
     workers = [int(w) for w in args.workers.split(",")]
+    if args.scale:
+        return scale_run(dump, n_pages, xml_bytes, workers[0], args.keep)
+    wx_python = ensure_wikiextractor()
     print(f"dump: {n_pages:,} pages, {xml_bytes / 1e6:.1f} MB of XML ({dump.stat().st_size / 1e6:.1f} MB bz2); "
           f"{args.rounds} round(s), interleaved", flush=True)
 
@@ -176,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         tools[f"compara ingest, {w} worker(s)"] = [
             sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out", str(OUT / f"ours-{w}"),
             "--workers", str(w)]
+        if args.baseline:
+            tools[f"baseline compara ingest, {w} worker(s)"] = [
+                sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out",
+                str(OUT / f"base-{w}"), "--workers", str(w)]
         tools[f"compara, articles only, {w} worker(s)"] = [
             sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out", str(OUT / f"ours-a-{w}"),
             "--workers", str(w), "-s", "ingest.instructions.tasks=[]"]
@@ -189,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, cmd in tools.items():
             if "wikiextractor" in name:
                 subprocess.run(["rm", "-rf", cmd[cmd.index("-o") + 1]])
-            wall, cpu = timed(cmd, shell=isinstance(cmd, str))
+            cwd = args.baseline if name.startswith("baseline") else None
+            wall, cpu = timed(cmd, shell=isinstance(cmd, str), cwd=cwd)
             times[name].append(wall)
             cpus[name].append(cpu)
             print(f"  round {r + 1}: {name:34s} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True)
@@ -225,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{w} process(es): compara ingest is {wx / ours:.2f}x wikiextractor's speed "
               f"({cpu_ratio:.2f}x per CPU second), articles only {wx / only:.2f}x ({only_cpu:.2f}x per "
               f"CPU second); {ours / floor:.2f}x the bzcat floor's time")
+        if args.baseline:
+            base = f"baseline compara ingest, {w} worker(s)"
+            ratios[w]["baseline_speed_over_wikiextractor"] = wx / med[base]
+            ratios[w]["baseline_cpu_efficiency_over_wikiextractor"] = (
+                med_cpu[f"wikiextractor, {w} process(es)"] / med_cpu[base])
+            print(f"{w} process(es): the baseline ({args.baseline}) is {wx / med[base]:.2f}x "
+                  f"({ratios[w]['baseline_cpu_efficiency_over_wikiextractor']:.2f}x per CPU second); "
+                  f"this checkout is {med[base] / ours:.2f}x the baseline's speed")
 
     w = workers[0]
     ours_left, wx_left = left[f"compara ingest, {w} worker(s)"], left[f"wikiextractor, {w} process(es)"]
