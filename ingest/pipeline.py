@@ -257,7 +257,7 @@ class _Run:
                         for name, fname in _PARTS.items()}
 
     def _prepare(self, resume: bool) -> None:
-        from ingest.instructions import InstructionStats, dedup_key
+        from ingest.instructions import InstructionStats
 
         if self.work.exists() and resume and self.state_path.exists():
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
@@ -277,8 +277,8 @@ class _Run:
                 _truncate_lines(self.work / fname, state["lines"].get(name, 0))
                 self.lines[name] = state["lines"].get(name, 0)
             for split in ("train", "val"):
-                for _, rec in iter_jsonl(self.work / _PARTS[split]):
-                    self.seen.add(dedup_key(rec))
+                for keys in _record_keys(self.work / _PARTS[split]):
+                    self.seen |= keys
             log.info("resuming %s after %d pages (%d articles)", self.dump, self.pages_done,
                      self.counts["article"])
             return
@@ -367,6 +367,26 @@ class _BytesAppender(JsonlAppender):
         if self._flush_each_line:
             self._fh.buffer.flush()
         self.written += data.count(b"\n")
+
+
+def _record_keys(path: Path, chunk: int = 1 << 18) -> Iterator[set[int]]:
+    """The dedup keys of the records in an instruction file, ``chunk`` at a time. Its lines
+    are orjson's, which write the id first: ``{"id":"<16 hex digits>",...``; read from there,
+    not parsed as JSON (a resumed run at full scale reads tens of millions of lines)."""
+    from ingest.instructions import dedup_key
+
+    keys: set[int] = set()
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.startswith(b'{"id":"') and line[23:24] == b'"':
+                keys.add(int(line[7:23], 16))
+            elif line.strip():
+                keys.add(dedup_key(orjson.loads(line)))
+            if len(keys) >= chunk:
+                yield keys
+                keys = set()
+    if keys:
+        yield keys
 
 
 def _truncate_lines(path: Path, keep: int) -> None:

@@ -110,3 +110,16 @@ def _fail_on_seven(x):
 def test_ordered_map_raises_a_workers_error():
     with pytest.raises(ValueError, match="seven"):
         list(pipeline._ordered_map(_fail_on_seven, ((i, i) for i in range(20)), 1))
+
+
+def test_record_keys_read_from_the_line_start_match_the_parsed_ids(tmp_path):
+    from ingest.instructions import dedup_key
+
+    recs = [{"id": f"{k:016x}", "instruction": "P?", "input": "", "output": "R."} for k in _keys(50, 4)]
+    path = tmp_path / "instructions.train.partial.jsonl"
+    lines = [orjson.dumps(r) + b"\n" for r in recs]
+    lines.insert(3, b'{"instruction":"P?","id":"00000000000000ff","input":"","output":"R."}\n')
+    path.write_bytes(b"".join(lines))
+    chunks = list(pipeline._record_keys(path, chunk=8))
+    assert all(len(c) <= 8 for c in chunks) and len(chunks) > 1
+    assert set().union(*chunks) == {dedup_key(r) for r in recs} | {255}
