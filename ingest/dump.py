@@ -70,18 +70,22 @@ class DumpProblem:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def open_dump(path: str | Path) -> io.BufferedIOBase:
-    """The decompressed byte stream of a dump (bz2 incl. multistream, gzip, or plain XML)."""
+def open_dump(path: str | Path, raw: io.RawIOBase | None = None) -> io.BufferedIOBase:
+    """The decompressed byte stream of a dump (bz2 incl. multistream, gzip, or plain XML).
+
+    ``raw``: an open binary file of ``path`` to read the compressed bytes through (the plan
+    counts how many a sample of pages took)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dump not found: {path}")
     with open(path, "rb") as fh:
         magic = fh.read(3)
+    source = path if raw is None else raw
     if magic == b"BZh":
-        return bz2.open(path, "rb")  # reads every stream of a multistream file
+        return bz2.open(source, "rb")  # reads every stream of a multistream file
     if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return gzip.open(source, "rb")
+    return open(path, "rb") if raw is None else raw
 
 
 class _CleanStream(io.RawIOBase):

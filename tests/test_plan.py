@@ -99,7 +99,7 @@ def test_plan_json_has_every_stage_and_a_source_for_every_rate(repo_root, sample
 
     res = CliRunner().invoke(app, ["plan", "-c", str(repo_root / "configs" / "ci.yaml"),
                                    "-s", f"paths.data={sample_ingest}", "-s",
-                                   "model.device=cpu", "--json"])
+                                   "model.device=cpu", "--no-probe", "--json"])
     assert res.exit_code == 0, res.output
     plan = json.loads(res.stdout)
     assert [st["stage"] for st in plan["stages"]] == ["ingest", "index", "finetune", "batch"]
@@ -117,7 +117,7 @@ def test_plan_json_has_every_stage_and_a_source_for_every_rate(repo_root, sample
     assert finetune["rate_here"]["source"] == "a test figure"
     assert finetune["rate_reference_gpu"]["bound"] is True
     tokens = finetune["inputs"]["train_tokens_of_run"]
-    assert tokens["basis"] == "estimated" and tokens["value"] > 0
+    assert tokens["basis"] in ("counted", "estimated") and tokens["value"] > 0
     assert finetune["seconds_here"]["value"] == pytest.approx(tokens["value"] / 100, abs=0.1)
 
 
@@ -146,7 +146,7 @@ def test_the_plan_marks_a_run_over_max_hours(repo_root, sample_ingest, tiny_with
 
     def over(hours: str) -> bool:
         cfg = ci_config(repo_root, f"paths.data={sample_ingest}", f"finetune.max_hours={hours}")
-        return by_stage(build_plan(cfg, device="cpu"))["finetune"]["over_budget"]
+        return by_stage(build_plan(cfg, device="cpu", probe=False))["finetune"]["over_budget"]
 
     assert over("1e-9") and not over("1000")
 
@@ -219,3 +219,126 @@ def test_finetune_cli_refusal_is_one_clear_line(repo_root, fixtures_dir, tmp_pat
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2
     assert "error:" in res.output and "over the budget finetune.max_hours" in res.output
+
+
+# -- the plan counts what the run will train on ------------------------------------------------
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_plan_tokens_are_those_finetune_trains_on(repo_root, sample_ingest, tiny_with_rate):
+    """The instruction set is small: the plan makes the training set as `compara finetune` does
+    (selection, tokenization, max_steps over the processes) instead of scaling a mean."""
+    from compara.plan import build_plan
+    from finetune.rate import train_tokens_of_run
+    from finetune.train import counting_tokenizer, prepare_data
+
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", "finetune.select=facts")
+    tokenized = prepare_data(cfg, sample_ingest, counting_tokenizer(cfg.model))
+    for world in (1, 4):
+        ft = by_stage(build_plan(cfg, device="cpu", world_size=world, probe=False))["finetune"]
+        run = ft["inputs"]["train_tokens_of_run"]
+        assert run["value"] == train_tokens_of_run(cfg.finetune, tokenized.train.lengths, world)
+        assert ft["inputs"]["train_tokens_per_epoch"] == {
+            "value": sum(tokenized.train.lengths), "basis": "counted",
+            "note": ft["inputs"]["train_tokens_per_epoch"]["note"]}
+    one = by_stage(build_plan(cfg, device="cpu", probe=False))["finetune"]
+    four = by_stage(build_plan(cfg, device="cpu", world_size=4, probe=False))["finetune"]
+    # max_steps on 4 processes: 4 times the examples of one (ci.yaml sets max_steps)
+    assert four["inputs"]["train_tokens_of_run"]["value"] == pytest.approx(
+        4 * one["inputs"]["train_tokens_of_run"]["value"], abs=4)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_plan_probes_the_training_rate_here(repo_root, sample_ingest, tiny_with_rate):
+    from compara.plan import build_plan
+
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", "model.quantize=none")
+    ft = by_stage(build_plan(cfg, device="cpu", probe=True))["finetune"]
+    rate = ft["rate_here"]
+    assert rate["source"].startswith("probe here") and rate["value"] > 0
+    tokens = ft["inputs"]["train_tokens_of_run"]["value"]
+    assert ft["seconds_here"]["value"] == pytest.approx(tokens / rate["value"], rel=0.01, abs=0.1)
+    sourced = by_stage(build_plan(cfg, device="cpu", probe=False))["finetune"]["rate_here"]
+    assert sourced["source"] == "a test figure"
+
+
+def test_plan_follows_ingest_select(repo_root, sample_dump, sample_ingest, tmp_path):
+    from compara.plan import build_plan
+
+    titles = tmp_path / "titulos.txt"
+    titles.write_text("Lisboa\nPorto\nBrasil\n", encoding="utf-8")
+    everything = by_stage(build_plan(ci_config(repo_root, f"paths.data={tmp_path / 'none'}",
+                                               f"paths.index={tmp_path / 'none'}"),
+                                     sample_pages=20, device="cpu", probe=False))
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", f"paths.index={tmp_path / 'none'}",
+                    f"ingest.select.titles={titles}")
+    plan = build_plan(cfg, sample_pages=20, device="cpu", probe=False)
+    # the ingest outputs there were made without a selection: not counted as this run's
+    assert any("another ingest.select" in note for note in plan["notes"])
+    selected = by_stage(plan)
+    articles = selected["ingest"]["inputs"]["articles"]
+    assert articles["basis"] == "estimated" and 0 < articles["value"] <= 3
+    assert "titles ≤ 3" in articles["note"]
+    assert selected["ingest"]["inputs"]["articles_in_dump"]["value"] > 3
+    for stage, key in (("index", "chunks"), ("finetune", "instruction_records")):
+        assert selected[stage]["inputs"][key]["basis"] == "estimated"
+        assert 0 < selected[stage]["inputs"][key]["value"] < everything[stage]["inputs"][key]["value"]
+    # every page is still read: the ingest's time is the whole dump's
+    assert selected["ingest"]["inputs"]["pages"] == everything["ingest"]["inputs"]["pages"]
+
+
+def test_plan_counts_a_selected_ingest(repo_root, sample_dump, tmp_path):
+    from compara.plan import build_plan
+    from ingest.pipeline import run_ingest
+
+    titles = tmp_path / "titulos.txt"
+    titles.write_text("Lisboa\nPorto\n", encoding="utf-8")
+    cfg = ci_config(repo_root, f"paths.data={tmp_path / 'out'}", f"paths.index={tmp_path / 'none'}",
+                    f"ingest.select.titles={titles}")
+    report = run_ingest(sample_dump, tmp_path / "out", cfg.ingest)
+    ingest = by_stage(build_plan(cfg, device="cpu", probe=False))["ingest"]["inputs"]
+    assert ingest["articles"]["basis"] == "counted"
+    assert ingest["articles"]["value"] == report["articles"] == report["selection"]["total"]
+    assert ingest["articles_in_dump"]["value"] == report["selection"]["articles_in_dump"]
+
+
+def test_a_compressed_dump_is_read_by_its_bytes_not_its_name(repo_root, sample_dump, tmp_path):
+    """The plan opens a dump as the ingest does (ingest.dump.open_dump: the magic bytes)."""
+    from compara.plan import build_plan
+
+    disguised = tmp_path / "dump.xml"  # bz2 bytes under an .xml name
+    disguised.write_bytes(bz2.compress(sample_dump.read_bytes()))
+    cfg = ci_config(repo_root, f"paths.dump={disguised}", f"paths.data={tmp_path / 'none'}")
+    pages = by_stage(build_plan(cfg, sample_pages=10_000, device="cpu",
+                                probe=False))["ingest"]["inputs"]["pages"]
+    assert pages["value"] == sample_dump.read_text(encoding="utf-8").count("<page>")
+
+
+def test_a_large_articles_file_is_chunked_from_a_sample(repo_root, sample_ingest, monkeypatch,
+                                                        tmp_path):
+    from compara import plan as plan_mod
+
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", f"paths.index={tmp_path / 'none'}")
+    whole = by_stage(plan_mod.build_plan(cfg, device="cpu", probe=False))["index"]["inputs"]
+    size = (sample_ingest / "articles.jsonl").stat().st_size
+    monkeypatch.setattr(plan_mod, "CHUNK_SAMPLE_BYTES", size // 2)
+    part = by_stage(plan_mod.build_plan(cfg, device="cpu", probe=False))["index"]["inputs"]
+    assert whole["chunks"]["basis"] == "counted"
+    assert part["chunks"]["basis"] == "estimated" and "first" in part["chunks"]["note"]
+    assert 0.5 * whole["chunks"]["value"] < part["chunks"]["value"] < 2 * whole["chunks"]["value"]
+
+
+def test_finetune_refuses_before_loading_the_model(repo_root, fixtures_dir, tmp_path,
+                                                   tiny_with_rate, monkeypatch):
+    """With a sourced rate a run over budget is refused from the tokenized data alone: the
+    base model's weights are never loaded."""
+    import core.models
+    from finetune.train import OverBudget, run_finetune
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the budget was checked")
+
+    monkeypatch.setattr(core.models, "load_base", no_load)
+    cfg = ci_config(repo_root, *TINY_RUN, "finetune.max_hours=1e-9")
+    with pytest.raises(OverBudget, match="a test figure"):
+        run_finetune(cfg, fixtures_dir / "instructions.jsonl", tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()

@@ -81,6 +81,15 @@ def plan(
     sample_pages: Annotated[int, typer.Option(
         "--sample-pages", help="Pages read from the dump for an estimate when the stage's "
                                "outputs do not exist yet.")] = 200,
+    accelerate: Annotated[Path | None, typer.Option(
+        "--accelerate", help="An accelerate config file (configs/accelerate/): plan the "
+                             "fine-tune for its processes (DDP, FSDP): tokens per step, memory "
+                             "per GPU, time.", show_default=False)] = None,
+    probe: Annotated[bool | None, typer.Option(
+        "--probe/--no-probe", help="Measure the training rate with a few real training steps "
+                                   "here (loads the model). Default: for models up to 1B "
+                                   "parameters that are on this machine.",
+        show_default=False)] = None,
     json_: JsonOption = False,
 ) -> None:
     """Size a run before it starts: per stage (ingest, index, finetune, batch) its inputs
@@ -91,13 +100,22 @@ def plan(
     instructions.train.jsonl, the index manifest), else ESTIMATED (marked ~) from the first
     --sample-pages pages of the dump, ingested by the same code and scaled by the share of the
     dump's bytes they took. Every rate names its source (BENCHMARKS.md, a public datasheet);
-    a rate without one is shown as unknown. Sources: docs/plan.md. `compara finetune` plans
-    its own run the same way and refuses one over finetune.max_hours unless --force.
+    a rate without one is shown as unknown; the training rate is measured here by a few real
+    training steps where the model is small and on this machine (--probe/--no-probe). With
+    ingest.select the counts follow the selection. Sources: docs/plan.md. `compara finetune`
+    plans its own run the same way and refuses one over finetune.max_hours unless --force.
     """
-    from compara.plan import build_plan, print_plan
+    from compara.cli.utils import fail
+    from compara.plan import build_plan, print_plan, read_launch_config
 
     cfg = load_experiment(config, set_)
-    result = build_plan(cfg, sample_pages=sample_pages)
+    launch = None
+    if accelerate is not None:
+        try:
+            launch = read_launch_config(accelerate)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            fail(f"{accelerate}: not an accelerate config ({exc})")
+    result = build_plan(cfg, sample_pages=sample_pages, launch=launch, probe=probe)
     if json_:
         from compara.cli.utils import print_json
 

@@ -55,6 +55,13 @@ def finetune(
         "--resume", help="Continue the interrupted run in OUT from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Train even when the planned time exceeds finetune.max_hours.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Tokenize the data, plan the run and build the model wrapper as "
+                          "training would; print it all, train and write nothing.")] = False,
+    accelerate: Annotated[Path | None, typer.Option(
+        "--accelerate", help="With --dry-run: build the wrapper as under `accelerate launch "
+                             "--config_file FILE` (its processes, FSDP).",
+        show_default=False)] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
     json_: JsonOption = False,
@@ -82,11 +89,59 @@ def finetune(
         fail("no data: pass --data or set paths.data in the config")
     if not cfg.paths.adapter:
         fail("no output folder: pass --out or set paths.adapter in the config")
+    if dry_run:
+        from finetune.train import dry_run as plan_only
+
+        if accelerate is not None and not accelerate.is_file():
+            fail(f"{accelerate}: no such accelerate config")
+        info = plan_only(cfg, cfg.paths.data, accelerate)
+        if json_:
+            print_json(info)
+        else:
+            print_dry_run(info)
+        return
+    if accelerate is not None:
+        fail("--accelerate is for --dry-run; to train, run `accelerate launch --config_file "
+             f"{accelerate} -m compara finetune ...`")
     summary = run_finetune(cfg, cfg.paths.data, cfg.paths.adapter, resume=resume, force=force)
     if json_:
         print_json(summary)
     else:
         print_summary(summary, cfg.paths.adapter)
+
+
+def print_dry_run(d: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    plan = d["plan"]
+    rate = plan["rate"]
+    hours = ("unknown (no sourced rate: measured on the loaded model when training starts)"
+             if plan["hours"] is None else f"{plan['hours']:.2f} h")
+    rows = [
+        ("base", f"{d['base']['base']} ({d['base']['quantize']}, {d['base']['device']}, "
+                 f"{d['base']['dtype']})"),
+        ("launch", f"{d['distributed']}, {d['world_size']} process(es)"
+                   + (f" ({d['launch']})" if d["launch"] else "")),
+        ("data", f"{d['train_records']} train / {d['val_records']} val records; "
+                 f"{d['examples_per_step']} examples per optimizer step"),
+        ("wrapper", f"{d['trainable_parameters']:,} trainable of {d['parameters']:,} "
+                    f"parameters; LoRA {', '.join(d['lora_dtype'])}; 4-bit storage "
+                    f"{', '.join(d['quant_storage']) or '—'}; fused head loss "
+                    f"{'on' if d['fused_head'] else 'off'}"),
+        ("plan", f"{plan['train_tokens']:,} train tokens at "
+                 + ("an unknown rate" if rate["value"] is None
+                    else f"{rate['value']:,} tokens/s ({rate['source']})") + f": {hours}"),
+    ]
+    if plan["max_hours"] is not None:
+        rows.append(("budget", f"finetune.max_hours={plan['max_hours']:g}: "
+                               + ("OVER — training would be refused without --force"
+                                  if plan["over_budget"] else "within")))
+    table = Table(show_header=False, box=None)
+    for k, v in rows:
+        table.add_row(f"[bold]{k}[/]", v)
+    Console().print(table)
+    Console().print("dry run: nothing trained, nothing written")
 
 
 def print_summary(s: dict[str, Any], out: str | Path) -> None:

@@ -1,0 +1,129 @@
+"""Training beyond one GPU, proved on the CPU: the accelerate configs under configs/accelerate/
+parse with accelerate's own loader and agree with our settings, the launch environment they
+give makes the wrapper FSDP needs (bf16 4-bit storage, the fused head off), and their plans
+scale as data parallelism does. Nothing here runs on a GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compara.config import load_config
+
+CONFIGS = ("one-gpu", "ddp-4gpu", "fsdp-qlora-8gpu")
+
+
+def accelerate_config(repo_root: Path, name: str) -> Path:
+    return repo_root / "configs" / "accelerate" / f"{name}.yaml"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_each_accelerate_config_parses_and_agrees_with_the_gpu_config(repo_root, name):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    path = accelerate_config(repo_root, name)
+    launch = load_config_from_file(str(path))  # accelerate's loader refuses unknown keys
+    assert isinstance(launch, ClusterConfig) and not launch.use_cpu
+    gpu = load_config(repo_root / "configs" / "llama2-7b-gpu.yaml")
+    # the Trainer's autocast (training_arguments) and accelerate's agree: bf16 on bf16 weights
+    assert str(launch.mixed_precision.value if hasattr(launch.mixed_precision, "value")
+               else launch.mixed_precision) == "bf16"
+    assert gpu.model.dtype == "bfloat16" and gpu.model.quantize == "4bit"
+    kind = launch.distributed_type.value
+    expected = {"one-gpu": ("NO", 1), "ddp-4gpu": ("MULTI_GPU", 4),
+                "fsdp-qlora-8gpu": ("FSDP", 8)}[name]
+    assert (kind, launch.num_processes) == expected
+    if kind == "FSDP":
+        fsdp = launch.fsdp_config
+        # QLoRA under FSDP: flat params of mixed trainable/frozen weights need
+        # use_orig_params false; one copy of the weights read from disk, then broadcast
+        assert fsdp["fsdp_use_orig_params"] is False
+        assert fsdp["fsdp_cpu_ram_efficient_loading"] and fsdp["fsdp_sync_module_states"]
+        assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_launch_environment_sets_the_4bit_storage_fsdp_needs(repo_root, name, monkeypatch):
+    import torch
+
+    from core.models.loading import quantization_config
+    from finetune.train import launch_environment
+
+    env = launch_environment(accelerate_config(repo_root, name))
+    assert int(env["WORLD_SIZE"]) == {"one-gpu": 1, "ddp-4gpu": 4, "fsdp-qlora-8gpu": 8}[name]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    storage = quantization_config("4bit", torch.bfloat16).bnb_4bit_quant_storage
+    if name.startswith("fsdp"):
+        assert storage == torch.bfloat16  # FSDP shards only float tensors of one dtype
+    else:
+        assert storage == torch.uint8  # packed 4-bit, as on one GPU
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_dry_run_builds_the_fsdp_wrapper_and_writes_nothing(repo_root, fixtures_dir, tmp_path):
+    from finetune.train import dry_run
+
+    cfg = load_config(repo_root / "configs" / "ci.yaml",
+                      ["model.base=tiny-random-llama", "model.quantize=4bit", "model.device=cpu",
+                       f"paths.adapter={tmp_path / 'adapter'}"])
+    data = fixtures_dir / "instructions.jsonl"
+    fsdp = dry_run(cfg, data, accelerate_config(repo_root, "fsdp-qlora-8gpu"))
+    plain = dry_run(cfg, data)
+    assert fsdp["world_size"] == 8 and plain["world_size"] == 1
+    assert fsdp["distributed"] == "FSDP"
+    assert fsdp["quant_storage"] == ["bfloat16"] and plain["quant_storage"] == ["uint8"]
+    assert fsdp["fused_head"] is False and plain["fused_head"] is True
+    # FSDP's flat parameters need one dtype: LoRA weights in the storage dtype
+    assert fsdp["lora_dtype"] == ["bfloat16"]
+    assert 0 < fsdp["trainable_parameters"] < fsdp["parameters"]
+    # ci.yaml trains max_steps: 8 processes take 8 times the examples of one
+    assert fsdp["examples_per_step"] == 8 * plain["examples_per_step"]
+    assert fsdp["plan"]["train_tokens"] == pytest.approx(8 * plain["plan"]["train_tokens"], rel=0.01)
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_plan_of_each_launch(repo_root, sample_ingest):
+    from compara.plan import build_plan, read_launch_config
+
+    def finetune(name: str, *overrides: str) -> dict:
+        cfg = load_config(repo_root / "configs" / "llama2-7b-gpu.yaml",
+                          [f"paths.data={sample_ingest}", *overrides])
+        plan = build_plan(cfg, device="cuda", probe=False,
+                          launch=read_launch_config(accelerate_config(repo_root, name)))
+        return next(st for st in plan["stages"] if st["stage"] == "finetune")
+
+    one, ddp = finetune("one-gpu"), finetune("ddp-4gpu")
+    assert (one["world_size"], ddp["world_size"]) == (1, 4)
+    assert ddp["inputs"]["examples_per_step"]["value"] == 4 * one["inputs"]["examples_per_step"]["value"]
+    assert ddp["rate_reference_gpu"]["value"] == pytest.approx(4 * one["rate_reference_gpu"]["value"], rel=0.01)
+    # DDP: a whole 4-bit copy on every GPU, the same memory per GPU as one
+    mem_one = one["peak_memory_per_gpu_bytes"]
+    assert mem_one["basis"] == "estimated" and 6e9 < mem_one["value"] < 10e9  # docs: ~8 GB
+    assert ddp["peak_memory_per_gpu_bytes"]["value"] == mem_one["value"]
+    big = "model.base=meta-llama/Llama-2-70b-hf"
+    fsdp, alone = finetune("fsdp-qlora-8gpu", big), finetune("one-gpu", big)
+    assert fsdp["world_size"] == 8
+    # FSDP divides the ~35 GB of 4-bit weights among the 8 GPUs
+    assert fsdp["peak_memory_per_gpu_bytes"]["value"] < alone["peak_memory_per_gpu_bytes"]["value"] / 2
+    for st in (one, ddp, fsdp):
+        assert st["rate_reference_gpu"]["source"] and st["rate_reference_gpu"]["bound"]
+
+
+def test_plan_cli_reads_an_accelerate_config_and_refuses_another_file(repo_root, sample_ingest):
+    import json
+
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    args = ["plan", "-c", str(repo_root / "configs" / "llama2-7b-gpu.yaml"), "-s",
+            f"paths.data={sample_ingest}", "--no-probe"]
+    res = CliRunner().invoke(app, [*args, "--accelerate",
+                                   str(accelerate_config(repo_root, "ddp-4gpu")), "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    assert plan["world_size"] == 4 and plan["launch"]["distributed_type"] == "MULTI_GPU"
+    res = CliRunner().invoke(app, [*args, "--accelerate", str(repo_root / "configs" / "ci.yaml")])
+    assert res.exit_code != 0 and "accelerate config" in res.output
