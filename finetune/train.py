@@ -532,9 +532,19 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
         _load_adapter_weights(trainer.model, chosen)
     stop = None
     stop_seconds = 0.0
+    fsdp = trainer.is_fsdp_enabled
+    if fsdp:
+        # The adapter is sharded: gathering it is collective, every process takes part (PEFT's
+        # FSDP guide); the main process writes it.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(out))
     if main:
-        trainer.model.save_pretrained(out)
-        if ft.stop_check:
+        if not fsdp:
+            trainer.model.save_pretrained(out)
+        if ft.stop_check and fsdp:
+            # generating on one process of a sharded model would wait for the others forever
+            log.info("finetune.stop_check skipped under FSDP: run `compara ask` with the adapter")
+        elif ft.stop_check:
             from finetune.evaluate import stop_check
 
             t0 = time.monotonic()
