@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         tools[f"compara ingest, {w} worker(s)"] = [
             sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out", str(OUT / f"ours-{w}"),
             "--workers", str(w)]
+        tools[f"compara ingest, {w} worker(s), reader only reads"] = [
+            sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out", str(OUT / f"ours-r-{w}"),
+            "--workers", str(w), "-s", "ingest.reader_cleans=false"]
         if args.baseline:
             tools[f"baseline compara ingest, {w} worker(s)"] = [
                 sys.executable, "-m", "compara", "-q", "ingest", str(dump), "--out",
@@ -318,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             wall, cpu = timed(cmd, shell=isinstance(cmd, str), cwd=cwd)
             times[name].append(wall)
             cpus[name].append(cpu)
-            print(f"  round {r + 1}: {name:34s} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True)
+            print(f"  round {r + 1}: {name:44s} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True)
 
     load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     med = {name: statistics.median(ts) for name, ts in times.items()}
@@ -332,11 +335,11 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(cmd[cmd.index("--out" if "--out" in cmd else "-o") + 1])
             texts = wikiextractor_texts(folder) if "wikiextractor" in name else ours_texts(folder)
             left[name], examples[name] = leftovers(texts)
-    print(f"\n{'tool':34s} {'median s':>9s} {'CPU s':>7s} {'pages/s':>9s} {'MB/s':>7s} {'markup left':>12s}")
+    print(f"\n{'tool':44s} {'median s':>9s} {'CPU s':>7s} {'pages/s':>9s} {'MB/s':>7s} {'markup left':>12s}")
     for name, t in med.items():
         leaks = (sum(v for k, v in left[name].items() if k != "empty parentheses ()")
                  if name in left else "")
-        print(f"{name:34s} {t:9.2f} {med_cpu[name]:7.2f} {n_pages / t:9.0f} {xml_bytes / 1e6 / t:7.1f} {leaks:>12}")
+        print(f"{name:44s} {t:9.2f} {med_cpu[name]:7.2f} {n_pages / t:9.0f} {xml_bytes / 1e6 / t:7.1f} {leaks:>12}")
     ratios = {}
     for w in workers:
         ours = med[f"compara ingest, {w} worker(s)"]
@@ -351,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{w} process(es): compara ingest is {wx / ours:.2f}x wikiextractor's speed "
               f"({cpu_ratio:.2f}x per CPU second), articles only {wx / only:.2f}x ({only_cpu:.2f}x per "
               f"CPU second); {ours / floor:.2f}x the bzcat floor's time")
+        plain = f"compara ingest, {w} worker(s), reader only reads"
+        ratios[w]["reader_only_reads_speed_over_wikiextractor"] = wx / med[plain]
+        ratios[w]["reader_only_reads_cpu_efficiency_over_wikiextractor"] = (
+            med_cpu[f"wikiextractor, {w} process(es)"] / med_cpu[plain])
+        print(f"{w} process(es): with the reading process only reading (ingest.reader_cleans=false): "
+              f"{wx / med[plain]:.2f}x ({ratios[w]['reader_only_reads_cpu_efficiency_over_wikiextractor']:.2f}x "
+              f"per CPU second)")
         if args.baseline:
             base = f"baseline compara ingest, {w} worker(s)"
             ratios[w]["baseline_speed_over_wikiextractor"] = wx / med[base]

@@ -219,6 +219,7 @@ def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
     settings = cfg.to_dict()
     settings.pop("workers")  # a resumed run may use another number of workers
     settings.pop("batch_pages")
+    settings.pop("reader_cleans")
     # model-written questions run after the pages, with a cache of their own
     settings.get("instructions", {}).pop("generator", None)
     return {"dump": str(dump.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
@@ -417,15 +418,16 @@ def _map(batches: Iterator[list[RawPage]], cfg: IngestConfig) -> Iterator[tuple[
     while this one reads the dump and writes the outputs (and cleans a batch itself whenever
     every worker is busy, see :func:`_ordered_map`)."""
     items = ((batch, (batch, cfg)) for batch in batches)
-    yield from _ordered_map(_process_batch, items, cfg.workers)
+    yield from _ordered_map(_process_batch, items, cfg.workers, cfg.reader_cleans)
 
 
 def _ordered_map(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
-                 workers: int) -> Iterator[tuple[Any, Any]]:
+                 workers: int, reader_cleans: bool = True) -> Iterator[tuple[Any, Any]]:
     """``(tag, fn(arg))`` for each ``(tag, arg)`` of ``items``, in their order.
 
     With ``workers`` processes, this process hands each worker up to two items at a time and,
-    when all of them are busy, runs the next item itself instead of waiting: the reading
+    when all of them are busy, runs the next item itself instead of waiting (with
+    ``reader_cleans``; without, it waits for the oldest): the reading
     process is the pipeline's first stage (reading the dump, writing the outputs) and would
     otherwise sit idle while the workers clean, as it did (~60% of the time with one worker).
     What an item gives does not depend on who runs it, so the outputs are the same."""
@@ -438,6 +440,21 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     ahead = 2 * workers  # items queued per worker: one running, one waiting
     window: deque[tuple[Any, Any, bool]] = deque()  # (tag, AsyncResult or result, is_async)
+    # The pool's threads in this process move batches and results through pipes 64 KiB at a
+    # time, taking the GIL for each piece; while this thread cleans a batch they would get it
+    # only every switch interval (5 ms): a worker's ~2 MB of results would take ~0.2 s to be
+    # read, the worker blocked meanwhile. A shorter interval lets them in at once.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, 0.0002))
+    try:
+        yield from _ordered_pool(fn, items, ctx, workers, ahead, window, reader_cleans)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _ordered_pool(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]], ctx: Any,
+                  workers: int, ahead: int, window: deque[tuple[Any, Any, bool]],
+                  reader_cleans: bool) -> Iterator[tuple[Any, Any]]:
     with ctx.Pool(workers) as pool:
 
         def busy() -> int:
@@ -450,6 +467,10 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
 
         for tag, arg in items:
             yield from done()
+            if not reader_cleans:
+                while busy() >= ahead:  # wait for the oldest (its result goes out first)
+                    tag0, res, _ = window.popleft()
+                    yield tag0, res.get()
             if busy() < ahead:
                 window.append((tag, pool.apply_async(fn, (arg,)), True))
             else:
@@ -590,7 +611,7 @@ def _select_and_derive(run: _Run):
 def _map_lines(batches: Iterator[list[bytes]], cfg: IngestConfig) -> Iterator[list[InstructionBatch]]:
     """_derive_batch over the batches, in order; in ``cfg.workers`` processes when set."""
     items = ((None, (batch, cfg)) for batch in batches)
-    for _, result in _ordered_map(_derive_batch, items, cfg.workers):
+    for _, result in _ordered_map(_derive_batch, items, cfg.workers, cfg.reader_cleans):
         yield result
 
 

@@ -88,10 +88,10 @@ def _square_with_pid(x):
     return x * x, os.getpid()
 
 
-@pytest.mark.parametrize("workers", [0, 1, 2])
-def test_ordered_map_keeps_order_and_the_reader_takes_a_share(workers):
+@pytest.mark.parametrize(("workers", "reader_cleans"), [(0, True), (1, True), (2, True), (1, False)])
+def test_ordered_map_keeps_order_and_says_who_ran_what(workers, reader_cleans):
     items = ((i, i) for i in range(300))
-    out = list(pipeline._ordered_map(_square_with_pid, items, workers))
+    out = list(pipeline._ordered_map(_square_with_pid, items, workers, reader_cleans))
     assert [tag for tag, _ in out] == list(range(300))
     assert [res[0] for _, res in out] == [i * i for i in range(300)]
     pids = {res[1] for _, res in out}
@@ -99,6 +99,18 @@ def test_ordered_map_keeps_order_and_the_reader_takes_a_share(workers):
         assert pids == {os.getpid()}
     else:
         assert len(pids - {os.getpid()}) >= 1  # the workers did work
+    if not reader_cleans:
+        assert os.getpid() not in pids
+
+
+def test_the_reader_cleaning_or_not_writes_the_same(tmp_path, sample_dump):
+    from ingest.config import IngestConfig
+
+    for flag in (True, False):
+        pipeline.run_ingest(sample_dump, tmp_path / str(flag),
+                            IngestConfig(workers=1, batch_pages=3, reader_cleans=flag))
+    for name in pipeline.OUTPUTS[:4]:
+        assert (tmp_path / "True" / name).read_bytes() == (tmp_path / "False" / name).read_bytes()
 
 
 def _fail_on_seven(x):
