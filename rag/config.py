@@ -54,7 +54,8 @@ class IndexConfig(ConfigBase):
     hnsw_m: int = opt(32, "HNSW: links per node.")
     hnsw_ef_construction: int = opt(80, "HNSW: candidate list size while building.")
     hnsw_ef_search: int = opt(64, "HNSW: candidate list size while searching (recall vs speed).")
-    ivf_nlist: int = opt(0, "IVF: number of lists (0 = 4 * sqrt(chunks)).")
+    ivf_nlist: int = opt(0, "IVF: number of lists (0 = 4 * sqrt(chunks) for ivf, sqrt(chunks) "
+                            "for ivfpq).")
     ivf_nprobe: int = opt(16, "IVF and IVF-PQ: lists visited per query.")
     pq_bytes: int = opt(
         0, "IVF-PQ: bytes per vector (sub-quantizers of 8 bits; must divide the dimension; "

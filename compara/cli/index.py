@@ -34,7 +34,8 @@ def index(
         "--chunk-overlap", help="Characters shared by consecutive chunks.",
         show_default=False)] = None,
     index_type: Annotated[str | None, typer.Option(
-        "--index-type", help="auto, flat, hnsw or ivf.", show_default=False)] = None,
+        "--index-type", help="auto, flat, hnsw, ivf or ivfpq (auto: flat, then hnsw, then "
+                             "ivfpq as the chunk count grows).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted build without re-embedding what is done.")
     ] = False,
@@ -70,13 +71,27 @@ def index(
              "to continue", code=130)
     summary = {"index": cfg.paths.index, "articles": str(articles), **manifest["counts"],
                "embedder": manifest["embedder"]["id"], "dim": manifest["embedder"]["dim"],
-               "faiss": manifest["faiss"]["type"], "build": manifest["build"]}
+               "faiss": manifest["faiss"]["type"], "faiss_settings": manifest["faiss"],
+               "build": manifest["build"]}
     if json_:
         print_json(summary)
         return
     typer.echo(f"index {cfg.paths.index}: {summary['chunks']} chunks from {summary['articles']} "
                f"articles ({summary['skipped_empty']} empty, {summary['bad_lines']} bad lines), "
-               f"{summary['embedder']}, FAISS {summary['faiss']}")
+               f"{summary['embedder']}, FAISS {_faiss_words(manifest['faiss'])}")
+
+
+def _faiss_words(faiss: dict) -> str:
+    """'flat (exact)', 'hnsw (approximate, M=32)', 'ivfpq (compressed: 48 bytes a vector, ...)'."""
+    kind = faiss["type"]
+    if kind == "flat":
+        return "flat (exact)"
+    if kind == "hnsw":
+        return f"hnsw (approximate, M={faiss.get('hnsw_m')})"
+    if kind == "ivfpq":
+        return (f"ivfpq (approximate, compressed to {faiss.get('pq_bytes')} bytes a vector, "
+                f"{faiss.get('nlist')} lists)")
+    return f"{kind} (approximate, {faiss.get('nlist')} lists)"
 
 
 def _load(index_path: Path | None, cfg):
