@@ -1,8 +1,9 @@
 """Index build and load at ptwiki scale: time and peak RSS at 10k / 100k / 1M chunks.
 
-    python bench/index_scale.py                                   # 10k, 100k, 1M; every type
+    python bench/index_scale.py --pq-extra 96                     # 10k, 100k, 1M; every type
     python bench/index_scale.py --sizes 10000,100000 --repeats 3  # quicker
-    flock /tmp/heavy.lock nice -n 5 python bench/index_scale.py --sizes 1000000 --repeats 1
+    flock /tmp/heavy.lock nice -n 5 python bench/index_scale.py --sizes 1000000 --repeats 1 \
+        --types flat,ivfpq --threads 1                            # the 1 M case, no HNSW build
 
 Synthetic corpus: one article per chunk of ~1,000 characters, its sentences drawn from the
 sample's articles (data/amostra/articles.jsonl, after `compara ingest`), each with a token of
@@ -22,8 +23,8 @@ Every measurement runs in a fresh subprocess and reports its own peak RSS (VmHWM
   ``rag.retrieve.load_index`` (chunks read from disk on demand, BM25 memory-mapped); both
   verify every checksum first (timed apart) and answer one dense and one mmr query;
 * BM25 alone: build from the stream of chunk texts, load in RAM and memory-mapped;
-* recall@10 against exact search at the largest size: IVF-PQ (48 and 96 bytes a vector, several
-  nprobe) and HNSW (several efSearch), 1,000 queries near indexed vectors.
+* recall@10 against exact search (sizes from ``--recall-from``): IVF-PQ (several nprobe; also
+  ``--pq-extra`` bytes a vector) and HNSW (several efSearch), 1,000 queries near indexed vectors.
 
 Then the 5 M-chunk (ptwiki) load RSS is extrapolated from the two largest sizes, with the
 arithmetic printed. Results: bench/out/index_scale.json (merged across runs by size).
@@ -403,7 +404,8 @@ def cpu_capability() -> str:
         return f"unknown ({type(exc).__name__})"
 
 
-def measure_size(n: int, work: Path, types: list[str], repeats: int, recall: bool) -> dict:
+def measure_size(n: int, work: Path, types: list[str], repeats: int, recall: bool,
+                 pq_extra: int = 0) -> dict:
     articles = work / f"articles-{n}.jsonl"
     print(f"\n== {n:,} chunks ==  (load {loadavg()})", flush=True)
     make_articles(n, articles)
@@ -455,19 +457,22 @@ def measure_size(n: int, work: Path, types: list[str], repeats: int, recall: boo
               "bm25": bm25, "disk_bytes": sum(p.stat().st_size for p in folder.rglob("*")
                                                if p.is_file())}
     if recall:
-        extra = work / "tmp-ivfpq96.faiss"
-        run_worker("faiss", "--n", str(n), "--vectors", str(vec_file), "--kind", "ivfpq",
-                   "--out", str(extra), "--pq-bytes", "96")
         paths = [str(folders[k] / "index.faiss") for k in types if k in ("hnsw", "ivfpq")]
+        extra = work / f"tmp-ivfpq{pq_extra}.faiss"
+        if pq_extra:  # another code size, for its recall
+            result["faiss"][f"ivfpq{pq_extra}"] = run_worker(
+                "faiss", "--n", str(n), "--vectors", str(vec_file), "--kind", "ivfpq",
+                "--out", str(extra), "--pq-bytes", str(pq_extra))
+            paths.append(str(extra))
         rec = run_worker("recall", "--n", str(n), "--vectors", str(vec_file),
-                         "--indexes", ",".join(paths + [str(extra)]))
+                         "--indexes", ",".join(paths))
         result["recall"] = rec
         for row in rec["rows"]:
             knob = "efSearch" if "efSearch" in row else "nprobe"
             label = row["type"] + (f" {row['pq_bytes']} B" if "pq_bytes" in row else "")
             print(f"recall@10 {label:10} {knob} {row[knob]:4}: {row['recall@10']:.3f} "
                   f"({row['ms_per_query']:.2f} ms/query)", flush=True)
-        extra.unlink()
+        extra.unlink(missing_ok=True)
     vec_file.unlink()
     return result
 
@@ -479,6 +484,8 @@ def extrapolate(results: dict[int, dict], types: list[str]) -> list[str]:
     a, b = sizes[-2], sizes[-1]
     lines = [f"extrapolated to {TARGET:,} chunks from {a:,} and {b:,} (linear in chunks):"]
     for kind in types:
+        if not all(kind in results[s]["load"] for s in (a, b)):
+            continue
         for how in ("old", "new"):
             ra = results[a]["load"][kind][how]["rss_mib"]
             rb = results[b]["load"][kind][how]["rss_mib"]
@@ -498,7 +505,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", default="/tmp/compara-index-scale")
     ap.add_argument("--keep", action="store_true", help="keep the built folders")
-    ap.add_argument("--no-recall", action="store_true")
+    ap.add_argument("--recall-from", type=int, default=100_000,
+                    help="measure recall@10 at sizes from this one (0: never)")
+    ap.add_argument("--pq-extra", type=int, default=0,
+                    help="also build IVF-PQ with this many bytes a vector, for its recall")
     ap.add_argument("--threads", type=int, default=0,
                     help="FAISS threads in every step (0: the library's default, all cores)")
     ap.add_argument("--worker")
@@ -532,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(out_file.read_text()) if out_file.exists() else {"sizes": {}}
     for n in sizes:
         res = measure_size(n, work, types, args.repeats,
-                           recall=not args.no_recall and n == sizes[-1])
+                           recall=bool(args.recall_from) and n >= args.recall_from,
+                           pq_extra=args.pq_extra)
         saved["sizes"][str(n)] = {**res, **header, "baseline_rss_mib": base["rss_mib"],
                                   "load_after": loadavg()}
         out_file.write_text(json.dumps(saved, indent=1))
