@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -73,7 +74,8 @@ class ChunkFile(Sequence[Chunk]):
         size = self.path.stat().st_size
         if offsets.ndim != 1 or len(offsets) < 1 or int(offsets[-1]) != size:
             raise ValueError(f"{self.path}: the offsets do not match the file ({size} bytes)")
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._lock = threading.Lock()  # for systems without os.pread (Windows)
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -83,7 +85,12 @@ class ChunkFile(Sequence[Chunk]):
 
     def record(self, i: int) -> dict:
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        line = os.pread(self._fd, end - start, start)
+        if hasattr(os, "pread"):  # one call, no shared file position: safe across threads
+            line = os.pread(self._fd, end - start, start)
+        else:
+            with self._lock:
+                os.lseek(self._fd, start, os.SEEK_SET)
+                line = os.read(self._fd, end - start)
         try:
             return json.loads(line)
         except ValueError as exc:

@@ -265,3 +265,11 @@ def test_chunk_record_round_trip_keeps_position_out_of_the_chunk(built):
     chunk = Chunk.from_record({"id": doc.id, "text": doc.page_content,
                                "metadata": doc.metadata})
     assert chunk == store.chunks[0]
+
+
+def test_compara_index_names_the_faiss_type_it_built():
+    from compara.cli.index import _faiss_words
+
+    assert "exact" in _faiss_words({"type": "flat"})
+    words = _faiss_words({"type": "ivfpq", "pq_bytes": 48, "nlist": 1000})
+    assert words.startswith("ivfpq") and "48 bytes" in words and "1000 lists" in words
