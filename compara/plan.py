@@ -23,6 +23,7 @@ COUNTED, ESTIMATED, UNKNOWN = "counted", "estimated", "unknown"
 SAMPLE_PAGES = 200  # pages of the dump read for an estimate: ~1-2 s of ingest work
 CHUNK_SAMPLE_BYTES = 32 << 20  # articles.jsonl chunked whole up to this size (~11 s/GB), else
                                # its first 32 MB, scaled by their share of the file's bytes
+COUNT_BYTES = 16 << 20  # pages of a dump's sample are counted over its first 16 MB (~3 s)
 EXACT_RECORDS = 50_000  # instruction sets up to this size are tokenized whole, as training does
 PROBE_PARAMS = 1e9  # models up to this size are probed here by default (a few training steps)
 
@@ -102,32 +103,46 @@ class _Counting:
         return len(data)
 
 
-def sample_dump(dump: Path, pages: int, dest: Path) -> tuple[int, float]:
-    """Write the first ``pages`` pages of ``dump`` as a small XML dump at ``dest``; return the
-    pages written and the share of the dump's (compressed) bytes they took (1.0: all of it).
-    The decompressor is chosen as the ingest chooses it (:func:`ingest.dump.open_dump`: by the
-    file's first bytes, not its name)."""
+def sample_dump(dump: Path, pages: int, dest: Path,
+                count_bytes: int | None = None) -> dict[str, Any]:
+    """Write the first ``pages`` pages of ``dump`` as a small XML dump at ``dest``, then go on
+    counting pages (without writing them) until ``count_bytes`` of the dump's (compressed)
+    bytes are read. Returns the pages written, the pages counted, the share of the dump's bytes
+    they took and whether the whole dump was read. Counting over many compressed blocks keeps
+    the share exact to a few percent: a compressed reader runs ahead by up to a block (900 kB
+    of bz2), which alone would dwarf a small sample's bytes. The decompressor is chosen as the
+    ingest chooses it (:func:`ingest.dump.open_dump`: by the file's first bytes, not its name)."""
     from ingest.dump import open_dump
 
+    count_bytes = count_bytes or COUNT_BYTES
     raw = _Counting(open(dump, "rb"))  # noqa: SIM115 - closed below
     try:
         stream = open_dump(dump, raw=raw)
-        n, whole = 0, True
+        written = counted = 0
+        whole = True
         with open(dest, "wb") as out:
-            for line in _lines(stream):
+            lines = _lines(stream)
+            for line in lines:
                 out.write(line)
                 if b"</page>" in line:
-                    n += 1
-                    if n >= pages:
+                    written += 1
+                    if written >= pages:
                         whole = False
                         break
             if not whole:
                 out.write(b"</mediawiki>\n")
+        counted, ended = written, whole
+        if not whole:
+            ended = True
+            for line in lines:
+                if b"</page>" in line:
+                    counted += 1
+                if raw.count >= count_bytes:
+                    ended = False
+                    break
         size = dump.stat().st_size
-        # a compressed reader runs ahead by one block: share is a little high, never 1.0 unless
-        # the whole dump was read
-        share = 1.0 if whole else min(0.999, raw.count / size) if size else 1.0
-        return n, share
+        share = 1.0 if ended else min(0.999, raw.count / size) if size else 1.0
+        return {"pages": written, "counted": counted, "share": share, "whole": whole}
     finally:
         raw.fh.close()
 
@@ -187,11 +202,14 @@ def _time(amount: Figure, rate: Rate | None) -> Figure:
     return Figure(round(amount.value / rate.value, 1), basis, note)
 
 
-def _scaled(value: float, share: float, pages: int) -> Figure:
-    if share == 1.0:
+def _scaled(value: float, probe_run: dict[str, Any]) -> Figure:
+    """A count of the ingested sample scaled to the whole dump: x the dump's pages per sampled
+    page (pages counted over the first bytes read, scaled by their share of the dump)."""
+    if probe_run["whole"]:
         return Figure(value, COUNTED, "the whole dump was read")
-    return Figure(round(value / share), ESTIMATED,
-                  f"from the first {pages} pages ({share:.2%} of the dump's bytes)")
+    return Figure(round(value * probe_run["scale"]), ESTIMATED,
+                  f"from the first {probe_run['pages']} pages; {probe_run['counted']:,} pages "
+                  f"counted in {probe_run['share']:.2%} of the dump's bytes")
 
 
 def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
@@ -229,16 +247,17 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
                           f"files in {data}")
         elif cfg.paths.dump and Path(cfg.paths.dump).is_file():
             probe_run = _probe_ingest(cfg, Path(cfg.paths.dump), Path(tmp), sample_pages)
-            share, n = probe_run["share"], probe_run["pages"]
-            every = _scaled(probe_run["articles"], share, n)
-            counts = {"pages": _scaled(n, share, n), "articles": every}
+            every = _scaled(probe_run["articles"], probe_run)
+            pages = (Figure(probe_run["counted"], COUNTED, "pages counted in the whole dump")
+                     if probe_run["share"] == 1.0 else _scaled(probe_run["pages"], probe_run))
+            counts = {"pages": pages, "articles": every}
             probe_run["kept"] = 1.0
             if cfg.ingest.select.active:
                 selection = _selected_articles(cfg.ingest.select, every, probe_run)
                 counts = {**counts, "articles": selection, "articles_in_dump": every}
                 probe_run["kept"] = (selection.value / every.value
                                      if selection.value is not None and every.value else 1.0)
-            disk = _scaled(probe_run["bytes"] * probe_run["kept"], share, n)
+            disk = _scaled(probe_run["bytes"] * probe_run["kept"], probe_run)
         else:
             counts = {"pages": _unknown("no ingest output and no dump"),
                       "articles": _unknown("no ingest output and no dump")}
@@ -292,7 +311,7 @@ def _selected_articles(sel, every: Figure, probe_run: dict[str, Any]) -> Figure:
             hits = sum(1 for _, art in iter_jsonl(probe_run["out"] / "articles.jsonl",
                                                   on_error=lambda bad: None)
                        if any(c in wanted for c in art.get("categories") or ()))
-            n = hits / probe_run["share"]
+            n = hits * probe_run["scale"]
             total += n
             parts.append(f"categories ~{n:,.0f} ({hits} in the sample"
                          + (", subcategories not followed there" if sel.category_depth else "")
@@ -325,12 +344,13 @@ def _probe_ingest(cfg, dump: Path, tmp: Path, pages: int) -> dict[str, Any]:
     from ingest.pipeline import run_ingest
 
     small = tmp / "sample.xml"
-    n, share = sample_dump(dump, pages, small)
+    sample = sample_dump(dump, pages, small)
     out = tmp / "ingest"
     report = run_ingest(small, out, cfg.ingest.replace(workers=0, select=SelectConfig()))
     files = [out / name for name in ("articles.jsonl", "redirects.jsonl",
                                      "instructions.train.jsonl", "instructions.val.jsonl")]
-    return {"pages": n, "share": share, "articles": report["articles"], "out": out,
+    scale = sample["counted"] / max(sample["share"], 1e-12) / max(1, sample["pages"])
+    return {**sample, "scale": scale, "articles": report["articles"], "out": out,
             "bytes": sum(p.stat().st_size for p in files if p.is_file()),
             "train_records": _count_lines(out / "instructions.train.jsonl")}
 
@@ -415,8 +435,8 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None,
     elif probe_run:
         n, size, _ = _chunks(probe_run["out"] / "articles.jsonl", cfg, texts=texts)
         kept = probe_run["kept"]
-        chunks = _scaled(n * kept, probe_run["share"], probe_run["pages"])
-        disk = _scaled((size + n * dim * 4) * kept, probe_run["share"], probe_run["pages"])
+        chunks = _scaled(n * kept, probe_run)
+        disk = _scaled((size + n * dim * 4) * kept, probe_run)
         if kept != 1.0:
             chunks = Figure(chunks.value, ESTIMATED, chunks.note + ", x the selected share")
     else:
@@ -456,8 +476,7 @@ def _finetune_stage(cfg, data: Path | None, probe_run: dict | None, kind: str, w
         records = Figure(_count_lines(train_file), COUNTED, str(train_file))
         source = train_file
     elif probe_run:
-        records = _scaled(probe_run["train_records"] * probe_run["kept"], probe_run["share"],
-                          probe_run["pages"])
+        records = _scaled(probe_run["train_records"] * probe_run["kept"], probe_run)
         source = probe_run["out"] / "instructions.train.jsonl"
     else:
         records, source = _unknown("no instruction set and no dump"), None

@@ -44,8 +44,12 @@ def test_plan_counts_what_the_outputs_hold(repo_root, sample_ingest, tmp_path):
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_plan_estimates_from_the_dump_and_says_so(repo_root, sample_dump, tmp_path, compress):
+def test_plan_estimates_from_the_dump_and_says_so(repo_root, sample_dump, tmp_path, compress,
+                                                  monkeypatch):
+    from compara import plan as plan_mod
     from compara.plan import build_plan
+
+    monkeypatch.setattr(plan_mod, "COUNT_BYTES", 1)  # pages counted only where ingested
 
     dump = sample_dump
     if compress:  # a multistream .bz2 as Wikipedia writes it: a stream per 10 pages
@@ -342,3 +346,20 @@ def test_finetune_refuses_before_loading_the_model(repo_root, fixtures_dir, tmp_
     with pytest.raises(OverBudget, match="a test figure"):
         run_finetune(cfg, fixtures_dir / "instructions.jsonl", tmp_path / "adapter")
     assert not (tmp_path / "adapter").exists()
+
+
+def test_pages_are_counted_beyond_the_ingested_sample(repo_root, sample_dump, tmp_path):
+    """A few pages are ingested, but pages are counted over many more of the dump's bytes (a
+    compressed reader runs a block ahead of a small sample); here that reaches the end."""
+    from compara.plan import build_plan
+
+    dump = tmp_path / "amostra.xml.bz2"
+    dump.write_bytes(bz2.compress(sample_dump.read_bytes()))
+    cfg = ci_config(repo_root, f"paths.dump={dump}", f"paths.data={tmp_path / 'none'}")
+    ingest = by_stage(build_plan(cfg, sample_pages=20, device="cpu", probe=False))["ingest"]
+    total = sample_dump.read_text(encoding="utf-8").count("<page>")
+    assert ingest["inputs"]["pages"] == {"value": total, "basis": "counted",
+                                         "note": "pages counted in the whole dump"}
+    articles = ingest["inputs"]["articles"]
+    assert articles["basis"] == "estimated" and "first 20 pages" in articles["note"]
+    assert total / 3 < articles["value"] <= total
