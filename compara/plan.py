@@ -106,43 +106,59 @@ class _Counting:
 def sample_dump(dump: Path, pages: int, dest: Path,
                 count_bytes: int | None = None) -> dict[str, Any]:
     """Write the first ``pages`` pages of ``dump`` as a small XML dump at ``dest``, then go on
-    counting pages (without writing them) until ``count_bytes`` of the dump's (compressed)
-    bytes are read. Returns the pages written, the pages counted, the share of the dump's bytes
-    they took and whether the whole dump was read. Counting over many compressed blocks keeps
-    the share exact to a few percent: a compressed reader runs ahead by up to a block (900 kB
-    of bz2), which alone would dwarf a small sample's bytes. The decompressor is chosen as the
-    ingest chooses it (:func:`ingest.dump.open_dump`: by the file's first bytes, not its name)."""
+    counting (without writing) until ``count_bytes`` of the dump's (compressed) bytes are read:
+    pages, content pages (namespace 0, not redirects) and XML bytes, for the written part and
+    for all that was read. Returns both tallies, the share of the dump's bytes read and whether
+    the whole dump was written. Counting over many compressed blocks keeps the share exact to a
+    few percent: a compressed reader runs ahead by up to a block (900 kB of bz2), which alone
+    would dwarf a small sample's bytes. The decompressor is chosen as the ingest chooses it
+    (:func:`ingest.dump.open_dump`: by the file's first bytes, not its name)."""
     from ingest.dump import open_dump
 
     count_bytes = count_bytes or COUNT_BYTES
     raw = _Counting(open(dump, "rb"))  # noqa: SIM115 - closed below
+    tally = {"pages": 0, "content": 0, "bytes": 0}
+    ns0 = redirect = False
+
+    def count(line: bytes) -> bool:
+        nonlocal ns0, redirect
+        tally["bytes"] += len(line)
+        if b"<ns>" in line:
+            ns0 = b"<ns>0</ns>" in line
+        elif b"<redirect" in line:
+            redirect = True
+        elif b"</page>" in line:
+            tally["pages"] += 1
+            tally["content"] += ns0 and not redirect
+            ns0 = redirect = False
+            return True
+        return False
+
     try:
         stream = open_dump(dump, raw=raw)
-        written = counted = 0
         whole = True
         with open(dest, "wb") as out:
             lines = _lines(stream)
             for line in lines:
                 out.write(line)
-                if b"</page>" in line:
-                    written += 1
-                    if written >= pages:
-                        whole = False
-                        break
+                if count(line) and tally["pages"] >= pages:
+                    whole = False
+                    break
             if not whole:
                 out.write(b"</mediawiki>\n")
-        counted, ended = written, whole
+        written = dict(tally)
+        ended = whole
         if not whole:
             ended = True
             for line in lines:
-                if b"</page>" in line:
-                    counted += 1
+                count(line)
                 if raw.count >= count_bytes:
                     ended = False
                     break
         size = dump.stat().st_size
         share = 1.0 if ended else min(0.999, raw.count / size) if size else 1.0
-        return {"pages": written, "counted": counted, "share": share, "whole": whole}
+        return {"pages": written["pages"], "written": written, "counted": dict(tally),
+                "share": share, "whole": whole}
     finally:
         raw.fh.close()
 
@@ -202,14 +218,19 @@ def _time(amount: Figure, rate: Rate | None) -> Figure:
     return Figure(round(amount.value / rate.value, 1), basis, note)
 
 
-def _scaled(value: float, probe_run: dict[str, Any]) -> Figure:
-    """A count of the ingested sample scaled to the whole dump: x the dump's pages per sampled
-    page (pages counted over the first bytes read, scaled by their share of the dump)."""
+def _scaled(value: float, probe_run: dict[str, Any], by: str = "bytes") -> Figure:
+    """A figure of the ingested sample scaled to the whole dump, by what it grows with: the
+    dump's XML ``bytes`` (chunks, records, disk: they follow the text), its ``content`` pages
+    (articles) or its ``pages``, each counted over the first bytes read and scaled by their
+    share of the dump (see :func:`sample_dump`)."""
     if probe_run["whole"]:
         return Figure(value, COUNTED, "the whole dump was read")
-    return Figure(round(value * probe_run["scale"]), ESTIMATED,
-                  f"from the first {probe_run['pages']} pages; {probe_run['counted']:,} pages "
-                  f"counted in {probe_run['share']:.2%} of the dump's bytes")
+    written, counted = probe_run["written"], probe_run["counted"]
+    scale = counted[by] / max(1, written[by]) / max(probe_run["share"], 1e-12)
+    what = {"bytes": "XML bytes", "content": "articles' pages", "pages": "pages"}[by]
+    return Figure(round(value * scale), ESTIMATED,
+                  f"from the first {probe_run['pages']} pages, scaled by the {what} counted in "
+                  f"{probe_run['share']:.2%} of the dump's bytes ({counted['pages']:,} pages)")
 
 
 def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
@@ -247,9 +268,11 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
                           f"files in {data}")
         elif cfg.paths.dump and Path(cfg.paths.dump).is_file():
             probe_run = _probe_ingest(cfg, Path(cfg.paths.dump), Path(tmp), sample_pages)
-            every = _scaled(probe_run["articles"], probe_run)
-            pages = (Figure(probe_run["counted"], COUNTED, "pages counted in the whole dump")
-                     if probe_run["share"] == 1.0 else _scaled(probe_run["pages"], probe_run))
+            every = _scaled(probe_run["articles"], probe_run, "content")
+            pages = (Figure(probe_run["counted"]["pages"], COUNTED,
+                            "pages counted in the whole dump")
+                     if probe_run["share"] == 1.0 else
+                     _scaled(probe_run["pages"], probe_run, "pages"))
             counts = {"pages": pages, "articles": every}
             probe_run["kept"] = 1.0
             if cfg.ingest.select.active:
@@ -311,7 +334,7 @@ def _selected_articles(sel, every: Figure, probe_run: dict[str, Any]) -> Figure:
             hits = sum(1 for _, art in iter_jsonl(probe_run["out"] / "articles.jsonl",
                                                   on_error=lambda bad: None)
                        if any(c in wanted for c in art.get("categories") or ()))
-            n = hits * probe_run["scale"]
+            n = _scaled(hits, probe_run, "content").value
             total += n
             parts.append(f"categories ~{n:,.0f} ({hits} in the sample"
                          + (", subcategories not followed there" if sel.category_depth else "")
@@ -349,8 +372,7 @@ def _probe_ingest(cfg, dump: Path, tmp: Path, pages: int) -> dict[str, Any]:
     report = run_ingest(small, out, cfg.ingest.replace(workers=0, select=SelectConfig()))
     files = [out / name for name in ("articles.jsonl", "redirects.jsonl",
                                      "instructions.train.jsonl", "instructions.val.jsonl")]
-    scale = sample["counted"] / max(sample["share"], 1e-12) / max(1, sample["pages"])
-    return {**sample, "scale": scale, "articles": report["articles"], "out": out,
+    return {**sample, "articles": report["articles"], "out": out,
             "bytes": sum(p.stat().st_size for p in files if p.is_file()),
             "train_records": _count_lines(out / "instructions.train.jsonl")}
 
