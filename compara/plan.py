@@ -2,8 +2,11 @@
 
 Per stage (ingest, index, finetune, batch): its inputs, disk, peak memory and time, on this
 device and on a reference GPU. Every figure says how it was obtained: ``counted`` from outputs
-that exist, ``estimated`` from a sample of the dump (scaled by the share of the dump's bytes it
-took) or ``unknown``. Every rate names its source; a rate without one is unknown, never guessed.
+that exist (the training set itself made as `compara finetune` makes it), ``estimated`` from a
+sample of the dump (scaled by what each figure grows with, counted over the dump's first bytes)
+or ``unknown``. Every rate names its source: a probe here (a few real training steps, a few
+chunks embedded) or a published figure; a rate without one is unknown, never guessed. With an
+accelerate config, the fine-tune is planned for its processes (memory per GPU, tokens per step).
 The published figures behind the rates are listed in docs/plan.md.
 """
 
@@ -16,14 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compara.plan_dump import count_lines, sample_dump
 from core.io import iter_jsonl
+from finetune.gpus import gpu_memory, read_launch_config
 from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params, run_tokens
+
+__all__ = ["build_plan", "print_plan", "read_launch_config", "sample_dump"]
 
 COUNTED, ESTIMATED, UNKNOWN = "counted", "estimated", "unknown"
 SAMPLE_PAGES = 200  # pages of the dump read for an estimate: ~1-2 s of ingest work
 CHUNK_SAMPLE_BYTES = 32 << 20  # articles.jsonl chunked whole up to this size (~11 s/GB), else
                                # its first 32 MB, scaled by their share of the file's bytes
-COUNT_BYTES = 16 << 20  # pages of a dump's sample are counted over its first 16 MB (~3 s)
 EXACT_RECORDS = 50_000  # instruction sets up to this size are tokenized whole, as training does
 PROBE_PARAMS = 1e9  # models up to this size are probed here by default (a few training steps)
 
@@ -79,107 +85,6 @@ def reference_gpu_rate(base: str, gpus: int = 1) -> Rate:
     return Rate(round(gpus * peak / (6 * params)), "train tokens/s",
                 f"{name}{many} at 100% of peak ({source}; 6 x {params / 1e9:.2g}B FLOPs per "
                 "token): an upper bound, a real run is slower", bound=True)
-
-
-# -- counting and sampling ------------------------------------------------------------------------
-
-class _Counting:
-    """A raw file that counts the bytes read from it (how much of the dump a sample took)."""
-
-    def __init__(self, fh):
-        self.fh, self.count = fh, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.fh.read(n)
-        self.count += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
-def sample_dump(dump: Path, pages: int, dest: Path,
-                count_bytes: int | None = None) -> dict[str, Any]:
-    """Write the first ``pages`` pages of ``dump`` as a small XML dump at ``dest``, then go on
-    counting (without writing) until ``count_bytes`` of the dump's (compressed) bytes are read:
-    pages, content pages (namespace 0, not redirects) and XML bytes, for the written part and
-    for all that was read. Returns both tallies, the share of the dump's bytes read and whether
-    the whole dump was written. Counting over many compressed blocks keeps the share exact to a
-    few percent: a compressed reader runs ahead by up to a block (900 kB of bz2), which alone
-    would dwarf a small sample's bytes. The decompressor is chosen as the ingest chooses it
-    (:func:`ingest.dump.open_dump`: by the file's first bytes, not its name)."""
-    from ingest.dump import open_dump
-
-    count_bytes = count_bytes or COUNT_BYTES
-    raw = _Counting(open(dump, "rb"))  # noqa: SIM115 - closed below
-    tally = {"pages": 0, "content": 0, "bytes": 0}
-    ns0 = redirect = False
-
-    def count(line: bytes) -> bool:
-        nonlocal ns0, redirect
-        tally["bytes"] += len(line)
-        if b"<ns>" in line:
-            ns0 = b"<ns>0</ns>" in line
-        elif b"<redirect" in line:
-            redirect = True
-        elif b"</page>" in line:
-            tally["pages"] += 1
-            tally["content"] += ns0 and not redirect
-            ns0 = redirect = False
-            return True
-        return False
-
-    try:
-        stream = open_dump(dump, raw=raw)
-        whole = True
-        with open(dest, "wb") as out:
-            lines = _lines(stream)
-            for line in lines:
-                out.write(line)
-                if count(line) and tally["pages"] >= pages:
-                    whole = False
-                    break
-            if not whole:
-                out.write(b"</mediawiki>\n")
-        written = dict(tally)
-        ended = whole
-        if not whole:
-            ended = True
-            for line in lines:
-                count(line)
-                if raw.count >= count_bytes:
-                    ended = False
-                    break
-        size = dump.stat().st_size
-        share = 1.0 if ended else min(0.999, raw.count / size) if size else 1.0
-        return {"pages": written["pages"], "written": written, "counted": dict(tally),
-                "share": share, "whole": whole}
-    finally:
-        raw.fh.close()
-
-
-def _lines(stream):
-    buf = b""
-    while True:
-        chunk = stream.read(1 << 13)  # small reads: the bytes counted stay close to the pages
-        if not chunk:
-            if buf:
-                yield buf
-            return
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            yield line + b"\n"
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as fh:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
 
 def _tokenizer(model_cfg):
@@ -374,7 +279,7 @@ def _probe_ingest(cfg, dump: Path, tmp: Path, pages: int) -> dict[str, Any]:
                                      "instructions.train.jsonl", "instructions.val.jsonl")]
     return {**sample, "articles": report["articles"], "out": out,
             "bytes": sum(p.stat().st_size for p in files if p.is_file()),
-            "train_records": _count_lines(out / "instructions.train.jsonl")}
+            "train_records": count_lines(out / "instructions.train.jsonl")}
 
 
 def _chunks(articles: Path, cfg, tmp: Path | None = None,
@@ -495,7 +400,7 @@ def _finetune_stage(cfg, data: Path | None, probe_run: dict | None, kind: str, w
     ft = cfg.finetune
     train_file = data / "instructions.train.jsonl" if data else None
     if train_file and train_file.is_file():
-        records = Figure(_count_lines(train_file), COUNTED, str(train_file))
+        records = Figure(count_lines(train_file), COUNTED, str(train_file))
         source = train_file
     elif probe_run:
         records = _scaled(probe_run["train_records"] * probe_run["kept"], probe_run)
@@ -576,8 +481,10 @@ def _finetune_stage(cfg, data: Path | None, probe_run: dict | None, kind: str, w
     stage["world_size"] = world_size
     stage["launch"] = launch
     on_gpus = kind == "cuda" or launch is not None or (params or 0) >= PROBE_PARAMS
-    stage["peak_memory_per_gpu_bytes"] = (gpu_memory(cfg, world_size if fsdp else 1, fsdp)
-                                          if on_gpus else _unknown("not a GPU run")).to_dict()
+    per_gpu, how = (gpu_memory(cfg, world_size if fsdp else 1, fsdp) if on_gpus
+                    else (None, "not a GPU run"))
+    stage["peak_memory_per_gpu_bytes"] = (Figure(per_gpu, ESTIMATED, how) if per_gpu
+                                          else _unknown(how)).to_dict()
     stage["max_hours"] = ft.max_hours
     stage["over_budget"] = bool(ft.max_hours and here.value and here.value / 3600 > ft.max_hours)
     return stage
@@ -635,81 +542,6 @@ def _train_tokens(cfg, tok, sample: list[dict], used: float) -> tuple[Figure, li
     exact = len(lengths) >= used and not (ft.max_train_records or ft.reading
                                           or ft.select != "tasks")
     return Figure(round(total), COUNTED if exact else ESTIMATED, note), examples
-
-
-# -- beyond one GPU -------------------------------------------------------------------------------
-
-# Shapes of the Llama 2 family (hidden size, layers, MLP width, vocabulary), from the models'
-# config.json on the hub, for a base whose config is not on this machine.
-LLAMA2_SHAPES = {7e9: (4096, 32, 11008, 32000), 13e9: (5120, 40, 13824, 32000),
-                 70e9: (8192, 80, 28672, 32000)}
-
-
-def read_launch_config(path: str | Path) -> dict[str, Any]:
-    """An accelerate config file, read by accelerate's own loader: what the plan needs of it."""
-    from accelerate.commands.config.config_args import load_config_from_file
-
-    cfg = load_config_from_file(str(path))
-    dist = getattr(cfg.distributed_type, "value", str(cfg.distributed_type))
-    return {"file": str(path), "distributed_type": dist,
-            "num_processes": max(1, int(cfg.num_processes)),
-            "num_machines": int(getattr(cfg, "num_machines", 1) or 1),
-            "mixed_precision": str(getattr(cfg.mixed_precision, "value", cfg.mixed_precision)),
-            "fsdp": dict(getattr(cfg, "fsdp_config", None) or {})}
-
-
-def _shape(model_cfg) -> tuple[tuple[int, int, int, int] | None, str]:
-    try:
-        from transformers import AutoConfig
-
-        from core.models.convert import cached_path
-        from core.models.registry import REGISTRY
-
-        spec = REGISTRY.get(model_cfg.base)
-        where = cached_path(spec) if spec else model_cfg.base
-        if where is not None:
-            c = AutoConfig.from_pretrained(str(where), local_files_only=True)
-            return ((c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.vocab_size),
-                    "the model's config.json")
-    except Exception:  # noqa: BLE001 - not on this machine: the table below
-        pass
-    params = model_params(model_cfg.base)
-    if params and "llama" in Path(model_cfg.base).name.lower():
-        size = min(LLAMA2_SHAPES, key=lambda p: abs(p - params))
-        if abs(size - params) / size < 0.25:
-            return LLAMA2_SHAPES[size], f"the Llama 2 {size / 1e9:.0f}B config.json"
-    return None, ""
-
-
-def gpu_memory(cfg, shards: int = 1, fsdp: bool = False) -> Figure:
-    """Peak memory per GPU of a QLoRA run, derived part by part as docs/finetune.md derives the
-    7B figure (4-bit weights with double quantisation, bf16 embedding and head, LoRA with its
-    optimizer states, checkpointed activations, the loss's head chunk, CUDA context and
-    allocator slack); under FSDP the weights and LoRA states are divided among ``shards`` GPUs
-    and one decoder layer is gathered at a time."""
-    if cfg.model.quantize != "4bit":
-        return _unknown("derived for 4-bit QLoRA only")
-    shape, source = _shape(cfg.model)
-    params = model_params(cfg.model.base)
-    if shape is None or not params:
-        return _unknown("the model's shape is unknown")
-    hidden, layers, mlp, vocab = shape
-    ft = cfg.finetune
-    embed = 2 * vocab * hidden  # input embedding and output head, not quantised
-    linear = params - embed
-    weights = linear * (0.5 + 0.127 / 8) + embed * 2  # NF4 + double-quantised constants; bf16
-    lora = layers * ft.lora_r * (4 * 2 * hidden + 3 * (hidden + mlp))  # 7 projections
-    lora_bytes = lora * (4 + (2 if "8bit" in ft.optimizer else 8))  # bf16 w + g; Adam states
-    tokens = ft.batch_size * ft.max_length
-    kept = layers * tokens * hidden * 2 * (1 if ft.gradient_checkpointing else 12)
-    recompute = tokens * mlp * 2 * 4 if ft.gradient_checkpointing else 0
-    gathered = (linear / layers) * 0.5 * 2 if fsdp else 0  # one layer gathered, one prefetched
-    total = (weights + lora_bytes) / shards + kept + recompute + gathered + 0.2e9 + 1.75e9
-    how = (f"derived (docs/finetune.md's parts; shape from {source}): batch "
-           f"{ft.batch_size} x {ft.max_length} tokens, gradient checkpointing "
-           f"{'on' if ft.gradient_checkpointing else 'off'}"
-           + (f", FSDP over {shards} GPUs" if fsdp else ", a whole 4-bit copy per GPU"))
-    return Figure(round(total, -8), ESTIMATED, how)
 
 
 def _batch_stage(cfg, kind: str) -> dict[str, Any]:

@@ -565,20 +565,6 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     return summary
 
 
-def launch_environment(path: str | Path) -> dict[str, str]:
-    """The environment `accelerate launch --config_file PATH` gives the training processes
-    (ACCELERATE_USE_FSDP, FSDP_*, ACCELERATE_MIXED_PRECISION, ...), derived by accelerate's own
-    launcher code from the file, without starting anything."""
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-    from accelerate.utils.launch import prepare_multi_gpu_env
-
-    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "compara"])
-    args, _, _ = _validate_launch_command(args)
-    env = prepare_multi_gpu_env(args) if args.multi_gpu or args.use_fsdp else {}
-    env["WORLD_SIZE"] = str(args.num_processes)
-    return {k: v for k, v in env.items() if k.startswith(("ACCELERATE_", "FSDP_", "WORLD_SIZE"))}
-
-
 def dry_run(cfg: ExperimentConfig, data: str | Path, launch: str | Path | None = None,
             ) -> dict[str, Any]:
     """Everything a run does before its first step, nothing after: the data tokenized, the
@@ -588,6 +574,7 @@ def dry_run(cfg: ExperimentConfig, data: str | Path, launch: str | Path | None =
     import os
     from unittest import mock
 
+    from finetune.gpus import launch_environment
     from finetune.loss import fusable_head
 
     env = launch_environment(launch) if launch else {}

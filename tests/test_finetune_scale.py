@@ -48,7 +48,7 @@ def test_the_launch_environment_sets_the_4bit_storage_fsdp_needs(repo_root, name
     import torch
 
     from core.models.loading import quantization_config
-    from finetune.train import launch_environment
+    from finetune.gpus import launch_environment
 
     env = launch_environment(accelerate_config(repo_root, name))
     assert int(env["WORLD_SIZE"]) == {"one-gpu": 1, "ddp-4gpu": 4, "fsdp-qlora-8gpu": 8}[name]

@@ -46,10 +46,10 @@ def test_plan_counts_what_the_outputs_hold(repo_root, sample_ingest, tmp_path):
 @pytest.mark.parametrize("compress", [False, True])
 def test_plan_estimates_from_the_dump_and_says_so(repo_root, sample_dump, tmp_path, compress,
                                                   monkeypatch):
-    from compara import plan as plan_mod
+    from compara import plan_dump
     from compara.plan import build_plan
 
-    monkeypatch.setattr(plan_mod, "COUNT_BYTES", 1)  # pages counted only where ingested
+    monkeypatch.setattr(plan_dump, "COUNT_BYTES", 1)  # pages counted only where ingested
 
     dump = sample_dump
     if compress:  # a multistream .bz2 as Wikipedia writes it: a stream per 10 pages
