@@ -63,7 +63,9 @@ class FinetuneConfig(ConfigBase):
               "order) until the budget is spent; the summary says how many were kept. "
               "null = no budget.")
     max_hours: float | None = opt(
-        None, "Refuse to start a run whose planned training time exceeds this many hours "
+        None, "Refuse to start a run whose planned training time exceeds this many hours: "
+              "checked from the tokenized data before the model's weights load (with a sourced "
+              "rate; else after a short probe of the loaded model), before anything is written "
               "(`compara plan` shows the estimate and the source of its rate; --force runs it "
               "anyway). null = no limit.")
     select: Literal["tasks", "facts", "questions"] = opt(
