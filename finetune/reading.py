@@ -65,10 +65,14 @@ def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Seq
 def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[Any], *, count: int,
                           k: int = 4, no_gold_share: float = 0.2, seed: int = 42,
                           rag_template: str | None = None, bm25: Any | None = None,
-                          ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                          ordered: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Up to ``count`` reading records from ``records`` (fact-like ones whose answer is found in
     a chunk of their own article), and a report of what was built. ``bm25``: the index's own
-    keyword index over ``chunks`` (:func:`load_index_bm25`); built here when not given."""
+    keyword index over ``chunks`` (:func:`load_index_bm25`); built here when not given.
+    ``ordered``: ``records`` come in a meaningful order (a selection by fact coverage, the facts
+    of the questions first) and reading records follow it; otherwise facts are drawn by the
+    seed's hash, so that a file grouped by article does not give every reading record to its
+    first articles."""
     from core.prompts import RagTemplate
     from rag.bm25 import BM25Index
 
@@ -77,7 +81,8 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
     for pos, c in enumerate(chunks):
         by_title.setdefault(c.title, []).append(pos)
     candidates = [r for r in records if r.get("task") in SOURCE_TASKS and not r.get("input")]
-    candidates.sort(key=lambda r: _key(f"{seed}:{r.get('id') or r['instruction']}"))
+    if not ordered:
+        candidates.sort(key=lambda r: _key(f"{seed}:{r.get('id') or r['instruction']}"))
     if bm25 is None and chunks and candidates:
         bm25 = BM25Index.build([c.text for c in chunks])
     rng = random.Random(seed)
@@ -120,5 +125,6 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
     report = {"records": len(out), "with_gold": sum(r["gold"] for r in out),
               "without_gold": sum(not r["gold"] for r in out), "k": k, "seed": seed,
               "no_gold_share": no_gold_share, "candidates": len(candidates), "skipped": skipped,
+              "order": "selection" if ordered else "seeded hash",
               "rag_template": tpl.name, "rag_template_fingerprint": tpl.fingerprint}
     return out, report

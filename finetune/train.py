@@ -107,7 +107,8 @@ def choose_training_records(cfg: ExperimentConfig, records: list[dict], report) 
         chunks = load_index_chunks(cfg.paths.index)  # verified before anything is read
         reading, report.reading = build_reading_records(
             chosen, chunks, count=n_reading, k=ft.reading_k or cfg.retrieval.k,
-            no_gold_share=ft.reading_no_gold, seed=ft.seed, bm25=load_index_bm25(cfg.paths.index))
+            no_gold_share=ft.reading_no_gold, seed=ft.seed, bm25=load_index_bm25(cfg.paths.index),
+            ordered=ft.select != "tasks")  # by fact coverage: the asked facts read first
         log.info("reading tasks: %d records (%d with the gold passage) from %s",
                  len(reading), report.reading["with_gold"], cfg.paths.index)
         chosen = chosen + reading

@@ -123,3 +123,22 @@ def test_the_demo_selection_covers_its_questions_and_adds_reading_tasks(sample_i
     assert report.selection["questions_with_answer_in_data"] >= report.selection["questions"] - 1
     assert 0 < sum(r["task"] == "reading" for r in chosen) <= 12
     assert report.reading["records"] == sum(r["task"] == "reading" for r in chosen)
+
+
+def test_reading_records_follow_a_selection_order(records, chunks):
+    """After a selection by fact coverage the reading records take the facts in that order (the
+    facts of the questions asked first); without one they are drawn by the seed."""
+    loaded = load_index_chunks(chunks)
+    facts = [r for r in records if r["task"] == "fact"]
+    order = list(reversed(facts))  # an order that is neither the file's nor the seed's
+    rank = {r["id"]: i for i, r in enumerate(order)}
+    ordered, report = build_reading_records(order, loaded, count=8, k=3, seed=7, ordered=True)
+    assert report["order"] == "selection" and len(ordered) >= 4
+    source = {r["fact"]: min(rank[x["id"]] for x in order if x["fact"] == r["fact"]) for r in ordered}
+    ranks = [source[r["fact"]] for r in ordered]
+    assert ranks == sorted(ranks)  # the selection's order, kept
+    drawn, report = build_reading_records(order, loaded, count=8, k=3, seed=7)
+    assert report["order"] == "seeded hash"
+    assert [r["fact"] for r in drawn] != [r["fact"] for r in ordered]
+    again, _ = build_reading_records(list(reversed(order)), loaded, count=8, k=3, seed=7)
+    assert [r["id"] for r in again] == [r["id"] for r in drawn]  # the seed's draw ignores the order
