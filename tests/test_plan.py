@@ -363,3 +363,20 @@ def test_pages_are_counted_beyond_the_ingested_sample(repo_root, sample_dump, tm
     articles = ingest["inputs"]["articles"]
     assert articles["basis"] == "estimated" and "first 20 pages" in articles["note"]
     assert total / 3 < articles["value"] <= total
+
+
+def test_plan_names_the_faiss_index_the_build_will_choose(repo_root, sample_ingest, tmp_path):
+    from compara.plan import build_plan
+
+    def index(*overrides: str) -> dict:
+        cfg = ci_config(repo_root, f"paths.data={sample_ingest}",
+                        f"paths.index={tmp_path / 'none'}", *overrides)
+        return by_stage(build_plan(cfg, device="cpu", probe=False))["index"]
+
+    small = index()
+    chunks = small["inputs"]["chunks"]["value"]
+    assert small["faiss_index"]["type"] == "flat"
+    assert small["faiss_index"]["bytes"]["value"] == chunks * 384 * 4
+    compressed = index("index.auto_exact_below=1", "index.auto_compressed_from=2")
+    assert compressed["faiss_index"]["type"] == "ivfpq"
+    assert compressed["faiss_index"]["bytes"]["value"] < small["faiss_index"]["bytes"]["value"] / 10
