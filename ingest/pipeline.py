@@ -443,9 +443,11 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
     # The pool's threads in this process move batches and results through pipes 64 KiB at a
     # time, taking the GIL for each piece; while this thread cleans a batch they would get it
     # only every switch interval (5 ms): a worker's ~2 MB of results would take ~0.2 s to be
-    # read, the worker blocked meanwhile. A shorter interval lets them in at once.
+    # read, the worker blocked meanwhile. A shorter interval lets them in at once. (When this
+    # thread only reads, it waits on the workers often enough.)
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, 0.0002))
+    if reader_cleans:
+        sys.setswitchinterval(min(switch, 0.0002))
     try:
         yield from _ordered_pool(fn, items, ctx, workers, ahead, window, reader_cleans)
     finally:
