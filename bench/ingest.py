@@ -12,7 +12,8 @@ every tool alike:
 * ``bzcat`` alone — reading the compressed dump is the floor no extractor can beat;
 * ``compara ingest`` with 1 and 2 worker processes: the whole command (clean articles,
   redirects and the instruction set), and with the instruction set turned off (articles only:
-  the same job as wikiextractor's);
+  the same job as wikiextractor's), and the whole command with the reading process only reading
+  (``ingest.reader_cleans=false``: it does not clean batches while the workers are busy);
 * wikiextractor 3.1.0 with ``--processes`` 1 and 2 and ``--no-templates``, installed into a
   venv of its own under bench/out/ (it is not a dependency of compara).
 
