@@ -63,6 +63,33 @@ class KeySet:
                 return False
         return True
 
+    def _in_runs(self, keys: list[int]) -> list[bool] | None:
+        """For each key, whether a sorted run holds it (None when there is no run yet)."""
+        if not self._runs or not keys:
+            return None
+        arr = np.fromiter(keys, dtype=np.uint64, count=len(keys))
+        found = np.zeros(arr.size, dtype=bool)
+        for run in self._runs:
+            idx = np.searchsorted(run, arr)
+            np.minimum(idx, run.size - 1, out=idx)
+            found |= run[idx] == arr
+        return found.tolist()
+
+    def add_new(self, keys: list[int]) -> list[bool]:
+        """Add ``keys`` in order; for each, whether it was new (in neither the set nor earlier in
+        ``keys``). One vectorised lookup per run for all of them, instead of one per key."""
+        in_runs = self._in_runs(keys)
+        known = self._new
+        fresh: set[int] = set()
+        out = []
+        for i, key in enumerate(keys):
+            new = key not in known and key not in fresh and not (in_runs and in_runs[i])
+            if new:
+                fresh.add(key)
+            out.append(new)
+        self.add_disjoint(fresh)
+        return out
+
     def add(self, key: int) -> None:
         if key not in self:
             self._new.add(key)

@@ -310,14 +310,13 @@ class _Run:
         pending = {split: iter(text[:-1].split(b"\n")) for split, text in batch.joined.items()}
         kept: dict[str, list[bytes]] = {"train": [], "val": []}
         kept_rows = []
-        for row in batch.rows:
-            key, split = row[0], row[1]
-            line = next(pending[split])
-            if key in self.seen:
+        fresh = self.seen.add_new([row[0] for row in batch.rows])
+        for row, new in zip(batch.rows, fresh, strict=True):
+            line = next(pending[row[1]])
+            if not new:
                 self.stats.duplicates_removed += 1
                 continue
-            self.seen.add(key)
-            kept[split].append(line + b"\n")
+            kept[row[1]].append(line + b"\n")
             kept_rows.append(row)
         for split, lines in kept.items():
             if lines:

@@ -44,6 +44,24 @@ def test_keyset_does_not_count_a_key_twice():
     assert ks.nbytes <= 7 * 8
 
 
+def test_keyset_add_new_says_which_keys_were_new_as_a_set_would():
+    """Keys already held (in the newest set or in a sorted run) and repeats within the call are
+    not new; the first of each new key is, and is added."""
+    ks, ref = KeySet(buffer=8, max_run=64), set()
+    stream = _keys(300, 3)
+    stream = stream + stream[::7] + stream[5:40]  # repeats across and within calls
+    for start in range(0, len(stream), 13):
+        part = stream[start:start + 13] + stream[start:start + 2]
+        expected = []
+        for key in part:
+            expected.append(key not in ref)
+            ref.add(key)
+        assert ks.add_new(part) == expected
+        assert len(ks) == len(ref)
+    assert ks.nbytes > 0  # some lookups went through sorted runs
+    assert all(k in ks for k in ref)
+
+
 def test_keyset_holds_keys_in_about_8_bytes_each():
     ks = KeySet(buffer=1000, max_run=1 << 20)
     keys = _keys(100_000, 3)
