@@ -127,3 +127,15 @@ def test_plan_cli_reads_an_accelerate_config_and_refuses_another_file(repo_root,
     assert plan["world_size"] == 4 and plan["launch"]["distributed_type"] == "MULTI_GPU"
     res = CliRunner().invoke(app, [*args, "--accelerate", str(repo_root / "configs" / "ci.yaml")])
     assert res.exit_code != 0 and "accelerate config" in res.output
+
+
+def test_the_training_rate_probe_takes_examples_spread_over_the_run():
+    """The probe's steps hold the run's mix of lengths (reading tasks come last in a run's
+    examples), not only its first, shortest examples."""
+    from finetune.rate import spread
+
+    items = list(range(100))
+    picked = spread(items, 32)
+    assert len(picked) == 32 and picked == sorted(set(picked))
+    assert picked[0] == 0 and picked[-1] >= 90  # reaches the end of the list
+    assert spread(items[:10], 32) == items[:10]
