@@ -355,21 +355,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{w} process(es): compara ingest is {wx / ours:.2f}x wikiextractor's speed "
               f"({cpu_ratio:.2f}x per CPU second), articles only {wx / only:.2f}x ({only_cpu:.2f}x per "
               f"CPU second); {ours / floor:.2f}x the bzcat floor's time")
-        plain = f"compara ingest, {w} worker(s), reader only reads"
-        ratios[w]["reader_only_reads_speed_over_wikiextractor"] = wx / med[plain]
-        ratios[w]["reader_only_reads_cpu_efficiency_over_wikiextractor"] = (
-            med_cpu[f"wikiextractor, {w} process(es)"] / med_cpu[plain])
-        print(f"{w} process(es): with the reading process only reading (ingest.reader_cleans=false): "
-              f"{wx / med[plain]:.2f}x ({ratios[w]['reader_only_reads_cpu_efficiency_over_wikiextractor']:.2f}x "
-              f"per CPU second)")
+        others = [("reader_only_reads", f"compara ingest, {w} worker(s), reader only reads",
+                   "with the reading process only reading (ingest.reader_cleans=false):")]
         if args.baseline:
-            base = f"baseline compara ingest, {w} worker(s)"
-            ratios[w]["baseline_speed_over_wikiextractor"] = wx / med[base]
-            ratios[w]["baseline_cpu_efficiency_over_wikiextractor"] = (
-                med_cpu[f"wikiextractor, {w} process(es)"] / med_cpu[base])
-            print(f"{w} process(es): the baseline ({args.baseline}) is {wx / med[base]:.2f}x "
-                  f"({ratios[w]['baseline_cpu_efficiency_over_wikiextractor']:.2f}x per CPU second); "
-                  f"this checkout is {med[base] / ours:.2f}x the baseline's speed")
+            others.append(("baseline", f"baseline compara ingest, {w} worker(s)",
+                           f"the baseline ({args.baseline}) is"))
+        for key, name, label in others:
+            speed = wx / med[name]
+            cpu = med_cpu[f"wikiextractor, {w} process(es)"] / med_cpu[name]
+            ratios[w][f"{key}_speed_over_wikiextractor"] = speed
+            ratios[w][f"{key}_cpu_efficiency_over_wikiextractor"] = cpu
+            tail = f"; this checkout is {med[name] / ours:.2f}x the baseline's speed" if key == "baseline" else ""
+            print(f"{w} process(es): {label} {speed:.2f}x ({cpu:.2f}x per CPU second){tail}")
 
     w = workers[0]
     ours_left, wx_left = left[f"compara ingest, {w} worker(s)"], left[f"wikiextractor, {w} process(es)"]

@@ -437,8 +437,6 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
     import multiprocessing as mp
 
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    ahead = 2 * workers  # items queued per worker: one running, one waiting
-    window: deque[tuple[Any, Any, bool]] = deque()  # (tag, AsyncResult or result, is_async)
     # The pool's threads in this process move batches and results through pipes 64 KiB at a
     # time, taking the GIL for each piece; while this thread cleans a batch they would get it
     # only every switch interval (5 ms): a worker's ~2 MB of results would take ~0.2 s to be
@@ -448,14 +446,15 @@ def _ordered_map(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]],
     if reader_cleans:
         sys.setswitchinterval(min(switch, 0.0002))
     try:
-        yield from _ordered_pool(fn, items, ctx, workers, ahead, window, reader_cleans)
+        yield from _ordered_pool(fn, items, ctx, workers, reader_cleans)
     finally:
         sys.setswitchinterval(switch)
 
 
 def _ordered_pool(fn: Callable[[Any], Any], items: Iterable[tuple[Any, Any]], ctx: Any,
-                  workers: int, ahead: int, window: deque[tuple[Any, Any, bool]],
-                  reader_cleans: bool) -> Iterator[tuple[Any, Any]]:
+                  workers: int, reader_cleans: bool) -> Iterator[tuple[Any, Any]]:
+    ahead = 2 * workers  # items queued per worker: one running, one waiting
+    window: deque[tuple[Any, Any, bool]] = deque()  # (tag, AsyncResult or result, is_async)
     with ctx.Pool(workers) as pool:
 
         def busy() -> int:
