@@ -16,10 +16,17 @@ LLAMA2_SHAPES = {7e9: (4096, 32, 11008, 32000), 13e9: (5120, 40, 13824, 32000),
 
 
 def read_launch_config(path: str | Path) -> dict[str, Any]:
-    """An accelerate config file, read by accelerate's own loader: what the plan needs of it."""
+    """An accelerate config file, read by accelerate's own loader: what the plan needs of it.
+    A file that is not YAML (or JSON) raises ValueError with the parser's line and column."""
+    import json
+
+    import yaml
     from accelerate.commands.config.config_args import load_config_from_file
 
-    cfg = load_config_from_file(str(path))
+    try:
+        cfg = load_config_from_file(str(path))
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ValueError(" ".join(str(exc).split())) from None
     dist = getattr(cfg.distributed_type, "value", str(cfg.distributed_type))
     return {"file": str(path), "distributed_type": dist,
             "num_processes": max(1, int(cfg.num_processes)),

@@ -129,6 +129,23 @@ def test_plan_cli_reads_an_accelerate_config_and_refuses_another_file(repo_root,
     assert res.exit_code != 0 and "accelerate config" in res.output
 
 
+def test_a_malformed_accelerate_file_is_one_error_line_naming_it(repo_root, tmp_path):
+    """Not YAML: `compara plan` and `compara finetune --dry-run` say which file and where,
+    with no traceback."""
+    from typer.testing import CliRunner
+
+    from compara.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("compute_environment: LOCAL_MACHINE\nnum_processes: [oops\n", encoding="utf-8")
+    cfg = str(repo_root / "configs" / "ci.yaml")
+    for cmd in (["plan", "-c", cfg, "--no-probe"], ["finetune", "-c", cfg, "--dry-run"]):
+        res = CliRunner().invoke(app, [*cmd, "--accelerate", str(bad)])
+        assert res.exit_code == 2, res.output
+        assert "not an accelerate config" in res.output and "line 2" in res.output
+        assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
+
+
 def test_the_training_rate_probe_takes_examples_spread_over_the_run():
     """The probe's steps hold the run's mix of lengths (reading tasks come last in a run's
     examples), not only its first, shortest examples."""

@@ -105,16 +105,11 @@ def plan(
     ingest.select the counts follow the selection. Sources: docs/plan.md. `compara finetune`
     plans its own run the same way and refuses one over finetune.max_hours unless --force.
     """
-    from compara.cli.utils import fail
-    from compara.plan import build_plan, print_plan, read_launch_config
+    from compara.cli.utils import launch_config
+    from compara.plan import build_plan, print_plan
 
     cfg = load_experiment(config, set_)
-    launch = None
-    if accelerate is not None:
-        try:
-            launch = read_launch_config(accelerate)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            fail(f"{accelerate}: not an accelerate config ({exc})")
+    launch = launch_config(accelerate) if accelerate is not None else None
     result = build_plan(cfg, sample_pages=sample_pages, launch=launch, probe=probe)
     if json_:
         from compara.cli.utils import print_json

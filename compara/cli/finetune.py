@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
+from compara.cli.utils import (
+    ConfigOption,
+    JsonOption,
+    SetOption,
+    fail,
+    launch_config,
+    load_experiment,
+    print_json,
+)
 
 QuantizeOption = Annotated[str | None, typer.Option(
     "--quantize", help="Base weights: 4bit (NF4, QLoRA), 8bit or none. Default: the config's "
@@ -92,8 +100,8 @@ def finetune(
     if dry_run:
         from finetune.train import dry_run as plan_only
 
-        if accelerate is not None and not accelerate.is_file():
-            fail(f"{accelerate}: no such accelerate config")
+        if accelerate is not None:
+            launch_config(accelerate)  # a clear error for a missing or malformed file
         info = plan_only(cfg, cfg.paths.data, accelerate)
         if json_:
             print_json(info)

@@ -35,6 +35,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def launch_config(path: Path) -> dict[str, Any]:
+    """An ``--accelerate`` file read by accelerate's loader, or one error line naming it."""
+    from finetune.gpus import read_launch_config
+
+    if not path.is_file():
+        fail(f"{path}: no such accelerate config")
+    try:
+        return read_launch_config(path)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        fail(f"{path}: not an accelerate config ({exc})")
+
+
 def load_experiment(config: Path | None, sets: list[str] | None, **flags: Any):
     """Load the experiment config; ``flags`` are dotted keys set by command-line options
     (None values are ignored, so an option left out keeps the YAML's value)."""
