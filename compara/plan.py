@@ -22,7 +22,7 @@ from typing import Any
 from compara.plan_dump import count_lines, sample_dump
 from core.io import iter_jsonl
 from finetune.gpus import gpu_memory, read_launch_config
-from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params, run_tokens
+from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params, run_tokens, spread
 
 __all__ = ["build_plan", "print_plan", "read_launch_config", "sample_dump"]
 
@@ -320,8 +320,7 @@ def _probe_embed(cfg, texts: list[str], n: int = 24) -> Rate | None:
 
     if len(texts) < 4:
         return None
-    step = max(1, len(texts) // n)
-    picked = texts[::step][:n]
+    picked = spread(texts, n)
     try:
         from rag.embedders import make_embedder
 

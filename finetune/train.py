@@ -299,16 +299,18 @@ def _same_tokens(a, b, template, records: list[dict]) -> bool:
     return all(a(text)["input_ids"] == b(text)["input_ids"] for text in (prompt, response))
 
 
-def load_for_training(cfg: ExperimentConfig, tokenized: TrainingData, tokenizer=None) -> Prepared:
+def load_for_training(cfg: ExperimentConfig, tokenized: TrainingData, tokenizer=None,
+                      data: str | Path | None = None) -> Prepared:
     """Load the base, wrap it with a fresh LoRA adapter; the data tokenized by ``tokenizer``
-    is kept when the loaded tokenizer encodes the same way (it is the same files)."""
+    is kept when the loaded tokenizer encodes the same way (it is the same files), else
+    ``data`` (default: ``paths.data``) is tokenized again."""
     from core.models import load_base
 
     loaded = load_base(cfg.model)
     if tokenizer is not None and not _same_tokens(tokenizer, loaded.tokenizer, tokenized.template,
                                                   tokenized.train_records):
         log.warning("the loaded tokenizer encodes differently: tokenizing again")
-        tokenized = prepare_data(cfg, cfg.paths.data, loaded.tokenizer)
+        tokenized = prepare_data(cfg, data or cfg.paths.data, loaded.tokenizer)
     loaded.model = wrap_for_training(cfg, loaded)
     return Prepared(loaded, tokenized.template, tokenized.train, tokenized.val,
                     tokenized.train_records, tokenized.report)
@@ -318,8 +320,7 @@ def prepare(cfg: ExperimentConfig, data: str | Path) -> Prepared:
     """Read and tokenize the data, load the base, wrap it with a fresh LoRA adapter."""
     tokenizer = counting_tokenizer(cfg.model)
     tokenized = prepare_data(cfg, data, tokenizer)
-    return load_for_training(cfg.replace(paths=cfg.paths.replace(data=str(data))), tokenized,
-                             tokenizer)
+    return load_for_training(cfg, tokenized, tokenizer, data)
 
 
 def _trainer_class():
@@ -473,7 +474,7 @@ def run_finetune(cfg: ExperimentConfig, data: str | Path, out: str | Path, *,
     tokenized = prepare_data(cfg, data, tokenizer)
     world_size = _world_size()
     plan = check_time_budget(cfg, tokenized.train, force=force, world_size=world_size)
-    prepared = load_for_training(cfg, tokenized, tokenizer)
+    prepared = load_for_training(cfg, tokenized, tokenizer, data)
     if plan.pop("pending"):  # no sourced rate: measured on the loaded model, then checked
         plan = check_time_budget(cfg, prepared.train, force=force, world_size=world_size,
                                  model=prepared.loaded.model)
@@ -575,6 +576,7 @@ def dry_run(cfg: ExperimentConfig, data: str | Path, launch: str | Path | None =
     import os
     from unittest import mock
 
+    from core.models.loading import under_fsdp
     from finetune.gpus import launch_environment
     from finetune.loss import fusable_head
 
@@ -584,9 +586,8 @@ def dry_run(cfg: ExperimentConfig, data: str | Path, launch: str | Path | None =
     tokenized = prepare_data(cfg, data, tokenizer)
     plan = check_time_budget(cfg, tokenized.train, world_size=world_size, dry=True)
     with mock.patch.dict(os.environ, {k: v for k, v in env.items() if k != "WORLD_SIZE"}):
-        prepared = load_for_training(cfg.replace(paths=cfg.paths.replace(data=str(data))),
-                                     tokenized, tokenizer)
-        fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in {"1", "true"}
+        prepared = load_for_training(cfg, tokenized, tokenizer, data)
+        fsdp = under_fsdp()  # the rule load_base followed
     plan.pop("pending")
     model = prepared.loaded.model
     trainable, total = model.get_nb_trainable_parameters()

@@ -211,7 +211,7 @@ def quantization_config(quantize: str, compute_dtype):
         raise ValueError(f"quantize must be 4bit, 8bit or none, not {quantize!r}")
     # FSDP shards the packed 4-bit weights like any other tensor only if they are stored in
     # the dtype of the rest of the model.
-    extra = {"bnb_4bit_quant_storage": compute_dtype} if _fsdp() else {}
+    extra = {"bnb_4bit_quant_storage": compute_dtype} if under_fsdp() else {}
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype, **extra)
@@ -228,7 +228,7 @@ def source_path(source: ModelSource) -> str:
     return str(source.path) if source.path else source.name
 
 
-def _fsdp() -> bool:
+def under_fsdp() -> bool:
     """Launched by `accelerate launch` with an FSDP config."""
     return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in {"1", "true"}
 
@@ -250,7 +250,7 @@ def load_base(cfg: ModelConfig, *, device: str | None = None) -> Loaded:
     kwargs: dict[str, Any] = {"dtype": dtype, "revision": cfg.revision}
     if cfg.attn_implementation != "auto":
         kwargs["attn_implementation"] = cfg.attn_implementation
-    fsdp = _fsdp()
+    fsdp = under_fsdp()
     if quant is not None:
         kwargs["quantization_config"] = quant
         if not fsdp:  # FSDP places the shards itself
