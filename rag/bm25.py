@@ -30,8 +30,9 @@ class BM25Index:
         """Index ``texts`` (any iterable: they are tokenised one at a time and not kept).
 
         Each text is held as a numpy array of token ids (4 bytes a token) rather than a list of
-        strings (~60 bytes a token), so building needs ~0.7 KB a chunk of 1,000 characters for
-        the ids plus bm25s's own score arrays (12 bytes per distinct term of a chunk)."""
+        strings (~60 bytes a token): ~0.7 KB a chunk of 1,000 characters for the ids. bm25s's
+        own build (its score matrix) brings the peak to ~4 KB a chunk, measured at 1 M chunks
+        (4,043 MiB; ~20 GB at 5 M chunks: BENCHMARKS.md, the index at ptwiki scale)."""
         bm25s = import_bm25s()
         vocab: dict[str, int] = {}
         ids: list[np.ndarray] = []
