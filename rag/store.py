@@ -298,8 +298,8 @@ def _build(articles: Path, out: Path, cfg: IndexConfig, resume: bool, embedder) 
     del vectors  # release the memory map before its file is removed
     faiss.write_index(index, str(part / FAISS_FILE))
     log.info("building the BM25 index")
-    BM25Index.build(map(chunks.text_of, range(len(chunks))), k1=cfg.bm25_k1,
-                    b=cfg.bm25_b).save(part / BM25_DIR)
+    BM25Index.write(map(chunks.text_of, range(len(chunks))), part / BM25_DIR, k1=cfg.bm25_k1,
+                    b=cfg.bm25_b, work_dir=part / WORK_DIR)
     chunks.close()
     atomic_write_json(part / CONFIG_FILE, cfg.to_dict())
 
