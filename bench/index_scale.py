@@ -2,6 +2,7 @@
 
     python bench/index_scale.py --pq-extra 96                     # 10k, 100k, 1M; every type
     python bench/index_scale.py --sizes 10000,100000 --repeats 3  # quicker
+    python bench/index_scale.py --sizes 10000,100000 --bm25-only --bm25-old  # BM25 only
     flock /tmp/heavy.lock nice -n 5 python bench/index_scale.py --sizes 1000000 --repeats 1 \
         --types flat,ivfpq --threads 1                            # the 1 M case, no HNSW build
 
@@ -22,7 +23,10 @@ Every measurement runs in a fresh subprocess and reports its own peak RSS (VmHWM
   ``Document`` in an ``InMemoryDocstore`` + an id dict, BM25 read into RAM) against
   ``rag.retrieve.load_index`` (chunks read from disk on demand, BM25 memory-mapped); both
   verify every checksum first (timed apart) and answer one dense and one mmr query;
-* BM25 alone: build from the stream of chunk texts, load in RAM and memory-mapped;
+* BM25 alone: the bounded build (``BM25Index.write``) from the stream of chunk texts, and with
+  ``--bm25-old`` bm25s's own build in memory (the previous way) for comparison; load in RAM and
+  memory-mapped. ``--bm25-only``: chunk the articles and measure only this (no vectors, FAISS,
+  loads or recall; results in bench/out/index_scale_bm25.json);
 * recall@10 against exact search (sizes from ``--recall-from``): IVF-PQ (several nprobe; also
   ``--pq-extra`` bytes a vector) and HNSW (several efSearch), 1,000 queries near indexed vectors.
 
@@ -202,8 +206,7 @@ def worker_build(args) -> dict:
     store.write_offsets = timed("offsets", store.write_offsets)
     store._embed_all = timed("embedding (stand-in)", store._embed_all)
     store.make_faiss_index = timed("faiss", store.make_faiss_index)
-    build = BM25Index.build.__func__
-    BM25Index.build = classmethod(timed("bm25 build", build))
+    BM25Index.write = staticmethod(timed("bm25 build", BM25Index.write))
     store._checksums = timed("checksums", store._checksums)
     n = int(args.n)
     t0 = time.perf_counter()
@@ -226,6 +229,20 @@ def worker_faiss(args) -> dict:
     seconds = time.perf_counter() - t0
     faiss.write_index(index, args.out)
     return {"seconds": seconds, "rss_mib": rss_mib(), "bytes": os.path.getsize(args.out)}
+
+
+def worker_chunks(args) -> dict:
+    """Only the build's chunk file and offsets (for --bm25-only)."""
+    import rag.store as store
+
+    folder = Path(args.folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / store.WORK_DIR).mkdir(parents=True)
+    t0 = time.perf_counter()
+    store._write_chunks(Path(args.articles), _cfg(), folder)
+    store.write_offsets(folder / store.CHUNKS, folder / store.OFFSETS)
+    return {"seconds": time.perf_counter() - t0, "rss_mib": rss_mib()}
 
 
 def _one_query_each(search_dense, search_mmr) -> dict:
@@ -284,20 +301,42 @@ def worker_load(args) -> dict:
             "rss_loaded_mib": rss_loaded, "rss_mib": rss_mib(), **queries}
 
 
+def _bm25s_own_build(texts) -> int:
+    """The previous build, for comparison: every text's token ids as a numpy array, then
+    bm25s's own ``BM25.index`` (its score matrix in memory). Returns the vocabulary size."""
+    from core.text import import_bm25s, tokenize
+
+    vocab: dict[str, int] = {}
+    ids = []
+    for text in texts:
+        toks = tokenize(text) or ["\u2205"]
+        ids.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in toks), dtype=np.int32,
+                               count=len(toks)))
+    model = import_bm25s().BM25(k1=1.2, b=0.75, method="lucene")
+    model.index((ids, vocab), show_progress=False)
+    return len(vocab)
+
+
 def worker_bm25(args) -> dict:
     from rag.bm25 import BM25Index
     from rag.docstore import ChunkFile
 
     folder = Path(args.folder)
-    if args.how == "build":
+    if args.how in ("build", "bm25s"):
         chunks = ChunkFile(folder / "chunks.jsonl", folder / "chunks.offsets.npy")
+        texts = map(chunks.text_of, range(len(chunks)))
         t0 = time.perf_counter()
-        bm25 = BM25Index.build(map(chunks.text_of, range(len(chunks))))
+        if args.how == "bm25s":
+            return {"vocab": _bm25s_own_build(texts), "seconds": time.perf_counter() - t0,
+                    "rss_mib": rss_mib()}
+        budget = {"budget_bytes": int(float(args.budget_mib) * 2**20)} if args.budget_mib else {}
+        stats = BM25Index.write(texts, folder / "bm25-rebuilt", work_dir=folder, **budget)
         seconds = time.perf_counter() - t0
-        return {"seconds": seconds, "rss_mib": rss_mib(),
-                "vocab": len(bm25._model.vocab_dict)}
+        return {"seconds": seconds, "rss_mib": rss_mib(), "vocab": stats["terms"] + 1,  # with ""
+                "entries": stats["entries"], "blocks": stats["blocks"],
+                "budget_mib": stats["budget_bytes"] / 2**20}
     t0 = time.perf_counter()
-    bm25 = BM25Index.load(folder / "bm25", mmap=args.how == "mmap")
+    bm25 = BM25Index.load(folder / "bm25-rebuilt", mmap=args.how == "mmap")
     seconds = time.perf_counter() - t0
     bm25.search("rio serra cidade população", 10)
     return {"seconds": seconds, "rss_mib": rss_mib()}
@@ -359,7 +398,8 @@ def worker_recall(args) -> dict:
 
 
 WORKERS = {"baseline": worker_baseline, "build": worker_build, "faiss": worker_faiss,
-           "load": worker_load, "bm25": worker_bm25, "recall": worker_recall}
+           "load": worker_load, "bm25": worker_bm25, "recall": worker_recall,
+           "chunks": worker_chunks}
 
 
 def run_worker(*argv: str) -> dict:
@@ -404,8 +444,35 @@ def cpu_capability() -> str:
         return f"unknown ({type(exc).__name__})"
 
 
+def measure_bm25(folder: Path, old: bool, budget_mib: float = 0) -> dict:
+    """BM25 alone from the folder's chunks: the bounded build, bm25s's own (``old``), loads."""
+    hows = ("build", "bm25s", "ram", "mmap") if old else ("build", "ram", "mmap")
+    budget = ["--budget-mib", str(budget_mib)] if budget_mib else []
+    bm25 = {how: run_worker("bm25", "--folder", str(folder), "--how", how, *budget)
+            for how in hows}
+    new = bm25["build"]
+    print(f"bm25: build {new['seconds']:.1f} s peak {new['rss_mib']:.0f} MiB (vocab "
+          f"{new['vocab']:,}, {new['entries']:,} entries, {new['blocks']} term blocks of a "
+          f"{new['budget_mib']:.0f} MiB budget)" + (
+              f"; bm25s's own build {bm25['bm25s']['seconds']:.1f} s peak "
+              f"{bm25['bm25s']['rss_mib']:.0f} MiB" if old else "") +
+          f"; load in RAM {bm25['ram']['rss_mib']:.0f} MiB, mmap {bm25['mmap']['rss_mib']:.0f} MiB",
+          flush=True)
+    return bm25
+
+
+def measure_bm25_only(n: int, work: Path, old: bool, budget_mib: float = 0) -> dict:
+    articles = work / f"articles-{n}.jsonl"
+    print(f"\n== {n:,} chunks, BM25 only ==  (load {loadavg()})", flush=True)
+    make_articles(n, articles)
+    folder = work / f"idx-{n}-bm25"
+    chunks = run_worker("chunks", "--articles", str(articles), "--folder", str(folder))
+    print(f"chunks: {chunks['seconds']:.1f} s", flush=True)
+    return {"n": n, "chunks": chunks, "bm25": measure_bm25(folder, old, budget_mib)}
+
+
 def measure_size(n: int, work: Path, types: list[str], repeats: int, recall: bool,
-                 pq_extra: int = 0) -> dict:
+                 pq_extra: int = 0, bm25_old: bool = False, bm25_budget: float = 0) -> dict:
     articles = work / f"articles-{n}.jsonl"
     print(f"\n== {n:,} chunks ==  (load {loadavg()})", flush=True)
     make_articles(n, articles)
@@ -448,14 +515,9 @@ def measure_size(n: int, work: Path, types: list[str], repeats: int, recall: boo
               f"{w['load_s']:.2f} s (x{o['load_s'] / max(w['load_s'], 1e-9):.1f}); verify "
               f"{w['verify_s']:.1f} s; dense {w['dense_ms']:.1f} ms, mmr {w['mmr_ms']:.1f} ms",
               flush=True)
-    bm25 = {how: run_worker("bm25", "--folder", str(folder), "--how", how)
-            for how in ("build", "ram", "mmap")}
-    print(f"bm25: build {bm25['build']['seconds']:.1f} s peak {bm25['build']['rss_mib']:.0f} MiB "
-          f"(vocab {bm25['build']['vocab']:,}); load in RAM {bm25['ram']['rss_mib']:.0f} MiB, "
-          f"mmap {bm25['mmap']['rss_mib']:.0f} MiB", flush=True)
+    disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     result = {"n": n, "build": build, "faiss": faiss_rows, "load": summary, "load_runs": loads,
-              "bm25": bm25, "disk_bytes": sum(p.stat().st_size for p in folder.rglob("*")
-                                               if p.is_file())}
+              "bm25": measure_bm25(folder, bm25_old, bm25_budget), "disk_bytes": disk}
     if recall:
         paths = [str(folders[k] / "index.faiss") for k in types if k in ("hnsw", "ivfpq")]
         extra = work / f"tmp-ivfpq{pq_extra}.faiss"
@@ -511,9 +573,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="also build IVF-PQ with this many bytes a vector, for its recall")
     ap.add_argument("--threads", type=int, default=0,
                     help="FAISS threads in every step (0: the library's default, all cores)")
+    ap.add_argument("--bm25-only", action="store_true",
+                    help="measure only BM25 (chunks, build, load); bench/out/index_scale_bm25.json")
+    ap.add_argument("--bm25-old", action="store_true",
+                    help="also measure bm25s's own build (the previous way: its matrix in memory)")
+    ap.add_argument("--bm25-budget", type=float, default=0,
+                    help="MiB for the BM25 build's arrays (0: rag.bm25.BUDGET_BYTES)")
     ap.add_argument("--worker")
     for name in ("n", "articles", "folder", "vectors", "kind", "out", "how", "indexes",
-                 "pq-bytes"):
+                 "pq-bytes", "budget-mib"):
         ap.add_argument(f"--{name}")
     args = ap.parse_args(argv)
     if args.worker:
@@ -538,23 +606,28 @@ def main(argv: list[str] | None = None) -> int:
     base = run_worker("baseline")
     print(f"imports alone (faiss, langchain, bm25s, rag): peak RSS {base['rss_mib']:.0f} MiB")
     OUT.mkdir(parents=True, exist_ok=True)
-    out_file = OUT / "index_scale.json"
+    out_file = OUT / ("index_scale_bm25.json" if args.bm25_only else "index_scale.json")
     saved = json.loads(out_file.read_text()) if out_file.exists() else {"sizes": {}}
     for n in sizes:
-        res = measure_size(n, work, types, args.repeats,
-                           recall=bool(args.recall_from) and n >= args.recall_from,
-                           pq_extra=args.pq_extra)
+        if args.bm25_only:
+            res = measure_bm25_only(n, work, args.bm25_old, args.bm25_budget)
+        else:
+            res = measure_size(n, work, types, args.repeats,
+                               recall=bool(args.recall_from) and n >= args.recall_from,
+                               pq_extra=args.pq_extra, bm25_old=args.bm25_old,
+                               bm25_budget=args.bm25_budget)
         saved["sizes"][str(n)] = {**res, **header, "baseline_rss_mib": base["rss_mib"],
                                   "load_after": loadavg()}
         out_file.write_text(json.dumps(saved, indent=1))
         if not args.keep:
             for p in work.glob(f"idx-{n}*"):
                 shutil.rmtree(p)
-    all_results = {int(k): v for k, v in saved["sizes"].items()}
-    lines = extrapolate(all_results, types)
-    print("\n" + "\n".join(lines))
-    saved["extrapolation"] = lines
-    out_file.write_text(json.dumps(saved, indent=1))
+    if not args.bm25_only:
+        all_results = {int(k): v for k, v in saved["sizes"].items()}
+        lines = extrapolate(all_results, types)
+        print("\n" + "\n".join(lines))
+        saved["extrapolation"] = lines
+        out_file.write_text(json.dumps(saved, indent=1))
     print(f"load average after: {loadavg()}; results in {out_file}")
     return 0
 
