@@ -63,6 +63,13 @@ class GenerationConfig(ConfigBase):
         1536, "Longer prompts are cut to fit, with a warning: retrieved passages are trimmed "
               "first, then the question.")
     batch_size: int = opt(4, "Prompts generated together (left padding); 1 = one at a time.")
+    prefill_tokens: int = opt(
+        2048, "Prompts joining a batch are read (prefilled) in groups of at most this many "
+              "tokens, rows x the longest prompt, one prompt at least: on a CPU one pass over "
+              "12 RAG prompts of ~1,100 tokens is 1.4-1.8x slower than passes over one or "
+              "two (the activations no longer fit the caches; BENCHMARKS.md). Changes speed; the "
+              "answers only by rounding in bf16, as a batch size does. 0 = all joining "
+              "prompts in one pass.")
     threads: int | None = opt(None, "CPU threads for torch (None: torch's default).")
 
     def validate(self) -> None:
@@ -78,6 +85,8 @@ class GenerationConfig(ConfigBase):
             raise ConfigError("generation.max_prompt_tokens must be >= 32")
         if self.batch_size < 1:
             raise ConfigError("generation.batch_size must be >= 1")
+        if self.prefill_tokens < 0:
+            raise ConfigError("generation.prefill_tokens must be >= 0 (0 = no limit)")
         if self.stop_strings is not None and any(not s for s in self.stop_strings):
             raise ConfigError("generation.stop_strings: an empty string would stop every answer "
                               "at once; use [] to turn stop strings off")

@@ -6,7 +6,8 @@ With ``model.generate`` a batch lasts as long as its longest answer: one answer 
 the same for one row as for twelve (it reads every weight once), so those idle slots are most
 of the time a batch takes. Here the batch is refilled: each step feeds every active row its
 next token, rows that end (EOS, a stop string, ``max_new_tokens``) leave, and waiting prompts
-are prefilled and join.
+are prefilled (a few at a time: one pass over many long prompts is slower on a CPU than
+several over a few) and join.
 
 The rows share one key/value cache laid out as a left-padded batch (``transformers``'
 ``DynamicCache``, full and sliding-window layers alike): a joining row's cache is padded on the
@@ -132,11 +133,41 @@ def _keep(cache, mask, rows: list[int]):
     return cache, mask
 
 
+def prefill_groups(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive rows of a batch of prompts (their token ``lengths``) grouped so that each
+    group's rows x its longest prompt stays within ``budget`` tokens (a group has one row at
+    least; ``budget`` 0: one group). A left-padded pass costs rows x width, padding included."""
+    groups: list[list[int]] = []
+    width = 0
+    for j, length in enumerate(lengths):
+        wider = max(width, length)
+        if groups and (budget <= 0 or (len(groups[-1]) + 1) * wider <= budget):
+            groups[-1].append(j)
+            width = wider
+        else:
+            groups.append([j])
+            width = length
+    return groups
+
+
+def _rows_of(enc, group: list[int], width: int):
+    """Rows ``group`` of a left-padded tokenised batch, as if tokenised alone: the columns of
+    padding they all share cut off the left, to the longest one's ``width``."""
+    index = group if len(group) != enc["input_ids"].shape[0] else None
+    out = {}
+    for key in ("input_ids", "attention_mask"):
+        value = enc[key] if index is None else enc[key][index]
+        out[key] = value[:, value.shape[1] - width:]
+    return out
+
+
 def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
                         stop_strings: Sequence[str], eos: set[int],
                         score: Sequence[Sequence[str]] | None,
                         on_done: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Greedy continuations of ``prompts``, at most ``decoding.batch_size`` rows at a time.
+    """Greedy continuations of ``prompts``, at most ``decoding.batch_size`` rows at a time;
+    prompts that join are prefilled in groups of at most ``decoding.prefill_tokens`` tokens
+    (:func:`prefill_groups`).
 
     Returns, per prompt in the order given: ``ids`` (the new tokens, EOS and what follows a
     stop string included as generated), ``eos`` (ended on EOS), ``latency_s`` (from the
@@ -160,11 +191,17 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
     def admit() -> None:
         nonlocal cache, mask
         take = [queue.pop(0) for _ in range(min(slots - len(rows), len(queue)))]
-        texts = [prompts[i] for i in take]
-        enc = tokenizer(texts, return_tensors="pt", padding=True).to(device)
-        t0 = time.perf_counter()
+        enc = tokenizer([prompts[i] for i in take], return_tensors="pt", padding=True).to(device)
         if enc["input_ids"].shape[1] < 2:  # one-token prompts (the shortest, admitted first)
             raise Unsupported("prompts of one token leave nothing to prefill")
+        lengths = enc["attention_mask"].sum(dim=1).tolist()
+        for group in prefill_groups(lengths, getattr(decoding, "prefill_tokens", 0)):
+            prefill([take[j] for j in group], _rows_of(enc, group, max(lengths[j] for j in group)))
+
+    def prefill(take: list[int], enc) -> None:
+        nonlocal cache, mask
+        texts = [prompts[i] for i in take]
+        t0 = time.perf_counter()
         new_cache = prefix_cache(model, enc["input_ids"], enc["attention_mask"])
         if not joinable(new_cache):
             raise Unsupported(f"{type(new_cache).__name__}: rows cannot join this cache")

@@ -128,12 +128,54 @@ def test_rows_that_end_early_make_room_and_every_answer_stays_the_same(which, re
         return real_join(cache, mask, other, other_mask)
 
     monkeypatch.setattr(continuous, "_join", spy)
-    for size in (2, 3, 4):
-        gens = generate(model, tok, prompts, GenerationConfig(max_new_tokens=12, batch_size=size),
-                        stop_strings=())
-        assert [g.token_ids for g in gens] == want, size
+    passes = []
+    import core.likelihood as likelihood
+
+    real_prefix = likelihood.prefix_cache
+
+    def counted(model, input_ids, attention_mask):
+        passes.append(tuple(input_ids.shape))
+        return real_prefix(model, input_ids, attention_mask)
+
+    monkeypatch.setattr(likelihood, "prefix_cache", counted)
+    longest = max(len(tok(p)["input_ids"]) for p in prompts)
+    # prefill_tokens 0: all joining prompts in one pass; 1: one prompt a pass; two prompts' worth
+    for size, budget in ((2, 0), (3, 0), (4, 0), (4, 1), (4, 2 * longest)):
+        passes.clear()
+        gens = generate(model, tok, prompts, GenerationConfig(
+            max_new_tokens=12, batch_size=size, prefill_tokens=budget), stop_strings=())
+        assert [g.token_ids for g in gens] == want, (size, budget)
         assert all(g.stopped_on_eos == (len(g.token_ids) < 12) for g in gens)
+        assert sum(rows for rows, _ in passes) == len(prompts)
+        if budget:  # within the budget, or one prompt alone
+            assert all(rows * width <= budget or rows == 1 for rows, width in passes)
+        else:
+            assert max(rows for rows, _ in passes) == size
     assert any(joins)  # prompts joined a batch that was running
+
+
+def test_prefill_groups_keep_rows_times_width_within_the_budget():
+    from core.continuous import prefill_groups
+
+    assert prefill_groups([5, 6, 7, 20], 0) == [[0, 1, 2, 3]]
+    assert prefill_groups([5, 6, 7, 20], 18) == [[0, 1], [2], [3]]  # 2 x 7 = 14, 3 x 7 = 21
+    assert prefill_groups([5, 6, 7, 20], 21) == [[0, 1, 2], [3]]
+    assert prefill_groups([30, 2], 10) == [[0], [1]]  # a prompt over the budget goes alone
+    assert prefill_groups([], 10) == []
+
+
+def test_scores_are_the_same_whatever_the_prefill_groups(llama):
+    model, tok = llama
+    prompts = [TEMPLATE.render(q) for q in QUESTIONS]
+    one = generate(model, tok, prompts, GenerationConfig(max_new_tokens=6, batch_size=3,
+                                                         prefill_tokens=0), score=TEXTS)
+    apart = generate(model, tok, prompts, GenerationConfig(max_new_tokens=6, batch_size=3,
+                                                           prefill_tokens=1), score=TEXTS)
+    assert [g.token_ids for g in one] == [g.token_ids for g in apart]
+    for a, b in zip(one, apart, strict=True):
+        assert (a.scores is None) == (b.scores is None)
+        if a.scores is not None:
+            assert a.scores == pytest.approx(b.scores, abs=1e-4)
 
 
 def test_a_cache_whose_rows_cannot_join_falls_back_to_model_generate(llama, monkeypatch):
