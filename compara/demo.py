@@ -63,7 +63,7 @@ def _ingest_fresh(cfg: ExperimentConfig) -> bool:
     dump = Path(cfg.paths.dump)
     current = cfg.ingest.to_dict()
     recorded = dict(report.get("config", {}))
-    for key in ("workers", "batch_pages"):
+    for key in ("workers", "batch_pages", "max_hours"):  # not settings of the outputs
         current.pop(key, None)
         recorded.pop(key, None)
     from compara import __version__
@@ -106,7 +106,13 @@ def _index_fresh(cfg: ExperimentConfig) -> bool:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     built_with = json.loads(config_path.read_text(encoding="utf-8"))
     return (manifest.get("source", {}).get("sha256") == sha256_file(articles)
-            and built_with == cfg.index.to_dict())
+            and _without_budget(built_with) == _without_budget(cfg.index.to_dict()))
+
+
+def _without_budget(settings: dict[str, Any]) -> dict[str, Any]:
+    """Index settings but index.max_hours, a budget checked before a build, not a setting of it
+    (an index built before the option existed holds none)."""
+    return {k: v for k, v in settings.items() if k != "max_hours"}
 
 
 def _index_run(cfg: ExperimentConfig) -> dict[str, Any]:

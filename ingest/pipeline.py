@@ -220,6 +220,7 @@ def _fingerprint(dump: Path, cfg: IngestConfig) -> dict[str, Any]:
     settings.pop("workers")  # a resumed run may use another number of workers
     settings.pop("batch_pages")
     settings.pop("reader_cleans")
+    settings.pop("max_hours", None)  # a budget checked before the run, not a setting of it
     # model-written questions run after the pages, with a cache of their own
     settings.get("instructions", {}).pop("generator", None)
     return {"dump": str(dump.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),

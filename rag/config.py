@@ -63,6 +63,12 @@ class IndexConfig(ConfigBase):
     bm25_k1: float = opt(1.2, "BM25 term-frequency saturation.")
     bm25_b: float = opt(0.75, "BM25 length normalisation.")
     threads: int = opt(0, "CPU threads for embedding and search (0 = library default).")
+    max_hours: float | None = opt(
+        None, "Refuse to start a build whose planned time exceeds this many hours: the chunks "
+              "of the articles (counted, or from the first 32 MB of a larger file, as `compara "
+              "plan` counts them) at the embedder's sourced chunks/s (measured on a few chunks "
+              "where none is sourced), checked before anything is written (--force builds it "
+              "anyway). null = no limit, and no estimate is made.")
 
     def validate(self) -> None:
         if self.chunk_size < 50:
@@ -94,6 +100,8 @@ class IndexConfig(ConfigBase):
             raise ConfigError("index.ivf_nlist must be >= 0")
         if self.threads < 0:
             raise ConfigError("index.threads must be >= 0")
+        if self.max_hours is not None and self.max_hours <= 0:
+            raise ConfigError("index.max_hours must be > 0 (or null)")
 
 
 @dataclass

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
+from compara.cli.utils import (
+    ConfigOption,
+    ForceOption,
+    JsonOption,
+    SetOption,
+    check_budget,
+    fail,
+    load_experiment,
+    print_json,
+)
 
 IndexOption = Annotated[Path | None, typer.Option(
     "--index", "-i", help="Index folder. Default: the config's paths.index.", show_default=False)]
@@ -42,6 +51,7 @@ def index(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace an existing index in OUT (only once the new one is complete).")
     ] = False,
+    force: ForceOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
     json_: JsonOption = False,
@@ -50,7 +60,9 @@ def index(
 
     Writes OUT/manifest.json (embedder, chunking, source hash, counts, versions, checksums of
     every file), chunks.jsonl, index.faiss and bm25/. The build runs in a hidden .OUT.partial
-    folder and replaces OUT only when complete.
+    folder and replaces OUT only when complete. With index.max_hours set, the build is planned
+    first (the chunks of ARTICLES at the embedder's sourced rate, as `compara plan` plans it):
+    one over it is refused unless --force.
     """
     from rag.store import build_index
 
@@ -63,6 +75,11 @@ def index(
         articles = Path(cfg.paths.data) / "articles.jsonl"
     if not cfg.paths.index:
         fail("no output folder: pass --out or set paths.index in the config")
+    budget = None  # no budget, no estimate; a missing file is build_index's error
+    if cfg.index.max_hours is not None and articles.is_file():
+        from compara.plan import index_estimate
+
+        budget = check_budget(index_estimate(cfg, articles), cfg.index.max_hours, force, json_)
     try:
         manifest = build_index(articles, cfg.paths.index, cfg.index, resume=resume,
                                overwrite=overwrite)
@@ -73,6 +90,8 @@ def index(
                "embedder": manifest["embedder"]["id"], "dim": manifest["embedder"]["dim"],
                "faiss": manifest["faiss"]["type"], "faiss_settings": manifest["faiss"],
                "build": manifest["build"]}
+    if budget is not None:
+        summary["budget"] = budget
     if json_:
         print_json(summary)
         return

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from compara.cli.utils import ConfigOption, JsonOption, SetOption, fail, load_experiment, print_json
+from compara.cli.utils import (
+    ConfigOption,
+    ForceOption,
+    JsonOption,
+    SetOption,
+    check_budget,
+    fail,
+    load_experiment,
+    print_json,
+)
 
 
 def ingest(
@@ -25,6 +34,7 @@ def ingest(
         "--max-pages", help="Stop after this many pages (quick runs).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run in OUT instead of starting over.")] = False,
+    force: ForceOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
     json_: JsonOption = False,
@@ -35,7 +45,9 @@ def ingest(
     stubs, cleans wikitext to text with sections, infobox fields and categories, then derives
     instruction/response pairs for fine-tuning with a stable train/val split. Writes
     articles.jsonl, redirects.jsonl, instructions.train.jsonl, instructions.val.jsonl and
-    ingest_report.json in OUT, replacing earlier outputs only when the run completes.
+    ingest_report.json in OUT, replacing earlier outputs only when the run completes. With
+    ingest.max_hours set, the run is planned first (the dump's pages, counted over its first
+    16 MB, at the sourced rate, as `compara plan` plans it): one over it is refused unless --force.
     """
     from ingest.pipeline import IngestFailed, run_ingest
 
@@ -45,12 +57,20 @@ def ingest(
         fail("no dump given: pass DUMP or set paths.dump in the config")
     if not cfg.paths.data:
         fail("no output folder: pass --out or set paths.data in the config")
+    budget = None  # no budget, no estimate; a missing dump is run_ingest's error
+    if cfg.ingest.max_hours is not None and Path(cfg.paths.dump).is_file():
+        from compara.plan import ingest_estimate
+
+        budget = check_budget(ingest_estimate(cfg, Path(cfg.paths.dump)), cfg.ingest.max_hours,
+                              force, json_)
     try:
         report = run_ingest(cfg.paths.dump, cfg.paths.data, cfg.ingest, resume=resume)
     except IngestFailed as exc:
         if json_:
             print_json(exc.report)
         fail(str(exc), code=1)
+    if budget is not None:
+        report["budget"] = budget
     if cfg.ingest.instructions.generator.enabled:
         report["generated"] = _add_generated(cfg)
     if json_:

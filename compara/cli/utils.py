@@ -35,6 +35,27 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="Run even when the planned time exceeds the stage's max_hours.")]
+
+
+def check_budget(estimate: dict[str, Any], max_hours: float, force: bool,
+                 json_: bool) -> dict[str, Any]:
+    """A stage's ``estimate`` (:func:`compara.plan.ingest_estimate`, ``index_estimate``)
+    against its budget (``ingest.max_hours``, ``index.max_hours``): the estimate and its
+    verdict, logged in one line. A run over the budget without ``force`` ends here with one
+    error line (exit 2; with ``--json`` the estimate is printed first)."""
+    from compara.plan import StageOverBudget
+    from compara.plan import check_budget as against_budget
+
+    try:
+        return against_budget(estimate, max_hours, force=force)
+    except StageOverBudget as exc:
+        if json_:
+            print_json({"budget": exc.estimate})
+        fail(str(exc))
+
+
 def launch_config(path: Path) -> dict[str, Any]:
     """An ``--accelerate`` file read by accelerate's loader, or one error line naming it."""
     from finetune.gpus import read_launch_config
