@@ -297,6 +297,13 @@ def _build(articles: Path, out: Path, cfg: IndexConfig, resume: bool, embedder) 
     index = make_faiss_index(vectors, kind, cfg)
     del vectors  # release the memory map before its file is removed
     faiss.write_index(index, str(part / FAISS_FILE))
+    faiss_meta = {"type": kind, "metric": "inner_product", "ntotal": int(index.ntotal),
+                  **({"hnsw_m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction}
+                     if kind == "hnsw" else {}),
+                  **({"nlist": int(index.nlist)} if kind in ("ivf", "ivfpq") else {}),
+                  **({"pq_bytes": int(index.pq.M), "pq_bits": int(index.pq.nbits)}
+                     if kind == "ivfpq" else {})}
+    del index  # written: BM25's build below need not share the memory with it
     log.info("building the BM25 index")
     BM25Index.write(map(chunks.text_of, range(len(chunks))), part / BM25_DIR, k1=cfg.bm25_k1,
                     b=cfg.bm25_b, work_dir=part / WORK_DIR)
@@ -309,12 +316,7 @@ def _build(articles: Path, out: Path, cfg: IndexConfig, resume: bool, embedder) 
         "embedder": {"id": embedder.id, "dim": embedder.dim, **embedder.info},
         "normalized": True,
         "similarity": "cosine (inner product of L2-normalised vectors; higher is better)",
-        "faiss": {"type": kind, "metric": "inner_product", "ntotal": int(index.ntotal),
-                  **({"hnsw_m": cfg.hnsw_m, "ef_construction": cfg.hnsw_ef_construction}
-                     if kind == "hnsw" else {}),
-                  **({"nlist": int(index.nlist)} if kind in ("ivf", "ivfpq") else {}),
-                  **({"pq_bytes": int(index.pq.M), "pq_bits": int(index.pq.nbits)}
-                     if kind == "ivfpq" else {})},
+        "faiss": faiss_meta,
         "docstore": {"chunks": CHUNKS, "offsets": OFFSETS,
                      "note": "chunks read from disk when returned (rag.docstore)"},
         "chunking": {"splitter": "langchain RecursiveCharacterTextSplitter",
