@@ -23,7 +23,16 @@ from typing import Any
 from compara.plan_dump import count_lines, sample_dump
 from core.io import InputError, iter_jsonl
 from finetune.gpus import gpu_memory, read_launch_config
-from finetune.rate import BENCH, Rate, finetune_rate, model_family, model_params, run_tokens, spread
+from finetune.rate import (
+    BENCH,
+    PROBED,
+    Rate,
+    finetune_rate,
+    model_family,
+    model_params,
+    run_tokens,
+    spread,
+)
 
 __all__ = ["StageOverBudget", "build_plan", "check_budget", "index_estimate", "ingest_estimate",
            "print_plan", "read_launch_config", "sample_dump"]
@@ -202,7 +211,7 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
                                  "CPU work: the same as here"), ingest_rate))]
         stages.append(_index_stage(cfg, data, probe_run, probe))
         stages.append(_finetune_stage(cfg, data, probe_run, kind, world_size, launch, probe))
-        stages.append(_batch_stage(cfg, kind))
+        stages.append(_batch_stage(cfg, kind, stages[-1]["rate_here"]))
     notes = ["times are the work of each stage (model loading, evaluations and start-up not "
              "included)",
              "an estimate from the first pages of a dump leans on its oldest pages; read it as "
@@ -350,7 +359,7 @@ def _probe_embed(cfg, texts: list[str], n: int = 24) -> Rate | None:
                                             "is used", exc)
         return None
     return Rate(round(len(picked) / max(seconds, 1e-9), 2), "chunks/s",
-                f"probe here: {len(picked)} of the run's chunks embedded by {cfg.index.embedder} "
+                f"{PROBED}: {len(picked)} of the run's chunks embedded by {cfg.index.embedder} "
                 "after a warm-up")
 
 
@@ -591,8 +600,13 @@ def _train_tokens(cfg, tok, sample: list[dict], used: float) -> tuple[Figure, li
     return Figure(round(total), COUNTED if exact else ESTIMATED, note), examples
 
 
-def _batch_stage(cfg, kind: str) -> dict[str, Any]:
+def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The demo batch's answers at the sourced answers/s; where the training rate was probed
+    on this CPU, that rate is scaled by this CPU's speed against the source's (the probed train
+    tokens/s over the sourced ones of the same CPU the batch rate was measured on): CPUs with
+    the same flags differ ~2x (a Xeon with AMX, an EPYC without; BENCHMARKS.md)."""
     from core.questions import load_questions
+    from finetune.rate import FINETUNE_CPU
 
     arms = len(cfg.arms)  # the config's arms (those whose adapter or index is missing too)
     path = Path(cfg.paths.questions) if cfg.paths.questions else None
@@ -603,7 +617,16 @@ def _batch_stage(cfg, kind: str) -> dict[str, Any]:
         answers = Figure(demo * arms, COUNTED, f"demo.questions={cfg.demo.questions} x {arms} arms")
     else:
         q = answers = _unknown("no question file")
-    rate = BATCH_CPU.get(model_family(cfg.model.base)) if kind == "cpu" else None
+    family = model_family(cfg.model.base)
+    rate = BATCH_CPU.get(family) if kind == "cpu" else None
+    sourced = FINETUNE_CPU.get(family)
+    if (rate is not None and sourced is not None and train_rate and train_rate.get("value")
+            and str(train_rate.get("source", "")).startswith(PROBED)):
+        speed = train_rate["value"] / sourced.value
+        rate = Rate(round(rate.value * speed, 3), rate.unit,
+                    f"{rate.source}; x{speed:.2f}, this CPU's speed against that one's (the "
+                    f"training probe here, {train_rate['value']:g} train tokens/s, against "
+                    f"{sourced.value:g} there)")
     return _stage("batch", {"questions": q, "answers": answers}, _unknown("small"),
                   _unknown("not measured"), (_time(answers, rate), rate),
                   (_unknown("no sourced rate"), None))

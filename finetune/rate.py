@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 BENCH = "BENCHMARKS.md"
+PROBED = "probe here"  # how the source of a rate measured on this machine begins
 
 
 @dataclass
@@ -150,5 +151,5 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
         model.train(was_training)
     timed = len(batches) - 1 if len(batches) > 1 else 1
     return Rate(round(tokens / max(seconds, 1e-9), 1), "train tokens/s",
-                f"probe here: {timed} training step(s) of {size} examples ({tokens:,} tokens, "
+                f"{PROBED}: {timed} training step(s) of {size} examples ({tokens:,} tokens, "
                 "forward + backward) spread over the run's own data, after a warm-up step")

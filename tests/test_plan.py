@@ -380,3 +380,22 @@ def test_plan_names_the_faiss_index_the_build_will_choose(repo_root, sample_inge
     compressed = index("index.auto_exact_below=1", "index.auto_compressed_from=2")
     assert compressed["faiss_index"]["type"] == "ivfpq"
     assert compressed["faiss_index"]["bytes"]["value"] < small["faiss_index"]["bytes"]["value"] / 10
+
+
+def test_the_batch_rate_follows_this_cpus_probed_speed(repo_root):
+    """The sourced answers/s was measured on one CPU; a probed training rate here at half the
+    sourced training rate of that CPU halves it (and says so); a sourced one leaves it."""
+    from compara.plan import BATCH_CPU, _batch_stage
+    from finetune.rate import FINETUNE_CPU, PROBED
+
+    cfg = load_config(repo_root / "configs" / "sample.yaml")
+    sourced = BATCH_CPU["gemma3-270m"].value
+    half = FINETUNE_CPU["gemma3-270m"].value / 2
+    plain = _batch_stage(cfg, "cpu", FINETUNE_CPU["gemma3-270m"].to_dict())
+    probed = _batch_stage(cfg, "cpu", {"value": half, "source": f"{PROBED}: 2 steps"})
+    assert plain["rate_here"]["value"] == sourced
+    assert probed["rate_here"]["value"] == pytest.approx(sourced / 2, rel=1e-2)
+    assert "x0.50" in probed["rate_here"]["source"]
+    assert probed["seconds_here"]["value"] == pytest.approx(
+        2 * plain["seconds_here"]["value"], rel=1e-2)
+    assert _batch_stage(cfg, "cuda", {"value": half, "source": PROBED})["rate_here"] is None
