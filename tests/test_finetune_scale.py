@@ -156,3 +156,25 @@ def test_the_training_rate_probe_takes_examples_spread_over_the_run():
     assert len(picked) == 32 and picked == sorted(set(picked))
     assert picked[0] == 0 and picked[-1] >= 90  # reaches the end of the list
     assert spread(items[:10], 32) == items[:10]
+
+
+def test_the_probe_batches_by_length_as_training_does():
+    """With group_by_length (no packing) the probe's batches hold similar lengths, as the run's
+    do; without it they keep the spread order. Either way: steps batches of size examples."""
+    from types import SimpleNamespace
+
+    from finetune.rate import probe_batches
+
+    lengths = [(i * 37) % 100 + 1 for i in range(200)]  # lengths in no order
+    examples = [SimpleNamespace(input_ids=[0] * n) for n in lengths]
+    grouped = probe_batches(examples, 8, 3, by_length=True)
+    mixed = probe_batches(examples, 8, 3, by_length=False)
+    for batches in (grouped, mixed):
+        assert [len(b) for b in batches] == [8, 8, 8]
+    assert ({id(e) for b in grouped for e in b} == {id(e) for b in mixed for e in b})
+
+    def padding(batches):  # pad tokens a padded collator adds
+        return sum(max(len(e.input_ids) for e in b) * len(b) - sum(len(e.input_ids) for e in b)
+                   for b in batches)
+
+    assert padding(grouped) < padding(mixed) / 2
