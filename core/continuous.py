@@ -150,15 +150,10 @@ def prefill_groups(lengths: Sequence[int], budget: int) -> list[list[int]]:
     return groups
 
 
-def _rows_of(enc, group: list[int], width: int):
+def _rows_of(enc, group: list[int], width: int) -> dict[str, Any]:
     """Rows ``group`` of a left-padded tokenised batch, as if tokenised alone: the columns of
     padding they all share cut off the left, to the longest one's ``width``."""
-    index = group if len(group) != enc["input_ids"].shape[0] else None
-    out = {}
-    for key in ("input_ids", "attention_mask"):
-        value = enc[key] if index is None else enc[key][index]
-        out[key] = value[:, value.shape[1] - width:]
-    return out
+    return {key: enc[key][group][:, -width:] for key in ("input_ids", "attention_mask")}
 
 
 def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
@@ -189,7 +184,6 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
     keep_logits = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
 
     def admit() -> None:
-        nonlocal cache, mask
         take = [queue.pop(0) for _ in range(min(slots - len(rows), len(queue)))]
         enc = tokenizer([prompts[i] for i in take], return_tensors="pt", padding=True).to(device)
         if enc["input_ids"].shape[1] < 2:  # one-token prompts (the shortest, admitted first)
