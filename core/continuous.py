@@ -189,7 +189,7 @@ def generate_continuous(model, tokenizer, prompts: Sequence[str], decoding,
         if enc["input_ids"].shape[1] < 2:  # one-token prompts (the shortest, admitted first)
             raise Unsupported("prompts of one token leave nothing to prefill")
         lengths = enc["attention_mask"].sum(dim=1).tolist()
-        for group in prefill_groups(lengths, getattr(decoding, "prefill_tokens", 0)):
+        for group in prefill_groups(lengths, decoding.prefill_tokens):
             prefill([take[j] for j in group], _rows_of(enc, group, max(lengths[j] for j in group)))
 
     def prefill(take: list[int], enc) -> None:
