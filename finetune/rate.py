@@ -132,8 +132,9 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
     device = next(model.parameters()).device
     size = max(1, ft.batch_size)
     by_length = ft.group_by_length and not ft.packing
-    epoch = run_batches([len(e.input_ids) for e in examples], size, by_length, ft.seed)
-    picked = probe_picks(epoch, [len(e.input_ids) for e in examples], steps, padded=not ft.packing)
+    lengths = [len(e.input_ids) for e in examples]
+    epoch = run_batches(lengths, size, by_length, ft.seed)
+    picked = probe_picks(epoch, lengths, steps, padded=not ft.packing)
     if ft.gradient_checkpointing:  # as the Trainer will (activation_checkpointing)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # the Trainer's mixed precision on a GPU (training_arguments: bf16, else fp16)
@@ -160,7 +161,6 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    lengths = [len(e.input_ids) for e in examples]
     fixed, per_token = fit_step_time(measured)
     seconds = sum(fixed + per_token * batch_tokens(b, lengths, not ft.packing) for b in epoch)
     tokens = sum(lengths)
