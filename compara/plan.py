@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from compara.arms import experiment_arms
 from compara.plan_dump import count_lines, sample_dump
 from core.io import InputError, iter_jsonl
 from finetune.gpus import gpu_memory, read_launch_config
@@ -217,7 +218,10 @@ def build_plan(cfg, sample_pages: int = SAMPLE_PAGES, device: str | None = None,
                                  "CPU work: the same as here"), ingest_rate))]
         stages.append(_index_stage(cfg, data, probe_run, probe))
         stages.append(_finetune_stage(cfg, data, probe_run, kind, world_size, launch, probe))
-        stages.append(_batch_stage(cfg, kind, stages[-1]["rate_here"]))
+        # answers measured here on a CPU, where the model is small and on this machine
+        batch_probe = (_probe_batch(cfg) if kind == "cpu" and _probes(cfg, probe)
+                       and _tokenizer(cfg.model) is not None else None)
+        stages.append(_batch_stage(cfg, kind, stages[-1]["rate_here"], batch_probe))
     notes = ["times are the work of each stage (model loading, evaluations and start-up not "
              "included)",
              "an estimate from the first pages of a dump leans on its oldest pages; read it as "
@@ -607,11 +611,65 @@ def _native_bf16() -> bool:
     return cpu_has_native_bf16()
 
 
-def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The demo batch's answers at the sourced answers/s; where the training rate was probed
-    on this CPU, that rate is scaled by this CPU's speed against the source's (the probed train
+def _probes(cfg, probe: bool | None) -> bool:
+    """Whether to measure rates here: asked for, or by default where the base model is at most
+    PROBE_PARAMS parameters."""
+    if probe is not None:
+        return probe
+    params = model_params(cfg.model.base)
+    return params is not None and params <= PROBE_PARAMS
+
+
+def _probe_batch(cfg, questions: int | None = None) -> dict[str, Any] | None:
+    """Seconds an answer takes here (generation and measures, as `compara batch` computes
+    them), for an arm without retrieval and one with it (where the index exists): ``questions``
+    of the question file (default: one batch, ``generation.batch_size``, at least 4; chosen
+    as the demo chooses them) through each, in a temporary runs folder (no answer cache).
+    None where nothing could be measured."""
+    import dataclasses
+    import logging
+
+    from compara.batch import run_batch
+
+    log = logging.getLogger(__name__)
+    path = Path(cfg.paths.questions) if cfg.paths.questions else None
+    if path is None or not path.is_file():
+        return None
+    index = bool(cfg.paths.index) and Path(cfg.paths.index).is_dir()
+    kinds: dict[str, str] = {}
+    for arm in experiment_arms(cfg):
+        kind = "retrieval" if arm.retrieval is not None else "plain"
+        if arm.adapter is None and kind not in kinds and (kind == "plain" or index):
+            kinds[kind] = arm.name
+    if not kinds:
+        return None
+    with tempfile.TemporaryDirectory(prefix="compara-plan-") as tmp:
+        probe_cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, runs=tmp))
+        try:
+            summary = run_batch(probe_cfg, path, Path(tmp) / "run", arms=list(kinds.values()),
+                                sample=questions or max(4, cfg.generation.batch_size))
+        except Exception as exc:  # noqa: BLE001 - the plan falls back to the sourced rate
+            log.warning("the answering probe failed (%s): the sourced rate is used", exc)
+            return None
+    per_arm = summary["run"]["timing"]["per_arm"]
+    n = summary["run"]["generated"] // max(1, len(kinds))
+    if not n:
+        return None
+    return {"questions": n, "arms": kinds,
+            "seconds_per_answer": {kind: (per_arm[name]["generation_s"]
+                                          + per_arm[name]["measures_s"]) / n
+                                   for kind, name in kinds.items()}}
+
+
+def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None,
+                 probed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The demo batch's answers at the seconds an answer took here (``probed``, from
+    :func:`_probe_batch`: every arm at the figure of the probed arm of its kind, with or
+    without retrieval), else at the sourced answers/s; where the training rate was probed on
+    this CPU, that rate is scaled by this CPU's speed against the source's (the probed train
     tokens/s over the sourced ones of the same CPU the batch rate was measured on): CPUs with
-    the same flags differ ~2x (a Xeon with AMX, an EPYC without; BENCHMARKS.md)."""
+    the same flags differ ~2x (a Xeon with AMX, an EPYC without; BENCHMARKS.md), and not by
+    the same factor for training and answering."""
     from core.questions import load_questions
 
     arms = len(cfg.arms)  # the config's arms (those whose adapter or index is missing too)
@@ -623,6 +681,20 @@ def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None) -> di
         answers = Figure(demo * arms, COUNTED, f"demo.questions={cfg.demo.questions} x {arms} arms")
     else:
         q = answers = _unknown("no question file")
+    arm_kinds = ["retrieval" if arm.retrieval is not None else "plain"
+                 for arm in experiment_arms(cfg)]
+    if probed and answers.value and set(arm_kinds) <= set(probed["seconds_per_answer"]):
+        per = probed["seconds_per_answer"]
+        demo = answers.value / len(arm_kinds)
+        seconds = sum(demo * per[k] for k in arm_kinds)
+        rate = Rate(round(answers.value / seconds, 3), "answers/s",
+                    f"{PROBED}: {probed['questions']} questions through "
+                    + " and ".join(f"{name} ({k}: {per[k]:.2f} s an answer)"
+                                   for k, name in probed["arms"].items())
+                    + ", answers and measures; an arm with an adapter at its kind's figure")
+        return _stage("batch", {"questions": q, "answers": answers}, _unknown("small"),
+                      _unknown("not measured"), (_time(answers, rate), rate),
+                      (_unknown("no sourced rate"), None))
     family = model_family(cfg.model.base)
     native = kind != "cpu" or _native_bf16()
     rate = (BATCH_CPU if native else BATCH_CPU_FP32).get(family) if kind == "cpu" else None

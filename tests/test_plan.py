@@ -91,8 +91,9 @@ def tiny_with_rate(monkeypatch):
     from finetune import rate
 
     ensure_converted(REGISTRY["tiny-random-llama"])
-    monkeypatch.setitem(rate.FINETUNE_CPU, "tiny-random-llama",
-                        rate.Rate(100.0, "train tokens/s", "a test figure"))
+    for table in (rate.FINETUNE_CPU, rate.FINETUNE_CPU_FP32):  # whatever this CPU computes in
+        monkeypatch.setitem(table, "tiny-random-llama",
+                            rate.Rate(100.0, "train tokens/s", "a test figure"))
 
 
 def test_plan_json_has_every_stage_and_a_source_for_every_rate(repo_root, sample_ingest,
@@ -125,9 +126,12 @@ def test_plan_json_has_every_stage_and_a_source_for_every_rate(repo_root, sample
     assert finetune["seconds_here"]["value"] == pytest.approx(tokens["value"] / 100, abs=0.1)
 
 
-def test_without_the_tokenizer_tokens_and_time_are_unknown(repo_root, sample_ingest):
+def test_without_the_tokenizer_tokens_and_time_are_unknown(repo_root, sample_ingest, monkeypatch):
+    from compara import plan
     from compara.plan import build_plan
 
+    monkeypatch.setattr(plan, "_native_bf16", lambda: True)  # the sourced figure of that CPU
+    monkeypatch.setattr(plan, "_probe_batch", lambda *a, **k: pytest.fail("the model is absent"))
     cfg = ci_config(repo_root, f"paths.data={sample_ingest}", "model.base=gemma3-270m")
     ft = by_stage(build_plan(cfg, device="cpu"))["finetune"]  # the test cache holds no Gemma
     assert ft["rate_here"]["value"] == 290.0  # sourced ...
@@ -405,3 +409,36 @@ def test_the_batch_rate_follows_this_cpus_probed_speed(repo_root, monkeypatch, n
     assert probed["seconds_here"]["value"] == pytest.approx(
         2 * plain["seconds_here"]["value"], rel=1e-2)
     assert _batch_stage(cfg, "cuda", {"value": half, "source": PROBED})["rate_here"] is None
+
+
+def test_the_batch_is_planned_from_answers_measured_here(repo_root, sample_ingest, tiny_with_rate,
+                                                         tmp_path):
+    """The answering probe puts one batch of questions through an arm of each kind that can
+    answer now (here no index: the plain arm only), in a temporary runs folder; the batch
+    stage then takes every arm at its kind's seconds an answer, and falls back to the sourced
+    figure when a kind the config has was not measured."""
+    from compara import plan
+    from compara.arms import experiment_arms
+
+    runs = tmp_path / "runs"
+    cfg = ci_config(repo_root, f"paths.data={sample_ingest}", f"paths.index={tmp_path / 'none'}",
+                    f"paths.runs={runs}", "model.quantize=none")
+    probed = plan._probe_batch(cfg)
+    assert probed is not None and probed["arms"] == {"plain": "base"}
+    assert probed["questions"] == max(4, cfg.generation.batch_size)
+    assert probed["seconds_per_answer"]["plain"] > 0
+    assert not runs.exists()  # nothing written into the experiment's runs (nor its cache)
+
+    kinds = ["retrieval" if arm.retrieval is not None else "plain" for arm in experiment_arms(cfg)]
+    assert "retrieval" in kinds
+    fallback = plan._batch_stage(cfg, "cpu", None, probed)["rate_here"]
+    assert fallback is None or not fallback["source"].startswith("probe here")
+
+    both = {"questions": 12, "arms": {"plain": "base", "retrieval": "rag"},
+            "seconds_per_answer": {"plain": 1.0, "retrieval": 3.0}}
+    stage = plan._batch_stage(cfg, "cpu", None, both)
+    per_arm = stage["inputs"]["answers"]["value"] / len(kinds)
+    assert stage["seconds_here"]["value"] == pytest.approx(
+        sum(per_arm * (3.0 if k == "retrieval" else 1.0) for k in kinds), rel=1e-2)
+    assert stage["rate_here"]["source"].startswith("probe here")
+    assert "base (plain: 1.00 s an answer)" in stage["rate_here"]["source"]

@@ -87,8 +87,9 @@ def plan(
                              "per GPU, time.", show_default=False)] = None,
     probe: Annotated[bool | None, typer.Option(
         "--probe/--no-probe", help="Measure the training rate with a few real training steps "
-                                   "here (loads the model). Default: for models up to 1B "
-                                   "parameters that are on this machine.",
+                                   "and, on a CPU, the answering rate with one batch of "
+                                   "questions per kind of arm, here (loads the model). Default: "
+                                   "for models up to 1B parameters that are on this machine.",
         show_default=False)] = None,
     json_: JsonOption = False,
 ) -> None:
@@ -101,7 +102,9 @@ def plan(
     --sample-pages pages of the dump, ingested by the same code and scaled by the share of the
     dump's bytes they took. Every rate names its source (BENCHMARKS.md, a public datasheet);
     a rate without one is shown as unknown; the training rate is measured here by a few real
-    training steps where the model is small and on this machine (--probe/--no-probe). With
+    training steps, and on a CPU the answering rate by one batch of questions through an arm
+    without retrieval and one with it, where the model is small and on this machine
+    (--probe/--no-probe). With
     ingest.select the counts follow the selection. Sources: docs/plan.md. `compara finetune`
     plans its own run the same way and refuses one over finetune.max_hours unless --force.
     """
