@@ -524,9 +524,7 @@ def _finetune_stage(cfg, data: Path | None, probe_run: dict | None, kind: str, w
                                            f"{world_size} process(es) x the mean example")
     rate = finetune_rate(cfg.model, kind, bf16_native=kind != "cpu" or _native_bf16())
     params = model_params(cfg.model.base)
-    if probe is None:
-        probe = params is not None and params <= PROBE_PARAMS
-    if probe and tok is not None and examples:
+    if _probes(cfg, probe) and tok is not None and examples:
         rate = _probe_rate(cfg, examples, tok) or rate
     if world_size > 1 and rate.value is not None and not rate.bound:
         rate = Rate(rate.value * world_size, rate.unit,
@@ -692,12 +690,21 @@ def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None,
                     + " and ".join(f"{name} ({k}: {per[k]:.2f} s an answer)"
                                    for k, name in probed["arms"].items())
                     + ", answers and measures; an arm with an adapter at its kind's figure")
-        return _stage("batch", {"questions": q, "answers": answers}, _unknown("small"),
-                      _unknown("not measured"), (_time(answers, rate), rate),
-                      (_unknown("no sourced rate"), None))
+    else:
+        rate = _sourced_batch_rate(cfg, kind, train_rate)
+    return _stage("batch", {"questions": q, "answers": answers}, _unknown("small"),
+                  _unknown("not measured"), (_time(answers, rate), rate),
+                  (_unknown("no sourced rate"), None))
+
+
+def _sourced_batch_rate(cfg, kind: str, train_rate: dict[str, Any] | None) -> Rate | None:
+    """The sourced answers/s of this model on a CPU of this precision, scaled by the training
+    probe's rate over the sourced training rate of the CPU it was measured on (where probed)."""
+    if kind != "cpu":
+        return None
     family = model_family(cfg.model.base)
-    native = kind != "cpu" or _native_bf16()
-    rate = (BATCH_CPU if native else BATCH_CPU_FP32).get(family) if kind == "cpu" else None
+    native = _native_bf16()
+    rate = (BATCH_CPU if native else BATCH_CPU_FP32).get(family)
     sourced = (FINETUNE_CPU if native else FINETUNE_CPU_FP32).get(family)
     if (rate is not None and sourced is not None and train_rate and train_rate.get("value")
             and str(train_rate.get("source", "")).startswith(PROBED)):
@@ -706,9 +713,7 @@ def _batch_stage(cfg, kind: str, train_rate: dict[str, Any] | None = None,
                     f"{rate.source}; x{speed:.2f}, this CPU's speed against that one's (the "
                     f"training probe here, {train_rate['value']:g} train tokens/s, against "
                     f"{sourced.value:g} there)")
-    return _stage("batch", {"questions": q, "answers": answers}, _unknown("small"),
-                  _unknown("not measured"), (_time(answers, rate), rate),
-                  (_unknown("no sourced rate"), None))
+    return rate
 
 
 # -- the budgets of `compara ingest` and `compara index` ------------------------------------------
