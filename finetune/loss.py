@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from finetune.attention import packed_rows
+
 IGNORE = -100
 # Logit elements per chunk (16M floats = 64 MB): 64 positions of a 262k vocabulary.
 CHUNK_ELEMENTS = 1 << 24
@@ -138,12 +140,15 @@ def response_loss(model, inputs: dict[str, Any], head=None, config=None, num_ite
     keep = targets_full != IGNORE
     targets = targets_full[keep]
     count = keep.sum()
+    # a packed row's attention example by example (finetune.attention), where switched on
+    packed = packed_rows(inputs.get("position_ids"), inputs.get("attention_mask"))
     if head is not None:
-        with head_returns_hidden(head, config) as softcap:
+        with head_returns_hidden(head, config) as softcap, packed:
             out = model(**inputs, logits_to_keep=keep, use_cache=False)
         total = fused_head_cross_entropy(out.logits, head.weight, head.bias, targets, softcap)
     else:
-        out = model(**inputs, logits_to_keep=keep, use_cache=False)
+        with packed:
+            out = model(**inputs, logits_to_keep=keep, use_cache=False)
         logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
         total = torch.nn.functional.cross_entropy(logits, targets, ignore_index=IGNORE,
                                                   reduction="sum")

@@ -264,6 +264,8 @@ def wrap_for_training(cfg: ExperimentConfig, loaded):
     """The loaded base with a fresh LoRA adapter, as training uses it (returns the model)."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
+    from finetune.attention import use_packed_attention
+
     ft = cfg.finetune
     model = loaded.model
     model.config.use_cache = False
@@ -273,6 +275,8 @@ def wrap_for_training(cfg: ExperimentConfig, loaded):
             gradient_checkpointing_kwargs={"use_reentrant": False})
     import torch
 
+    if ft.packing:  # a packed row's attention example by example (sdpa models)
+        use_packed_attention(model)
     torch.manual_seed(ft.seed)
     model = get_peft_model(model, lora_config(ft))
     lora_dtype = ft.lora_dtype
