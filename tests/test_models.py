@@ -252,6 +252,46 @@ def test_the_gguf_reading_bar_is_off_when_third_party_bars_are(monkeypatch):
         assert gguf_utils.tqdm is real
 
 
+def test_a_gguf_file_is_parsed_once_per_conversion(tmp_path, monkeypatch):
+    """transformers reads a GGUF file's metadata for the tokenizer, the config and the weights:
+    within a conversion the file is parsed once (the bundled model's 262k-entry vocabulary
+    made that most of the conversion's time), outside each read parses it again."""
+    import gguf
+    import numpy as np
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from core.models.convert import _gguf_read_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny")
+    writer.add_block_count(1)
+    writer.add_context_length(16)
+    writer.add_embedding_length(4)
+    writer.add_tensor("token_embd.weight", np.ones((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    parsed = []
+    real = gguf.GGUFReader
+
+    class Counting(real):
+        def __init__(self, *args, **kwargs):
+            parsed.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counting)
+    with _gguf_read_once():
+        configs = [load_gguf_checkpoint(str(path))["config"] for _ in range(3)]
+    assert len(parsed) == 1
+    assert configs[0] == configs[2] and configs[0]["num_hidden_layers"] == 1
+    assert gguf.GGUFReader is Counting  # restored
+    load_gguf_checkpoint(str(path))
+    assert len(parsed) == 2
+
+
 def test_unpacked_4bit_weights_compute_what_the_4bit_layers_compute(one_torch_thread):
     """Unpacked once, the NF4 values give the 4-bit model's logits (same values, no unpacking
     at every step); an adapter attaches on top; a memory limit keeps them packed."""
