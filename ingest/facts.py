@@ -335,6 +335,10 @@ def _place_facts(sentence: str, subj: Subject) -> list[Fact]:
         if _MONTH_OR_WEEKDAY.match(span) or subj.named_in(span) or len(span) < 3:
             continue
         body, named = _as_question_body(_clause_without(sentence, m.start(), m.end()), subj)
+        if body.casefold().startswith("onde "):
+            # "..., no Instituto Pasteur, onde estudou X": the relative pointed at the place
+            # asked about ("Onde estudou X?", not "Onde onde estudou X?")
+            body, named = _as_question_body(body[len("onde "):], subj)
         if not _good_body(body):
             continue
         qs = (_ask("Onde", body, named, subj), _ask("Em que lugar", body, named, subj),
@@ -393,8 +397,9 @@ def _good_body(body: str) -> bool:
         return False
     if words[-1].casefold() in _NOT_UNITS or body.count("(") != body.count(")"):
         return False
-    if words[0].casefold() in {"e", "ou", "mas", "que"}:
-        return False  # a clause cut from its head
+    if words[0].casefold() in {"e", "ou", "mas", "que", "onde", "quando", "cujo", "cuja", "cujos",
+                               "cujas", "qual", "quais"}:
+        return False  # a clause cut from its head (a relative one asks "Quando quando ...?")
     if " — " in body or " – " in body:
         return False  # an item of a dashed list, not a clause
     if "," in body and _HANGING_PREP.search(body):

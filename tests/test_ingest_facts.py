@@ -107,6 +107,26 @@ def test_date_quantity_and_place_questions_ask_the_span():
     assert died[0].questions[0] == "Quando Helena Vasconcelos Ramos morreu?"
 
 
+def test_a_relative_clause_on_the_span_becomes_the_question():
+    """"..., no Instituto X, onde estudou Y": asked "Onde <subject> estudou Y?"; no question
+    repeats its wh-word or opens on a relative left without its head."""
+    subj = subject_of({"title": "Helena Vasconcelos Ramos"}, "Helena Vasconcelos Ramos foi")
+    facts = sentence_facts("Entre 1931 e 1934, aperfeiçoou-se em Lyon, no Instituto Lumière, "
+                           "onde estudou química, óptica e fotografia.", subj)
+    place = [f for f in facts if f.kind == "place"]
+    assert [f.span for f in place] == ["Instituto Lumière"]
+    assert place[0].questions[0] == "Onde Helena Vasconcelos Ramos estudou química?"
+    for sentence in ("Em 1950 mudou-se para Belém, onde abriu um ateliê de fotografia.",
+                     "Voltou a Lisboa em 1936, quando o ateliê da família fechou as portas.",
+                     "Entre 1931 e 1934, aperfeiçoou-se em Lyon, no Instituto Lumière, onde "
+                     "estudou química."):
+        for f in sentence_facts(sentence, subj):
+            for q in f.questions:
+                low = q.casefold()
+                assert "onde onde" not in low and "lugar onde" not in low, q
+                assert "quando quando" not in low and "ano quando" not in low, q
+
+
 def test_a_clause_has_a_verb_when_one_of_its_words_is_or_ends_like_one():
     from ingest.facts import _VERB_END, _VERBS, has_verb
 
