@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["ingest.py", "retrieval.py", "exposure.py", "finetune.py", "compare.py", "prefill.py",
+ORDER = ["ingest.py", "retrieval.py", "exposure.py", "finetune.py", "packed_attention.py",
+         "compare.py", "prefill.py",
          "app.py"]
 
 

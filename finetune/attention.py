@@ -45,7 +45,7 @@ def packed_lengths(position_ids) -> tuple[int, ...] | None:
     if any(pos[i] != pos[i - 1] + 1 for i in range(1, len(pos)) if pos[i] != 0):
         return None  # not consecutive positions within an example: leave it to transformers
     ends = [*starts[1:], len(pos)]
-    return tuple(e - s for s, e in zip(starts, ends))
+    return tuple(e - s for s, e in zip(starts, ends, strict=True))
 
 
 @contextlib.contextmanager

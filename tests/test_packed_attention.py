@@ -87,7 +87,7 @@ def test_per_example_attention_equals_the_block_diagonal_mask(make):
         alone = reference(input_ids=torch.tensor([ex["input_ids"]])).logits
         assert torch.allclose(logits[:, start:start + n], alone, atol=1e-5)
         start += n
-    for (name, p), q in zip(reference.named_parameters(), switched.parameters()):
+    for (name, p), q in zip(reference.named_parameters(), switched.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-4), name
 
 
