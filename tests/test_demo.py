@@ -73,3 +73,17 @@ def test_the_demo_runs_every_stage_then_skips_what_is_up_to_date(repo_root, tmp_
     rerun = read_jsonl(run / "results.jsonl")
     assert len(rerun) == 6 * 4
     assert all(r["cached"] == (r["arm"] in ("base", "rag")) for r in rerun)
+
+
+def test_the_time_breakdown_leaves_out_a_stop_check_that_did_not_run():
+    from compara.demo import time_breakdown
+
+    def line(stop_check: float) -> str:
+        timing = {"load": 4.0, "train_steps": 246.0, "evals": 12.0, "stop_check": stop_check,
+                  "total": 268.0 + stop_check}
+        return time_breakdown({"finetune": 268.0 + stop_check},
+                              {"finetune": {"timing": timing}})
+
+    assert "stop check" not in line(0.0)  # finetune.stop_check: 0
+    assert "training 246 s" in line(0.0) and "evals 12 s" in line(0.0)
+    assert "stop check 70 s" in line(70.0)
