@@ -91,6 +91,30 @@ def test_per_example_attention_equals_the_block_diagonal_mask(make):
         assert torch.allclose(p.grad, q.grad, atol=1e-4), name
 
 
+@pytest.mark.parametrize("make", [lambda: _gemma3(window=4), _llama], ids=["gemma3", "llama"])
+def test_layers_recomputed_in_the_backward_pass_attend_example_by_example(make):
+    """Gradient checkpointing recomputes a layer's forward in the backward pass, outside
+    packed_rows: the layer reads the row's examples from its positions."""
+    import torch
+
+    from finetune.loss import response_loss
+
+    reference, switched = make(), make()
+    switched.load_state_dict(reference.state_dict())
+    use_packed_attention(switched)
+    for model in (reference, switched):
+        model.train()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    batch = PackedCollator()(_examples([7, 12, 3, 9]))
+    loss_ref, _ = response_loss(reference, batch)
+    loss_ref.backward()
+    loss, _ = response_loss(switched, batch)
+    loss.backward()
+    assert loss.item() == pytest.approx(loss_ref.item(), abs=1e-5)
+    for (name, p), q in zip(reference.named_parameters(), switched.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-4), name
+
+
 def test_without_a_packed_row_the_switched_model_is_sdpa():
     import torch
 
