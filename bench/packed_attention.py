@@ -2,7 +2,7 @@
 with its block-diagonal mask over the whole row (the library's own packed path).
 
     python bench/packed_attention.py                      # the sample config's run, 3 rounds
-    python bench/packed_attention.py -c configs/sample.yaml --rounds 5
+    python bench/packed_attention.py -c configs/sample.yaml --rounds 2 --long 4 --short 32
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/packed_attention.py
                                                           # a CPU without native bf16, simulated
 
@@ -10,10 +10,10 @@ The model is loaded and wrapped as `compara finetune` does (the config's quantis
 the configured modules, the dtype chosen for this CPU: printed), and the rows are the run's
 own records, tokenized as training tokenizes them (reading tasks included where the config
 asks for them and the index exists): the longest examples packed together (reading tasks) and
-the shortest (facts), eight and sixty-four to a row. Each timed step is a forward and backward
-pass through the training loss; the two attention paths alternate within a round, the order
-flipping each round, in the same process on the same weights (the switch only changes which
-attention function the layers call). Prints train tokens/s per row kind and path, the median
+the shortest (facts), eight and sixty-four to a row by default (--long, --short). Each timed
+step is a forward and backward pass through the training loss; the two attention paths
+alternate within a round, the order flipping each round, in the same process on the same
+weights (the switch only changes which attention function the layers call). Prints train tokens/s per row kind and path, the median
 of each, and the ratio compara / transformers; results go to bench/out/packed_attention.json.
 """
 
@@ -35,6 +35,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-c", "--config", type=Path, default=ROOT / "configs" / "sample.yaml")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--long", type=int, default=8, help="longest examples packed in one row")
+    p.add_argument("--short", type=int, default=64, help="shortest examples packed in one row")
     a = p.parse_args()
 
     import torch
@@ -57,7 +59,7 @@ def main() -> int:
     head = fusable_head(base)
     examples = prepared.train.examples
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    rows = {"8 longest": order[-8:], "64 shortest": order[:64]}
+    rows = {f"{a.long} longest": order[-a.long:], f"{a.short} shortest": order[:a.short]}
     collate = PackedCollator()
 
     def step(ids, packed: bool) -> tuple[int, float]:
