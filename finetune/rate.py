@@ -115,7 +115,7 @@ def spread(items: list, n: int) -> list:
 def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
     """Train tokens/s measured here, for the run's own batches: real training steps (forward
     and backward through the adapter, the loss training uses) on ``steps`` of the batches one
-    epoch of the run is made of (:func:`run_batches`), the cheapest first as a warm-up. A step
+    epoch of the run is made of (:func:`run_batches`), the cheapest twice first as a warm-up. A step
     costs a fixed part (the 4-bit weights unpacked in the forward and the backward pass, the
     kernels' set-up) plus a part per token, so a rate read on small batches is low for a run
     of large ones: the steps' times are fitted as ``a + b x tokens`` (least squares) and the
@@ -146,8 +146,9 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
     model.train()
     measured: list[tuple[int, float]] = []  # (tokens computed, seconds) per timed step
     try:
-        # the cheapest batch once more ahead of the timed ones: the warm-up (allocations)
-        for i, batch_ids in enumerate([picked[0], *picked]):
+        # the cheapest batch twice ahead of the timed ones: the warm-up (allocations, and the
+        # first steps of a fresh process: one warm-up left the demo's rate read 17-30% low)
+        for i, batch_ids in enumerate([picked[0], picked[0], *picked]):
             batch = collate([{"input_ids": examples[j].input_ids, "labels": examples[j].labels}
                              for j in batch_ids])
             t0 = time.perf_counter()
@@ -157,7 +158,7 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
             loss.backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i:
+            if i >= 2:
                 measured.append((batch["input_ids"].numel(), time.perf_counter() - t0))
     finally:
         model.zero_grad(set_to_none=True)

@@ -203,7 +203,7 @@ def test_the_probe_fits_a_fixed_and_a_per_token_cost():
 def test_the_probe_rate_is_the_epochs_tokens_over_the_fitted_time(monkeypatch):
     """On a tiny model with a clock where a step costs 1 s + 2 ms per token computed, the
     probe's rate is the epoch's tokens over that cost summed over the epoch's batches (packed
-    or padded and grouped by length): four steps run, a warm-up and three timed."""
+    or padded and grouped by length): five steps run, two warm-ups and three timed."""
     from types import SimpleNamespace
 
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -237,6 +237,6 @@ def test_the_probe_rate_is_the_epochs_tokens_over_the_fitted_time(monkeypatch):
         epoch = rate_mod.run_batches(lengths, 4, not packing, ft.seed)
         seconds = sum(1.0 + 0.002 * rate_mod.batch_tokens(b, lengths, not packing) for b in epoch)
         assert got.value == pytest.approx(sum(lengths) / seconds, rel=1e-3)
-        assert len(steps) == 4 and steps[0] == steps[1] and len(set(steps[1:])) == 3
+        assert len(steps) == 5 and steps[0] == steps[1] == steps[2] and len(set(steps[2:])) == 3
         assert "1.00 s + 2.00 ms per token" in got.source
         assert all(p.grad is None for p in model.parameters())  # nothing left behind
