@@ -13,8 +13,9 @@ asks for them and the index exists): the longest examples packed together (readi
 the shortest (facts), eight and sixty-four to a row by default (--long, --short). Each timed
 step is a forward and backward pass through the training loss; the two attention paths
 alternate within a round, the order flipping each round, in the same process on the same
-weights (the switch only changes which attention function the layers call). Prints train tokens/s per row kind and path, the median
-of each, and the ratio compara / transformers; results go to bench/out/packed_attention.json.
+weights (the switch only changes which attention function the layers call). Prints train
+tokens/s per row kind and path, the median of each, and the ratio compara / transformers;
+results go to bench/out/packed_attention.json.
 """
 
 from __future__ import annotations

@@ -74,12 +74,13 @@ def _attention(module, query, key, value, attention_mask, dropout: float = 0.0,
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    # From the row's own positions when the layer is given them (Llama, Gemma, Mistral, Qwen
-    # pass them on): a layer recomputed in the backward pass (gradient checkpointing) runs
-    # outside packed_rows. A packed row reaches here without a mask only from packed_rows
-    # (transformers builds a block-diagonal mask for it otherwise).
-    lengths = (packed_lengths(kwargs.get("position_ids")) if attention_mask is None else None) \
-        or _LENGTHS.get()
+    # Inside packed_rows, its lengths (found once per forward, not once per layer). A layer
+    # recomputed in the backward pass (gradient checkpointing) runs outside it: it reads them
+    # from the row's positions, which the model passes it (Llama, Gemma, Mistral, Qwen do). A
+    # packed row reaches here without a mask only from packed_rows (transformers builds a
+    # block-diagonal mask for it otherwise).
+    lengths = _LENGTHS.get() or (
+        packed_lengths(kwargs.get("position_ids")) if attention_mask is None else None)
     n = query.shape[2]
     if (lengths is None or query.shape[0] != 1 or key.shape[2] != n or sum(lengths) != n):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
