@@ -87,6 +87,9 @@ _MONTH_OR_WEEKDAY = re.compile(rf"^(?:{_MONTH}|[Ss]egunda|[Tt]erça|[Qq]uarta|[Q
                                r"[Ss]ábado|[Dd]omingo)\b", re.IGNORECASE)
 
 
+# "século XIII", "D. João VI", "Pio XII": a Roman numeral is a number, not a name to ask about
+_ROMAN = re.compile(r"[IVXLCDM]+")
+
 _RELATIVE = re.compile(r"(?:,|;|:) (?:onde|que|quando|cujo|cuja|cujos|cujas|o qual|a qual|os quais|as quais)\b")
 _LIST_AFTER = re.compile(r"\s+(?:e|ou)\s")
 _LIST_BEFORE = re.compile(r"\s(?:e|ou)\s*$")
@@ -372,8 +375,8 @@ def _name_facts(sentence: str, subj: Subject) -> list[Fact]:
         prev = sentence[:m.start()].rsplit(None, 1)[-1:] or [""]  # the word before
         if prev[0][:1].isupper() and prev[0].casefold() not in _NOT_VERB_START:
             continue  # the tail of a name that starts the sentence ("Noel Rosa")
-        if len(span) < 4 or subj.named_in(span) or _MONTH_OR_WEEKDAY.match(span) or " " not in span \
-                and span.upper() == span and len(span) < 3:
+        if len(span) < 4 or subj.named_in(span) or _MONTH_OR_WEEKDAY.match(span) \
+                or _ROMAN.fullmatch(span):
             continue
         qs = (f"O que o artigo sobre {subj.title} diz sobre {span}?",
               f"Qual é a relação entre {subj.np} e {span}?",

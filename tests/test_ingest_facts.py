@@ -127,6 +127,19 @@ def test_a_relative_clause_on_the_span_becomes_the_question():
                 assert "quando quando" not in low and "ano quando" not in low, q
 
 
+def test_a_roman_numeral_is_not_a_name_to_ask_about():
+    """"século XVIII" is a date: no "O que o artigo diz sobre XVIII?"; the sentence's name is
+    asked about instead."""
+    subj = subject_of({"title": "Serra Azul do Turvo"}, "Serra Azul do Turvo é um município")
+    cases = {"A capela, de estilo barroco, foi erguida no fim do século XVIII e reformada por "
+             "ordem de Dom Pedro II.": "Dom Pedro II",
+             "Os primeiros registros do povoado datam do século XVII, quando tropeiros de Minas "
+             "Gerais passavam por ali.": "Minas Gerais"}
+    for sentence, name in cases.items():
+        names = [f.span for f in sentence_facts(sentence, subj) if f.kind == "name"]
+        assert names == [name], (sentence, names)
+
+
 def test_a_clause_has_a_verb_when_one_of_its_words_is_or_ends_like_one():
     from ingest.facts import _VERB_END, _VERBS, has_verb
 
