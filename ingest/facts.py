@@ -87,8 +87,9 @@ _MONTH_OR_WEEKDAY = re.compile(rf"^(?:{_MONTH}|[Ss]egunda|[Tt]erça|[Qq]uarta|[Q
                                r"[Ss]ábado|[Dd]omingo)\b", re.IGNORECASE)
 
 
-# "século XIII", "D. João VI", "Pio XII": a Roman numeral is a number, not a name to ask about
-_ROMAN = re.compile(r"[IVXLCDM]+")
+# "século XIII", "séculos XVIII e XIX": Roman numerals are numbers, not names to ask about
+# ("Pio XII", "Dom Pedro II" are names)
+_ROMAN = re.compile(r"[IVXLCDM]+(?:(?:,| e| a| ou) [IVXLCDM]+)*")
 
 _RELATIVE = re.compile(r"(?:,|;|:) (?:onde|que|quando|cujo|cuja|cujos|cujas|o qual|a qual|os quais|as quais)\b")
 _LIST_AFTER = re.compile(r"\s+(?:e|ou)\s")

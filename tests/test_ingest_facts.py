@@ -134,7 +134,9 @@ def test_a_roman_numeral_is_not_a_name_to_ask_about():
     cases = {"A capela, de estilo barroco, foi erguida no fim do século XVIII e reformada por "
              "ordem de Dom Pedro II.": "Dom Pedro II",
              "Os primeiros registros do povoado datam do século XVII, quando tropeiros de Minas "
-             "Gerais passavam por ali.": "Minas Gerais"}
+             "Gerais passavam por ali.": "Minas Gerais",
+             "Registros dos séculos XVIII e XIX citam a luta nas ruas do Rio de Janeiro.":
+                 "Rio de Janeiro"}
     for sentence, name in cases.items():
         names = [f.span for f in sentence_facts(sentence, subj) if f.kind == "name"]
         assert names == [name], (sentence, names)
