@@ -60,7 +60,7 @@ _NOT_UNITS = frozenset("a o as os e em de do da dos das no na nos nas um uma que
 _FRONTERS = frozenset(
     "em no na nos nas desde até após depois antes durante com sem segundo conforme quando enquanto "
     "embora apesar para por entre ao à sob nesse nessa neste nesta naquele naquela hoje então "
-    "ainda já além pouco logo mais".split())
+    "ainda já além pouco logo mais anos meses dias semanas décadas séculos".split())
 _SUBORDINATORS = frozenset("quando enquanto embora apesar após depois antes durante conforme "
                            "segundo".split())
 _PRONOUNS = ("Ele ", "Ela ", "Eles ", "Elas ")
@@ -105,6 +105,8 @@ _FIRST_GROUP = operator.itemgetter(1)
 _SPACES = re.compile(r"\s\s+")
 _TRAILING_CONJ = re.compile(r"(?:,? (?:e|ou|mas))+$")
 _CONJ_ENDS = (" e", " ou", " mas", " e\n", " ou\n", " mas\n")  # how a _TRAILING_CONJ match ends
+# a noun phrase opened by an article: with no verb, the subject of the clause that goes on
+_SUBJECT_PHRASE = re.compile(r"(?:[Uu]ma?s?|[Oo]s?|[Aa]s?(?! partir)) \w")
 _FRONTED = re.compile(r"^([^,]{2,90}), (.+)$")
 _PLURAL_VERB = re.compile(r"^\S*(?:ram|ram-se|são|eram|foram|estão|têm)\b", re.IGNORECASE)
 _YEAR_LIKE = re.compile(r"1\d{3}|20\d{2}")
@@ -198,9 +200,15 @@ def _clause_without(sentence: str, start: int, end: int) -> str:
     before = before.rstrip()
     after = after.lstrip()
     if before.endswith(",") and after.startswith(","):
-        # an adverbial between commas ("..., em 1938, foi elevado a município") belongs to the
-        # clause that follows it
-        before, after = "", after[1:].lstrip()
+        if _SUBJECT_PHRASE.match(before[:-1].rsplit(",", 1)[-1].strip()) \
+                and not has_verb(before[:-1].rsplit(",", 1)[-1]):
+            # between commas inside the subject ("um atentado na Rua Tonelero, em Copacabana,
+            # matou ..."): the subject stays
+            before, after = before[:-1], after[1:].lstrip()
+        else:
+            # an adverbial between commas ("..., em 1938, foi elevado a município") belongs to
+            # the clause that follows it
+            before, after = "", after[1:].lstrip()
     if not before and after.startswith(","):
         after = after[1:].lstrip()  # "Em 1775, ele ..." -> "ele ..."
     elif before.endswith(",") and (after.startswith(",") or not after or after[0] in ".;"):

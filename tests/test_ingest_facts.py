@@ -127,6 +127,30 @@ def test_a_relative_clause_on_the_span_becomes_the_question():
                 assert "quando quando" not in low and "ano quando" not in low, q
 
 
+def test_a_span_between_commas_inside_the_subject_keeps_the_subject():
+    """"Um atentado na Rua Tonelero, em Copacabana, matou o major": the one who killed is the
+    attack, not the article's subject; an adverbial between commas after a clause still goes
+    with the clause that follows ("foi eleito e, em 1926, tornou-se ministro")."""
+    subj = subject_of({"title": "Getúlio Vargas"}, "Getúlio Dornelles Vargas foi um político")
+    attack = sentence_facts("Em 5 de agosto de 1954, um atentado contra Lacerda na Rua Tonelero, "
+                            "em Copacabana, matou o major Rubens Vaz.", subj)
+    place = [f for f in attack if f.span == "Copacabana"]
+    assert place and all("um atentado contra Lacerda" in q for q in place[0].questions)
+    assert all("Vargas matou" not in q for f in attack for q in f.questions)
+    revolution = sentence_facts("A revolução, em outubro de 1930, levou Vargas ao poder.", subj)
+    assert [f.questions[0] for f in revolution if f.kind == "date"] == [
+        "Sobre Getúlio Vargas, quando a revolução levou Vargas ao poder?"]
+    cruz = subject_of({"title": "Oswaldo Cruz"}, "Oswaldo Cruz foi um médico")
+    smallpox = sentence_facts("Anos depois, uma grave epidemia de varíola, em 1908, levou a "
+                              "população a procurar a vacina.", cruz)
+    assert [f.questions[0] for f in smallpox if f.kind == "date"] == [
+        "Sobre Oswaldo Cruz, quando uma grave epidemia de varíola levou a população a procurar "
+        "a vacina, anos depois?"]
+    minister = sentence_facts("Foi eleito deputado e, em 1926, tornou-se ministro da Fazenda.", subj)
+    assert [f.questions[0] for f in minister if f.kind == "date"] == [
+        "Quando Getúlio Vargas tornou-se ministro da Fazenda?"]
+
+
 def test_a_roman_numeral_is_not_a_name_to_ask_about():
     """"século XVIII" is a date: no "O que o artigo diz sobre XVIII?"; the sentence's name is
     asked about instead."""
