@@ -190,6 +190,19 @@ def _first_word(clause: str) -> str:
     return "name"
 
 
+def _explicit_subject(clause: str) -> str | None:
+    """The subject a clause names before its verb, when it opens (after fronted adverbials)
+    with an article ("Sob sua gestão, o instituto ampliou-se ..." -> "o instituto")."""
+    main = clause.rsplit(",", 1)[-1].strip()
+    if not _SUBJECT_PHRASE.match(main):
+        return None
+    words = main.split()
+    for i, word in enumerate(words[1:7], start=1):
+        if _first_word(word) == "verb":
+            return " ".join(words[:i])
+    return None
+
+
 def _clause_without(sentence: str, start: int, end: int) -> str:
     """The sentence with [start, end) removed, commas around it mended, final stop dropped."""
     before, after = sentence[:start], sentence[end:]
@@ -220,7 +233,11 @@ def _clause_without(sentence: str, start: int, end: int) -> str:
     # a span in a later coordinated clause: that clause alone ("..., e o vão principal ... tem")
     conj = list(_CONJUNCTION.finditer(before))
     if conj and len(before[conj[-1].end():].split()) >= 2:
-        before = before[conj[-1].end():]
+        first, before = before[:conj[-1].start()], before[conj[-1].end():]
+        subject = _explicit_subject(first)
+        if subject and _first_word(before) == "verb":
+            # "o instituto ampliou-se ..., e passou a se chamar X": the same subject goes on
+            before = f"{subject} {before}"
     clause = f"{before} {after}".strip()
     clause = _SPACE_PUNCT.sub(_FIRST_GROUP, clause)
     clause = _SPACES.sub(" ", clause).strip()

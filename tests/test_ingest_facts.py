@@ -146,6 +146,11 @@ def test_a_span_between_commas_inside_the_subject_keeps_the_subject():
     assert [f.questions[0] for f in smallpox if f.kind == "date"] == [
         "Sobre Oswaldo Cruz, quando uma grave epidemia de varíola levou a população a procurar "
         "a vacina, anos depois?"]
+    # the subject a first clause names goes on into the coordinated clause asked about
+    renamed = sentence_facts("Sob sua gestão, o instituto ampliou-se para o ensino, e passou a "
+                             "se chamar Instituto Oswaldo Cruz em 1908.", cruz)
+    assert [f.questions[0] for f in renamed if f.kind == "date"] == [
+        "Quando o instituto passou a se chamar Instituto Oswaldo Cruz?"]
     minister = sentence_facts("Foi eleito deputado e, em 1926, tornou-se ministro da Fazenda.", subj)
     assert [f.questions[0] for f in minister if f.kind == "date"] == [
         "Quando Getúlio Vargas tornou-se ministro da Fazenda?"]
