@@ -51,6 +51,8 @@ _NUMBER = re.compile(
 _NAME = r"[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ][\wÀ-ú'’-]*(?:\s(?:(?:de|da|do|das|dos|e|del|von|van)\s)?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9][\wÀ-ú'’-]*)*"
 _PLACE = re.compile(rf"(?=[en])\b(?P<prep>em|no|na|nos|nas) (?P<span>{_NAME})")
 _AGENT = re.compile(rf"(?=[fées])\b(?P<verb>(?:foi|foram|é|são|era|eram|seria|será) \w+[ao]s?) (?P<prep>por|pelo|pela) (?P<span>{_NAME})")
+_NAME_AT = re.compile(_NAME)
+_HALF_NAME = re.compile(r"\s(?:e|de|da|do|dos|das)\s[A-Z]$")
 _NAME_ANY = re.compile(rf"(?=[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ])(?<!^)(?<![.!?] )(?<![\w'’-])(?P<span>{_NAME})")
 
 # words that never make a unit ("em 1822 e ..." is a year; "3 de ..." a date)
@@ -87,6 +89,8 @@ _MONTH_OR_WEEKDAY = re.compile(rf"^(?:{_MONTH}|[Ss]egunda|[Tt]erça|[Qq]uarta|[Q
                                r"[Ss]ábado|[Dd]omingo)\b", re.IGNORECASE)
 
 
+# abbreviated titles that are part of the name after them ("D. Pedro II", "Dr. Oswaldo")
+_HONORIFICS = frozenset("D. Dr. Dra. Sr. Sra. Fr. Pe. Sto. Sta. S.".split())
 # "século XIII", "séculos XVIII e XIX": Roman numerals are numbers, not names to ask about
 # ("Pio XII", "Dom Pedro II" are names)
 _ROMAN = re.compile(r"[IVXLCDM]+(?:(?:,| e| a| ou) [IVXLCDM]+)*")
@@ -398,6 +402,11 @@ def _name_facts(sentence: str, subj: Subject) -> list[Fact]:
     facts = []
     for m in _NAME_ANY.finditer(sentence):
         span = m.group("span").strip()
+        if f"{span}." in _HONORIFICS and sentence.startswith(". ", m.end()):
+            rest = _NAME_AT.match(sentence, m.end() + 2)  # "o rei D. Dinis": one name
+            if rest:
+                # "D. Luís e D. Henrique": the first name, not "D. Luís e D"
+                span = _HALF_NAME.sub("", f"{span}. {rest.group(0)}")
         prev = sentence[:m.start()].rsplit(None, 1)[-1:] or [""]  # the word before
         if prev[0][:1].isupper() and prev[0].casefold() not in _NOT_VERB_START:
             continue  # the tail of a name that starts the sentence ("Noel Rosa")

@@ -165,7 +165,11 @@ def test_a_roman_numeral_is_not_a_name_to_ask_about():
              "Os primeiros registros do povoado datam do século XVII, quando tropeiros de Minas "
              "Gerais passavam por ali.": "Minas Gerais",
              "Registros dos séculos XVIII e XIX citam a luta nas ruas do Rio de Janeiro.":
-                 "Rio de Janeiro"}
+                 "Rio de Janeiro",
+             # an abbreviated title is part of the name
+             "No fim do século XIII, o rei D. Dinis adotou o português nos documentos da corte.":
+                 "D. Dinis",
+             "Ensinou matemática aos infantes D. Luís e D. Henrique, irmãos do rei.": "D. Luís"}
     for sentence, name in cases.items():
         names = [f.span for f in sentence_facts(sentence, subj) if f.kind == "name"]
         assert names == [name], (sentence, names)
