@@ -250,8 +250,9 @@ def time_breakdown(seconds: dict[str, float], results: dict[str, dict[str, Any]]
             timing = results[name].get("timing") or {}
             inner = [f"{label} {timing[key]:.0f} s" for key, label in (
                 ("load", "loading"), ("train_steps", "training"), ("evals", "evals"),
-                ("stop_check", "stop check")) if timing.get(key) is not None
-                and not (key == "stop_check" and not timing[key])]  # finetune.stop_check: 0
+                ("stop_check", "stop check"))
+                # a stop check that did not run (finetune.stop_check: 0) is not a part
+                if (timing.get(key) if key == "stop_check" else timing.get(key) is not None)]
             counted = sum(timing.get(k) or 0 for k in ("load", "train_steps", "evals",
                                                       "stop_check"))
         elif name == "batch":

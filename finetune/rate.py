@@ -112,6 +112,9 @@ def spread(items: list, n: int) -> list:
     return [items[int(i * stride)] for i in range(n)]
 
 
+WARMUP_STEPS = 2  # untimed steps before the probe's timed ones
+
+
 def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
     """Train tokens/s measured here, for the run's own batches: real training steps (forward
     and backward through the adapter, the loss training uses) on ``steps`` of the batches one
@@ -148,7 +151,7 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
     try:
         # the cheapest batch twice ahead of the timed ones: the warm-up (allocations, and the
         # first steps of a fresh process: one warm-up left the demo's rate read 17-30% low)
-        for i, batch_ids in enumerate([picked[0], picked[0], *picked]):
+        for i, batch_ids in enumerate([picked[0]] * WARMUP_STEPS + picked):
             batch = collate([{"input_ids": examples[j].input_ids, "labels": examples[j].labels}
                              for j in batch_ids])
             t0 = time.perf_counter()
@@ -158,7 +161,7 @@ def probe_train_rate(model, examples, ft, steps: int = 3) -> Rate:
             loss.backward()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i >= 2:
+            if i >= WARMUP_STEPS:
                 measured.append((batch["input_ids"].numel(), time.perf_counter() - t0))
     finally:
         model.zero_grad(set_to_none=True)

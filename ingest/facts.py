@@ -26,6 +26,8 @@ import operator
 import re
 from dataclasses import dataclass, field
 
+from ingest.instructions import TITLES
+
 MONTHS = ("janeiro", "fevereiro", "março", "abril", "maio", "junho", "julho", "agosto", "setembro",
           "outubro", "novembro", "dezembro")
 _MONTH = "(?:" + "|".join(MONTHS) + ")"
@@ -90,7 +92,7 @@ _MONTH_OR_WEEKDAY = re.compile(rf"^(?:{_MONTH}|[Ss]egunda|[Tt]erça|[Qq]uarta|[Q
 
 
 # abbreviated titles that are part of the name after them ("D. Pedro II", "Dr. Oswaldo")
-_HONORIFICS = frozenset("D. Dr. Dra. Sr. Sra. Fr. Pe. Sto. Sta. S.".split())
+_TITLES = frozenset(f"{t}." for t in TITLES)
 # "século XIII", "séculos XVIII e XIX": Roman numerals are numbers, not names to ask about
 # ("Pio XII", "Dom Pedro II" are names)
 _ROMAN = re.compile(r"[IVXLCDM]+(?:(?:,| e| a| ou) [IVXLCDM]+)*")
@@ -217,8 +219,8 @@ def _clause_without(sentence: str, start: int, end: int) -> str:
     before = before.rstrip()
     after = after.lstrip()
     if before.endswith(",") and after.startswith(","):
-        if _SUBJECT_PHRASE.match(before[:-1].rsplit(",", 1)[-1].strip()) \
-                and not has_verb(before[:-1].rsplit(",", 1)[-1]):
+        head = before[:-1].rsplit(",", 1)[-1].strip()
+        if _SUBJECT_PHRASE.match(head) and not has_verb(head):
             # between commas inside the subject ("um atentado na Rua Tonelero, em Copacabana,
             # matou ..."): the subject stays
             before, after = before[:-1], after[1:].lstrip()
@@ -402,7 +404,7 @@ def _name_facts(sentence: str, subj: Subject) -> list[Fact]:
     facts = []
     for m in _NAME_ANY.finditer(sentence):
         span = m.group("span").strip()
-        if f"{span}." in _HONORIFICS and sentence.startswith(". ", m.end()):
+        if f"{span}." in _TITLES and sentence.startswith(". ", m.end()):
             rest = _NAME_AT.match(sentence, m.end() + 2)  # "o rei D. Dinis": one name
             if rest:
                 # "D. Luís e D. Henrique": the first name, not "D. Luís e D"
