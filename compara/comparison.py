@@ -151,6 +151,9 @@ class Comparison:
             # unpacked 4-bit weights: the same values, other kernels (answers may differ in
             # the last bits); absent otherwise, so earlier identities are unchanged
             **({"unpacked": True} if loaded.info.unpacked_on_cpu else {}),
+            # the head's product by fbgemm's fp16-weight kernel: the same weights, sums in
+            # another order (answers may differ in the last bits)
+            **({"head_fp16": True} if loaded.info.head_fp16 else {}),
         }
         # the loaded adapters by folder (AdapterInfo), and the hash of each (for the identity)
         self._adapters = {_folder_key(info.path): info for info in loaded.adapters.values()}
@@ -434,8 +437,18 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
 
 
 def _unpack_for_answering(cfg: ExperimentConfig, loaded: Loaded) -> None:
-    """4-bit weights on a CPU: unpacked once into the compute dtype when they fit."""
-    if loaded.info.device != "cpu" or loaded.info.quantize != "4bit":
+    """4-bit weights on a CPU: unpacked once into the compute dtype when they fit; an fp32
+    output head computed by fbgemm's fp16-weight kernel when its weights are fp16 values."""
+    if loaded.info.device != "cpu":
+        return
+    if cfg.model.fp16_head_on_cpu:
+        from core.models.loading import pack_head_fp16
+
+        loaded.info.head_fp16 = pack_head_fp16(loaded.model)
+        if loaded.info.head_fp16:
+            log.info("output head computed with its weights packed in fp16 (the same values; "
+                     "fbgemm's kernel, faster than the fp32 product on a CPU)")
+    if loaded.info.quantize != "4bit":
         return
     unpacked = 0
     if cfg.model.unpack_4bit_on_cpu:

@@ -330,3 +330,69 @@ def test_a_cpu_comparison_answers_with_unpacked_4bit_weights_and_says_so(tmp_pat
     off = build_comparison(cfg, ["base"])
     assert not off.loaded.info.unpacked_on_cpu and "unpacked" not in off.identity("base")
     assert on.cache_key("base", "p") != off.cache_key("base", "p")
+
+
+def _fp16_kernel():
+    from core.models.loading import _fp16_kernel_available
+
+    return _fp16_kernel_available()
+
+
+needs_fbgemm = pytest.mark.skipif("not _fp16_kernel()",
+                                  reason="torch has no fbgemm fp16 kernel on this platform")
+
+
+@needs_fbgemm
+def test_an_fp32_head_of_fp16_values_computes_the_same_logits_with_the_packed_kernel():
+    """A head whose weights are all fp16 values (a bf16/fp16 checkpoint upcast) is computed by
+    fbgemm's fp16-weight kernel: the same logits but for the order of the sums, the same greedy
+    answers; a head with other values, or one not in fp32, is left as it is."""
+    import torch
+
+    from core.models.loading import pack_head_fp16
+
+    loaded = load_base(ModelConfig(base=TINY, quantize="none", dtype="float32"))
+    model, tok = loaded.model, loaded.tokenizer
+    head = model.get_output_embeddings()
+    assert not pack_head_fp16(model)  # random fp32 weights: not fp16 values
+    assert model.get_output_embeddings() is head
+    with torch.no_grad():
+        head.weight.copy_(head.weight.half().float())
+    enc = tok(["Qual é a capital de Portugal?", "Onde nasce o rio"], return_tensors="pt",
+              padding=True)
+    with torch.no_grad():
+        want = model(**enc).logits
+        want_ids = model.generate(**enc, max_new_tokens=8, do_sample=False,
+                                  pad_token_id=tok.pad_token_id)
+    assert pack_head_fp16(model)
+    packed = model.get_output_embeddings()
+    assert type(packed).__name__ == "Fp16Head" and packed.weight is head.weight
+    with torch.no_grad():
+        got = model(**enc).logits
+        got_ids = model.generate(**enc, max_new_tokens=8, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got_ids, want_ids)
+    bf16 = load_base(ModelConfig(base=TINY, quantize="none", dtype="bfloat16"))
+    assert not pack_head_fp16(bf16.model)  # computes in bf16: nothing to gain
+
+
+@needs_fbgemm
+def test_a_cpu_comparison_says_when_its_head_is_packed_in_fp16(tmp_path, monkeypatch):
+    import core.models.loading as loading
+    from compara.comparison import build_comparison
+    from compara.config import load_config
+
+    monkeypatch.setattr(loading, "_fp16_exact", lambda weight: True)
+    cfg = load_config(None, ["model.base=tiny-random-llama", "model.quantize=none",
+                             "model.dtype=float32", f"paths.adapter={tmp_path / 'none'}",
+                             f"paths.index={tmp_path / 'none'}"])
+    on = build_comparison(cfg, ["base"])
+    assert on.loaded.info.head_fp16 and on.identity("base")["head_fp16"] is True
+    assert type(on.loaded.model.get_output_embeddings()).__name__ == "Fp16Head"
+    cfg.model = cfg.model.replace(fp16_head_on_cpu=False)
+    off = build_comparison(cfg, ["base"])
+    assert not off.loaded.info.head_fp16 and "head_fp16" not in off.identity("base")
+    assert type(off.loaded.model.get_output_embeddings()).__name__ == "Linear"
+    assert on.cache_key("base", "p") != off.cache_key("base", "p")
