@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["ingest.py", "retrieval.py", "exposure.py", "finetune.py", "packed_attention.py",
-         "compare.py", "prefill.py",
+         "compare.py", "prefill.py", "head.py",
          "app.py"]
 
 
