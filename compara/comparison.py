@@ -408,7 +408,7 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
 
         torch.set_num_threads(cfg.generation.threads)
     loaded = load_base(cfg.model)
-    _unpack_for_answering(cfg, loaded)
+    _ready_for_answering_on_cpu(cfg, loaded)
     # the experiment's adapter first: the arms without one use its template
     experiment = cfg.paths.adapter
     adapter_dirs.sort(key=lambda d: not (experiment and _folder_key(d) == _folder_key(experiment)))
@@ -436,7 +436,7 @@ def build_comparison(cfg: ExperimentConfig, arms: Sequence[str] | None = None) -
     return comparison
 
 
-def _unpack_for_answering(cfg: ExperimentConfig, loaded: Loaded) -> None:
+def _ready_for_answering_on_cpu(cfg: ExperimentConfig, loaded: Loaded) -> None:
     """4-bit weights on a CPU: unpacked once into the compute dtype when they fit; an fp32
     output head computed by fbgemm's fp16-weight kernel when its weights are fp16 values."""
     if loaded.info.device != "cpu":

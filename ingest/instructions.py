@@ -37,12 +37,11 @@ from ingest.config import InstructionConfig
 # name that follows one includes it (ingest.facts).
 TITLES = ("Sr", "Sra", "Dr", "Dra", "Prof", "Profa", "Sto", "Sta", "S", "D", "Dom", "Pe", "Fr",
           "Gen", "Cel", "Cap", "Ten", "Exmo", "Exma", "Ilmo", "Revmo", "Mons", "Ir")
-_ABBREVIATIONS = TITLES + ("Av", "Mt", "etc", "p", "pp", "ed", "vol",
-                  "n", "nº", "a.C", "d.C", "séc", "aprox", "cf", "ex", "fig", "jan", "fev", "mar",
-                  "abr", "jun", "jul", "ago", "set", "out", "nov", "dez", "St", "Jr", "Ltda",
-                  "Cia", "Mr", "Mrs", "Ph.D", "EUA", "U.S", "art", "arts", "inc", "al", "cap", "caps",
-                  "núm", "pág", "págs", "tel", "obs",
-                  "cit", "op", "ibid", "id")
+_ABBREVIATIONS = TITLES + (
+    "Av", "Mt", "etc", "p", "pp", "ed", "vol", "n", "nº", "a.C", "d.C", "séc", "aprox", "cf", "ex",
+    "fig", "jan", "fev", "mar", "abr", "jun", "jul", "ago", "set", "out", "nov", "dez", "St", "Jr",
+    "Ltda", "Cia", "Mr", "Mrs", "Ph.D", "EUA", "U.S", "art", "arts", "inc", "al", "cap", "caps",
+    "núm", "pág", "págs", "tel", "obs", "cit", "op", "ibid", "id")
 # The stop (and a closing quote or parenthesis after it) is captured, not looked behind for: the
 # engine then jumps from stop to stop instead of trying a lookbehind at every character (4x faster).
 _SENTENCE_END = re.compile(r"([.!?…][\"”»)]?)\s+(?=[\"“«(]?[A-ZÁÂÃÀÉÊÍÓÔÕÚÇ0-9])")

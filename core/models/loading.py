@@ -356,7 +356,12 @@ def _fp16_exact(weight, rows: int = 16384) -> bool:
 @functools.cache
 def _fp16_head_class():
     """The head module of :func:`pack_head_fp16` (made on first use: torch is imported late)."""
+    import warnings
+
     import torch
+
+    # the kernel warns at every call that it is deprecated: said once here, in the docs
+    warnings.filterwarnings("ignore", message=f"{_FP16_KERNEL} is deprecated")
 
     class Fp16Head(torch.nn.Module):
         """An output head whose product is fbgemm's: fp32 activations and accumulation, the
@@ -365,8 +370,6 @@ def _fp16_head_class():
 
         def __init__(self, linear):
             super().__init__()
-            import warnings
-
             self.in_features, self.out_features = linear.in_features, linear.out_features
             self.weight = linear.weight
             bias = linear.bias.detach() if linear.bias is not None else None
@@ -374,7 +377,6 @@ def _fp16_head_class():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._packed = torch.fbgemm_pack_gemm_matrix_fp16(linear.weight.detach())
-            warnings.filterwarnings("ignore", message=f"{_FP16_KERNEL} is deprecated")
 
         def forward(self, x):
             flat = x.reshape(-1, x.shape[-1])
