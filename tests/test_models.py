@@ -283,11 +283,29 @@ def test_a_gguf_file_is_parsed_once_per_conversion(tmp_path, monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(gguf, "GGUFReader", Counting)
-    with _gguf_read_once():
+    with _gguf_read_once() as readers:
         configs = [load_gguf_checkpoint(str(path))["config"] for _ in range(3)]
+        # read over a plain array view of the mapping (no memmap slicing per value) ...
+        (inside,) = readers.values()
+        assert type(inside.data) is np.ndarray and not inside.data.flags.writeable
     assert len(parsed) == 1
     assert configs[0] == configs[2] and configs[0]["num_hidden_layers"] == 1
     assert gguf.GGUFReader is Counting  # restored
+    import gguf.gguf_reader as reader_module
+
+    assert reader_module.np is np  # restored
+    outside = real(str(path))
+    assert isinstance(outside.data, np.memmap)
+    # ... which gives what the library's own reading gives
+    assert inside.fields.keys() == outside.fields.keys()
+    for key, field in outside.fields.items():
+        assert field.types == inside.fields[key].types
+        assert all(np.array_equal(a, b) for a, b in zip(field.parts, inside.fields[key].parts,
+                                                         strict=True))
+    assert [(t.name, t.shape.tolist()) for t in inside.tensors] == \
+        [(t.name, t.shape.tolist()) for t in outside.tensors]
+    assert all(np.array_equal(a.data, b.data)
+               for a, b in zip(inside.tensors, outside.tensors, strict=True))
     load_gguf_checkpoint(str(path))
     assert len(parsed) == 2
 

@@ -114,8 +114,14 @@ def _gguf_read_once():
     """transformers opens a GGUF file three times to build a model (tokenizer, config, weights)
     and parses all its metadata each time: for Gemma 3's 262k-entry vocabulary that is ~15 s a
     time on a 2-core CPU, most of the conversion. Within, a file is parsed once and its reader
-    (read-only, memory-mapped) shared."""
+    (read-only, memory-mapped) shared.
+
+    The reader slices its ``numpy.memmap`` once per value, a million times for that vocabulary,
+    and every slice of a memmap runs Python code of numpy's (``__getitem__``,
+    ``__array_finalize__``): over a plain array view of the same mapping the parse takes half
+    the time (10 -> 5 s) and the values it returns are the same."""
     import gguf
+    import gguf.gguf_reader as reader_module
 
     real = gguf.GGUFReader
     readers: dict[tuple, Any] = {}
@@ -123,7 +129,12 @@ def _gguf_read_once():
     def shared(path, *args, **kwargs):
         key = (str(Path(path).resolve()), args, tuple(sorted(kwargs.items())))
         if key not in readers:
-            readers[key] = real(path, *args, **kwargs)
+            numpy = reader_module.np
+            reader_module.np = _PlainMapNumpy(numpy)
+            try:
+                readers[key] = real(path, *args, **kwargs)
+            finally:
+                reader_module.np = numpy
         return readers[key]
 
     gguf.GGUFReader = shared
@@ -131,6 +142,20 @@ def _gguf_read_once():
         yield readers
     finally:
         gguf.GGUFReader = real
+
+
+class _PlainMapNumpy:
+    """numpy, but ``memmap(...)`` is a plain ndarray view of the mapping (it keeps the mapping
+    alive; read-only stays read-only)."""
+
+    def __init__(self, numpy):
+        self._numpy = numpy
+
+    def __getattr__(self, name):
+        return getattr(self._numpy, name)
+
+    def memmap(self, *args, **kwargs):
+        return self._numpy.memmap(*args, **kwargs).view(self._numpy.ndarray)
 
 
 def _save_from_gguf(folder: Path, gguf_file: str, dest: Path) -> None:
