@@ -8,6 +8,7 @@ work once.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,11 +241,15 @@ STAGES = [
 ]
 
 
-def time_breakdown(seconds: dict[str, float], results: dict[str, dict[str, Any]]) -> str:
-    """Where the demo's time went: each stage that ran, the tune and the answers in parts."""
+def time_breakdown(seconds: dict[str, float], results: dict[str, dict[str, Any]],
+                   notes: dict[str, str] | None = None) -> str:
+    """Where the demo's time went: each stage that ran, the tune and the answers in parts;
+    ``notes``: a stage's remark (one run beside others)."""
     parts = []
     for name, s in seconds.items():
         text = f"{name} {s:.0f} s"
+        if (notes or {}).get(name):
+            text += f" ({notes[name]})"
         inner: list[str] = []
         if name == "finetune":
             timing = results[name].get("timing") or {}
@@ -274,6 +279,39 @@ def time_breakdown(seconds: dict[str, float], results: dict[str, dict[str, Any]]
     return ", ".join(parts) if parts else "nothing to do: every stage was up to date"
 
 
+class _Beside(threading.Thread):
+    """A stage run in a thread while the stages that do not need its output run: the model's
+    conversion (mostly one core of Python parsing a GGUF file) beside the index's embedding."""
+
+    def __init__(self, stage: Stage, cfg: ExperimentConfig):
+        super().__init__(name=f"compara-{stage.name}", daemon=True)
+        self.stage, self.cfg = stage, cfg
+        self.result: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.note = ""
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        try:
+            self.result = self.stage.run(self.cfg)
+        except BaseException as exc:  # re-raised in the main thread by finish()
+            self.error = exc
+        self.seconds = time.monotonic() - t0
+
+    def finish(self) -> dict[str, Any]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+# Stages that may run beside others, and the stages that can run meanwhile (they do not read
+# its output): the model is needed from the fine-tune on.
+BESIDE = {"model": ("ingest", "index")}
+
+
 def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
     from core.logs import console as make_console
 
@@ -287,9 +325,32 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
     result: dict[str, Any] | None = None
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
+    stale = [stage for stage in STAGES if force or not stage.fresh(cfg)]
+    names = {stage.name for stage in stale}
+    started: dict[str, _Beside] = {}
+    jobs: dict[str, _Beside] = {}  # every stage that ran beside others
+
+    def finish(name: str) -> dict[str, Any]:
+        job = started.pop(name)
+        done = results[name] = job.finish()
+        seconds[name] = job.seconds
+        console.print(f"• {name}: done in {job.seconds:.1f} s ({job.note}) — "
+                      f"{job.stage.describe(cfg, done)}")
+        return done
+
     for stage in STAGES:
-        if not force and stage.fresh(cfg):
+        # a stage run beside others finishes before the first stage that may need its output
+        for name in [n for n in started if stage.name not in BESIDE[n]]:
+            result = finish(name)
+        if stage not in stale:
             console.print(f"• {stage.name}: up to date — {stage.describe(cfg, None)}")
+            continue
+        with_ = [n for n in BESIDE.get(stage.name, ()) if n in names]
+        if with_:  # one of the stages it can run beside has work to do
+            job = started[stage.name] = jobs[stage.name] = _Beside(stage, cfg)
+            job.note = "beside " + " and ".join(with_)
+            console.print(f"• {stage.name}: running {job.note} ...")
+            job.start()
             continue
         t0 = time.monotonic()
         console.print(f"• {stage.name}: running ...")
@@ -297,11 +358,14 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
         seconds[stage.name] = time.monotonic() - t0
         console.print(f"• {stage.name}: done in {seconds[stage.name]:.1f} s — "
                       f"{stage.describe(cfg, result)}")
+    for name in list(started):
+        result = finish(name)
     from compara.report import print_summary
 
     if result is not None and "per_arm" in result:
         print_summary(result, console=console)
-    console.print(f"where the time went: {time_breakdown(seconds, results)}")
+    notes = {name: job.note for name, job in jobs.items()}
+    console.print(f"where the time went: {time_breakdown(seconds, results, notes)}")
     console.print(f"demo finished in {time.monotonic() - start:.0f} s; open "
                   f"{_demo_run_dir(cfg) / runs.REPORT} for every answer side by side, or run "
                   f"`make app` to ask your own questions.")

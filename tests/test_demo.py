@@ -87,3 +87,89 @@ def test_the_time_breakdown_leaves_out_a_stop_check_that_did_not_run():
     assert "stop check" not in line(0.0)  # finetune.stop_check: 0
     assert "training 246 s" in line(0.0) and "evals 12 s" in line(0.0)
     assert "stop check 70 s" in line(70.0)
+
+
+def _fake_stages(monkeypatch, run, fresh=()):
+    from compara import demo
+
+    stages = [demo.Stage(name, lambda cfg, n=name: n in fresh, lambda cfg, n=name: run(n),
+                         lambda cfg, result, n=name: f"{n} described")
+              for name in ("model", "ingest", "index", "finetune", "batch")]
+    monkeypatch.setattr(demo, "STAGES", stages)
+    monkeypatch.setattr(demo, "_demo_run_dir", lambda cfg: Path("runs") / "x")
+
+
+def test_the_model_is_prepared_beside_the_index_and_ready_before_the_tune(monkeypatch, capsys,
+                                                                           repo_root):
+    """The conversion (one core of Python) runs in a thread while ingest and index run, and has
+    finished before the fine-tune starts; the output and the time breakdown say so."""
+    import threading
+
+    from compara.config import load_config
+    from compara.demo import run_demo
+
+    index_running, model_done = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def run(name):
+        seen[name + ":thread"] = threading.current_thread().name
+        if name == "model":  # waits for the index: sequentially this would time out
+            seen["model saw the index running"] = index_running.wait(timeout=20)
+            model_done.set()
+        elif name == "index":
+            index_running.set()
+        elif name == "finetune":
+            seen["model done before the tune"] = model_done.is_set()
+        return {"stage": name}
+
+    _fake_stages(monkeypatch, run)
+    run_demo(load_config(repo_root / "configs" / "ci.yaml"))
+    out = capsys.readouterr().out
+    assert seen["model saw the index running"] is True
+    assert seen["model done before the tune"] is True
+    assert seen["model:thread"] != seen["index:thread"] == threading.main_thread().name
+    assert "• model: running beside ingest and index" in " ".join(out.split())
+    lines = [line for line in out.splitlines() if line.startswith("• ")]
+    done = [line.split(":")[0] for line in lines if ": done in" in line]
+    assert done.index("• model") < done.index("• finetune")
+    breakdown = " ".join(out[out.index("where the time went:"):].split())
+    assert "model 0 s (beside ingest and index)" in breakdown
+
+
+def test_a_model_that_fails_beside_the_index_stops_the_demo_before_the_tune(monkeypatch,
+                                                                            repo_root):
+    from compara.config import load_config
+    from compara.demo import run_demo
+
+    ran = []
+
+    def run(name):
+        ran.append(name)
+        if name == "model":
+            raise RuntimeError("the model's file is damaged")
+        return {"stage": name}
+
+    _fake_stages(monkeypatch, run)
+    with pytest.raises(RuntimeError, match="damaged"):
+        run_demo(load_config(repo_root / "configs" / "ci.yaml"))
+    assert "finetune" not in ran and "index" in ran
+
+
+def test_the_model_runs_alone_when_ingest_and_index_are_up_to_date(monkeypatch, capsys,
+                                                                   repo_root):
+    import threading
+
+    from compara.config import load_config
+    from compara.demo import run_demo
+
+    threads = {}
+
+    def run(name):
+        threads[name] = threading.current_thread().name
+        return {"stage": name}
+
+    _fake_stages(monkeypatch, run, fresh=("ingest", "index"))
+    run_demo(load_config(repo_root / "configs" / "ci.yaml"))
+    out = " ".join(capsys.readouterr().out.split())
+    assert threads["model"] == threading.main_thread().name
+    assert "• model: running ..." in out and "beside" not in out
