@@ -142,6 +142,29 @@ def test_fused_head_gradient_matches_autograd():
         assert torch.allclose(h1.grad, h2.grad, atol=1e-6)
 
 
+def test_fused_head_loss_over_many_chunks_of_a_wide_vocabulary(monkeypatch):
+    """Chunks of positions (several, the last one short) over a vocabulary wider than the
+    kernels' vector width, in fp32: the loss and gradient of the plain cross-entropy."""
+    import torch
+
+    from finetune import loss
+
+    monkeypatch.setattr(loss, "CHUNK_ELEMENTS", 4099 * 3)  # 3 positions per chunk
+    torch.manual_seed(1)
+    weight = torch.randn(4099, 16) * 0.5
+    targets = torch.randint(0, 4099, (11,))
+    targets[[2, 9]] = IGNORE
+    h1 = torch.randn(11, 16, requires_grad=True)
+    h2 = h1.detach().double().requires_grad_(True)
+    fused = loss.fused_head_cross_entropy(h1, weight, None, targets)
+    ref = torch.nn.functional.cross_entropy(h2 @ weight.double().T, targets, reduction="sum")
+    fused.backward()
+    ref.backward()
+    assert fused.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(h1.grad.double(), h2.grad, atol=1e-5)
+    assert h1.grad[[2, 9]].abs().max() == 0  # ignored positions get no gradient
+
+
 # -- data errors ------------------------------------------------------------------------------
 
 def test_bad_records_are_skipped_and_named(tmp_path, records):
