@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["ingest.py", "retrieval.py", "exposure.py", "finetune.py", "packed_attention.py",
+ORDER = ["ingest.py", "retrieval.py", "exposure.py", "finetune.py", "loss.py", "packed_attention.py",
          "compare.py", "prefill.py", "head.py",
          "app.py"]
 
