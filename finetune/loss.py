@@ -21,8 +21,8 @@ from finetune.attention import packed_rows
 IGNORE = -100
 # Logit elements per chunk (64M floats = 256 MB): 256 positions of a 262k vocabulary, 2,048
 # of a 32k one. Bigger chunks make better use of the head's matrix products: on a 2-core CPU
-# the head's cost per position fell from 3.7 to 2.7 ms (bf16) and 8.2 to 5.5 ms (fp32) from
-# 64 to 256 positions with the log-probabilities in place (BENCHMARKS.md).
+# 256 positions a chunk take 0.84x the time of 64 in bf16 and 0.70x in fp32 (bench/loss.py,
+# BENCHMARKS.md), for ~0.3 GB more at the peak.
 CHUNK_ELEMENTS = 1 << 26
 # Config attributes that change the logits after the head; models with them use the plain path.
 _LOGIT_TRANSFORMS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
@@ -70,7 +70,7 @@ def _make_function():
                     if capped is not None:
                         g *= 1.0 - capped * capped
                     grad_hidden[start:start + chunk] = g.to(weight.dtype) @ weight
-                # all share the chunk's storage: free it before the next chunk is made
+                # the chunk's tensors go before the next chunk's are made
                 logits = logp = g = capped = None
             ctx.save_for_backward(grad_hidden if need_grad else total)
             return total
