@@ -328,7 +328,7 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
     stale = [stage for stage in STAGES if force or not stage.fresh(cfg)]
     names = {stage.name for stage in stale}
     started: dict[str, _Beside] = {}
-    jobs: dict[str, _Beside] = {}  # every stage that ran beside others
+    notes: dict[str, str] = {}  # "beside ingest and index" for a stage that ran so
 
     def finish(name: str) -> dict[str, Any]:
         job = started.pop(name)
@@ -347,8 +347,8 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
             continue
         with_ = [n for n in BESIDE.get(stage.name, ()) if n in names]
         if with_:  # one of the stages it can run beside has work to do
-            job = started[stage.name] = jobs[stage.name] = _Beside(stage, cfg)
-            job.note = "beside " + " and ".join(with_)
+            job = started[stage.name] = _Beside(stage, cfg)
+            job.note = notes[stage.name] = "beside " + " and ".join(with_)
             console.print(f"• {stage.name}: running {job.note} ...")
             job.start()
             continue
@@ -364,7 +364,6 @@ def run_demo(cfg: ExperimentConfig, force: bool = False) -> None:
 
     if result is not None and "per_arm" in result:
         print_summary(result, console=console)
-    notes = {name: job.note for name, job in jobs.items()}
     console.print(f"where the time went: {time_breakdown(seconds, results, notes)}")
     console.print(f"demo finished in {time.monotonic() - start:.0f} s; open "
                   f"{_demo_run_dir(cfg) / runs.REPORT} for every answer side by side, or run "

@@ -360,8 +360,10 @@ def _fp16_head_class():
 
     import torch
 
-    # the kernel warns at every call that it is deprecated: said once here, in the docs
-    warnings.filterwarnings("ignore", message=f"{_FP16_KERNEL} is deprecated")
+    # packing and the kernel warn at every call that they are deprecated: said once here, in
+    # the docs
+    warnings.filterwarnings(
+        "ignore", message=f"(fbgemm_pack_gemm_matrix_fp16|{_FP16_KERNEL}) is deprecated")
 
     class Fp16Head(torch.nn.Module):
         """An output head whose product is fbgemm's: fp32 activations and accumulation, the
@@ -374,9 +376,7 @@ def _fp16_head_class():
             self.weight = linear.weight
             bias = linear.bias.detach() if linear.bias is not None else None
             self._bias = bias if bias is not None else torch.zeros(self.out_features)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._packed = torch.fbgemm_pack_gemm_matrix_fp16(linear.weight.detach())
+            self._packed = torch.fbgemm_pack_gemm_matrix_fp16(linear.weight.detach())
 
         def forward(self, x):
             flat = x.reshape(-1, x.shape[-1])
