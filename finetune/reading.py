@@ -51,15 +51,50 @@ def load_index_bm25(index_dir: str | Path) -> Any | None:
     return BM25Index.load(folder) if folder.is_dir() else None
 
 
+def _holds(text: str, answer: str) -> bool:
+    """``answer`` occurs in ``text`` as whole words ("1" is not found inside "1896")."""
+    start = text.find(answer)
+    while start >= 0:
+        end = start + len(answer)
+        if ((start == 0 or not text[start - 1].isalnum())
+                and (end == len(text) or not text[end].isalnum())):
+            return True
+        start = text.find(answer, start + 1)
+    return False
+
+
 def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Sequence[Any]) -> int | None:
-    """The chunk of the record's article that holds its answer (the output, or its first
-    sentence), or None."""
+    """The chunk of the record's article that holds its answer, or None: the one holding the
+    output itself (a prose fact's sentence), else, for a record that carries its ``answer``
+    (an infobox or table value, a prose span: the output is then a sentence of ours), the one
+    holding that value that shares the most words with the output."""
+    from core.text import tokenize
+
     output = rec["output"].strip()
     probe = output.rstrip(".")[:160]
-    for pos in by_title.get(rec.get("source_title", ""), ()):
+    mine = by_title.get(rec.get("source_title", ""), ())
+    for pos in mine:
         if probe and probe in chunks[pos].body:
             return pos
-    return None
+    answer = str(rec.get("answer") or "").strip()
+    if not answer:
+        return None
+    words = set(tokenize(output))
+    best, best_shared = None, -1
+    for pos in mine:
+        body = chunks[pos].body
+        if _holds(body, answer):
+            shared = len(words.intersection(tokenize(body)))
+            if shared > best_shared:
+                best, best_shared = pos, shared
+    return best
+
+
+def _no_gold_slots(count: int, share: float) -> set[int]:
+    """Which of ``count`` reading records go without the gold passage: ``share`` of them,
+    exactly (rounded), spread evenly."""
+    n = round(count * share)
+    return {int((i + 0.5) * count / n) for i in range(n)} if n else set()
 
 
 def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[Any], *, count: int,
@@ -69,10 +104,15 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
     """Up to ``count`` reading records from ``records`` (fact-like ones whose answer is found in
     a chunk of their own article), and a report of what was built. ``bm25``: the index's own
     keyword index over ``chunks`` (:func:`load_index_bm25`); built here when not given.
-    ``ordered``: ``records`` come in a meaningful order (a selection by fact coverage, the facts
-    of the questions first) and reading records follow it; otherwise facts are drawn by the
-    seed's hash, so that a file grouped by article does not give every reading record to its
-    first articles."""
+
+    ``no_gold_share`` of them (exactly, rounded) leave the gold passage out and answer with the
+    template's abstention sentence; their distractors never hold the fact's answer. The
+    records with the gold passage take the facts from the front of the order, those without
+    it from the back: after a selection by fact coverage (``ordered``: the facts of the
+    questions asked first) every asked fact that can be read gets a passage to read it in, and
+    the abstention examples use facts nobody asked about. Without ``ordered`` the facts are
+    drawn by the seed's hash, so that a file grouped by article does not give every reading
+    record to its first articles."""
     from core.prompts import RagTemplate
     from rag.bm25 import BM25Index
 
@@ -86,45 +126,71 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
     if bm25 is None and chunks and candidates:
         bm25 = BM25Index.build([c.text for c in chunks])
     rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    seen_facts: set[str] = set()
+    no_gold = _no_gold_slots(count, no_gold_share)
+    used_facts: set[str] = set()
     skipped = {"no_gold_chunk": 0, "no_distractors": 0}
-    for rec in candidates:
-        if len(out) >= count:
-            break
+    found_by = {"sentence": 0, "answer": 0}
+
+    def build(rec: dict[str, Any], with_gold: bool) -> dict[str, Any] | None:
         fact = rec.get("fact") or rec["instruction"]
-        if fact in seen_facts:
-            continue  # one reading record per fact: the budget covers more facts
+        if fact in used_facts:
+            return None  # one reading record per fact: the budget covers more facts
         gold = _gold_chunk(rec, by_title, chunks)
         if gold is None:
             skipped["no_gold_chunk"] += 1
-            continue
+            return None
         positions, _ = bm25.search(rec["instruction"], k * 4 + 8)
         title = rec.get("source_title")
-        distractors = [int(p) for p in positions if chunks[int(p)].title != title][: k]
-        if len(distractors) < k - 1:
+        answer = str(rec.get("answer") or "").strip()
+        # distractors: other articles' passages, none of which holds the answer (so that the
+        # abstention is true and the gold passage the only one to cite)
+        distractors = [int(p) for p in positions if chunks[int(p)].title != title
+                       and not (answer and _holds(chunks[int(p)].body, answer))][:k]
+        if len(distractors) < (k - 1 if with_gold else k):
             skipped["no_distractors"] += 1
-            continue
-        seen_facts.add(fact)
-        with_gold = rng.random() >= no_gold_share
+            return None
+        used_facts.add(fact)
         if with_gold:
+            found_by["sentence" if rec["output"].strip().rstrip(".")[:160] in chunks[gold].body
+                     else "answer"] += 1
             picked = distractors[: k - 1]
             slot = rng.randrange(k)
             picked.insert(slot, gold)
-            answer = f"{rec['output'].strip()} [{slot + 1}]"
+            output = f"{rec['output'].strip()} [{slot + 1}]"
         else:
             picked = distractors[:k]
-            answer = tpl.abstain
+            output = tpl.abstain
         passages = [{"title": chunks[p].title, "section": chunks[p].section, "text": chunks[p].body}
                     for p in picked]
         instruction, body = tpl.fill(rec["instruction"], passages)
-        out.append({"id": _key(f"reading:{rec.get('id')}:{seed}")[:16], "instruction": instruction,
-                    "input": body, "output": answer, "source_title": title, "task": "reading",
-                    "fact": rec.get("fact"), "gold": with_gold,
-                    "gold_position": (slot + 1) if with_gold else None})
+        return {"id": _key(f"reading:{rec.get('id')}:{seed}")[:16], "instruction": instruction,
+                "input": body, "output": output, "source_title": title, "task": "reading",
+                "fact": rec.get("fact"), **({"answer": answer} if answer else {}),
+                "gold": with_gold, "gold_position": (slot + 1) if with_gold else None}
+
+    def fill(wanted: int, order: Sequence[dict[str, Any]], with_gold: bool) -> list[dict[str, Any]]:
+        built: list[dict[str, Any]] = []
+        for rec in order:
+            if len(built) >= wanted:
+                break
+            made = build(rec, with_gold)
+            if made is not None:
+                built.append(made)
+        return built
+
+    gold_records = fill(count - len(no_gold), candidates, True)
+    abstaining = fill(len(no_gold), candidates[::-1], False)
+    # the two kinds interleaved as planned (a record short of one kind leaves its slot out)
+    out: list[dict[str, Any]] = []
+    gold_iter, abstain_iter = iter(gold_records), iter(abstaining)
+    for slot in range(count):
+        nxt = next(abstain_iter if slot in no_gold else gold_iter, None)
+        if nxt is not None:
+            out.append(nxt)
     report = {"records": len(out), "with_gold": sum(r["gold"] for r in out),
               "without_gold": sum(not r["gold"] for r in out), "k": k, "seed": seed,
               "no_gold_share": no_gold_share, "candidates": len(candidates), "skipped": skipped,
+              "gold_found_by": found_by,
               "order": "selection" if ordered else "seeded hash",
               "rag_template": tpl.name, "rag_template_fingerprint": tpl.fingerprint}
     return out, report

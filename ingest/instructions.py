@@ -274,9 +274,12 @@ class _Builder:
         self.add_phrasings(task, (instruction,), output, input, fact)
 
     def add_phrasings(self, task: str, instructions: Iterable[str], output: str,
-                      input: str = "", fact: str | None = None) -> None:
+                      input: str = "", fact: str | None = None, answer: str | None = None,
+                      ) -> None:
         """One answer asked several ways: a record per instruction not asked before, the
-        answer and input checked once for all of them."""
+        answer and input checked once for all of them. ``answer``: the fact's value as the
+        article writes it ("Darcy Vargas", "1896"), kept on the record (reading tasks find
+        the passage that holds it)."""
         output = output.strip()
         input = input.strip()
         if not self._min_output <= len(output) <= self._max_output or len(input) > self._max_input:
@@ -291,6 +294,8 @@ class _Builder:
                    "input": input, "output": output, "source_title": title, "task": task}
             if fact:
                 rec["fact"] = fact
+            if answer:
+                rec["answer"] = answer
             append(rec)
 
     def phrasings(self, options: Sequence[str], n: int | None = None) -> Sequence[str]:
@@ -432,9 +437,10 @@ def _infobox(b: _Builder) -> None:
                 questions = [f"Qual é {art} {label} de {{T}}?", f"Qual {art} {label} de {{T}}?",
                              f"Informe {art} {label} de {{T}}.", f"{{T}}: qual é {art} {label}?"]
             answer = f"{art.capitalize()} {label} de {{T}}: {{v}}."
-        output = answer.format(T=title, v=value.strip().rstrip("."))
+        value = value.strip().rstrip(".")
+        output = answer.format(T=title, v=value)
         b.add_phrasings("infobox", [q.format(T=title) for q in b.phrasings(questions)], output,
-                        fact=f"infobox:{title}:{key}")
+                        fact=f"infobox:{title}:{key}", answer=value)
 
 
 def _tables(b: _Builder) -> None:
@@ -460,7 +466,7 @@ def _tables(b: _Builder) -> None:
                            f'Em {title}, qual é "{col}" quando "{key_col}" é {key_val}?']
                 output = f"{key_val} — {col}: {val}."
                 b.add_phrasings("table", b.phrasings(options), output,
-                                fact=f"table:{title}:{key_val}:{col}")
+                                fact=f"table:{title}:{key_val}:{col}", answer=val)
 
 
 @functools.lru_cache(maxsize=256)
@@ -498,7 +504,8 @@ def _facts(b: _Builder) -> None:
         for fact in facts:
             b.add_phrasings("fact", b.phrasings(fact.questions),
                             fact.short if short and fact.short else answer,
-                            fact=f"prose:{b.title}:{fact.kind}:{fact.span}:{tag}")
+                            fact=f"prose:{b.title}:{fact.kind}:{fact.span}:{tag}",
+                            answer=fact.span)
 
 
 def sentence_coverage(article: dict[str, Any], records: list[dict[str, Any]],

@@ -2,6 +2,7 @@
 tasks built from the index (the gold passage among distractors, or the abstention answer)."""
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -69,7 +70,9 @@ def test_reading_records_hold_the_gold_passage_among_distractors(records, chunks
             assert rec["output"].endswith(f"[{n}]")
             body = rec["output"][: -len(f" [{n}]")].rstrip(".")[:80]
             block = passages.split(f"[{n}] ", 1)[1].split("\n\n[", 1)[0]
-            assert block.startswith(rec["source_title"]) and body in block
+            # the output's sentence, or for an infobox or table fact its value
+            assert block.startswith(rec["source_title"])
+            assert body in block or rec["answer"] in block
             # the distractors come from other articles
             others = [b for b in passages.split("\n\n") if b.startswith("[") and not b.startswith(f"[{n}]")]
             assert all(not b.split("] ", 1)[1].startswith(rec["source_title"] + "\n") for b in others)
@@ -126,19 +129,51 @@ def test_the_demo_selection_covers_its_questions_and_adds_reading_tasks(sample_i
 
 
 def test_reading_records_follow_a_selection_order(records, chunks):
-    """After a selection by fact coverage the reading records take the facts in that order (the
-    facts of the questions asked first); without one they are drawn by the seed."""
+    """After a selection by fact coverage the reading records with the gold passage take the
+    facts in that order (the facts of the questions asked first), the abstention examples the
+    facts at its end; without one they are drawn by the seed."""
     loaded = load_index_chunks(chunks)
     facts = [r for r in records if r["task"] == "fact"]
     order = list(reversed(facts))  # an order that is neither the file's nor the seed's
     rank = {r["id"]: i for i, r in enumerate(order)}
-    ordered, report = build_reading_records(order, loaded, count=8, k=3, seed=7, ordered=True)
+    ordered, report = build_reading_records(order, loaded, count=8, k=3, seed=7, ordered=True,
+                                            no_gold_share=0.25)
     assert report["order"] == "selection" and len(ordered) >= 4
+    assert report["without_gold"] == 2  # a quarter of 8, exactly
     source = {r["fact"]: min(rank[x["id"]] for x in order if x["fact"] == r["fact"]) for r in ordered}
-    ranks = [source[r["fact"]] for r in ordered]
-    assert ranks == sorted(ranks)  # the selection's order, kept
+    gold = [source[r["fact"]] for r in ordered if r["gold"]]
+    assert gold == sorted(gold)  # the selection's order, kept
+    assert gold[0] < len(order) // 4  # from its front
+    assert min(source[r["fact"]] for r in ordered if not r["gold"]) > max(gold)  # from its end
     drawn, report = build_reading_records(order, loaded, count=8, k=3, seed=7)
     assert report["order"] == "seeded hash"
     assert [r["fact"] for r in drawn] != [r["fact"] for r in ordered]
     again, _ = build_reading_records(list(reversed(order)), loaded, count=8, k=3, seed=7)
     assert [r["id"] for r in again] == [r["id"] for r in drawn]  # the seed's draw ignores the order
+
+
+def test_reading_records_read_infobox_and_table_values_in_their_passage(records, chunks):
+    """An infobox or table fact's output is a sentence of ours, in no passage: its reading
+    record finds the passage of its article that holds the value (the record's ``answer``),
+    and no distractor holds that value."""
+    loaded = load_index_chunks(chunks)
+    kinds = [r for r in records if r["task"] in ("infobox", "table")]
+    assert kinds and all(r.get("answer") and r["answer"] in r["output"] for r in kinds)
+    built, report = build_reading_records(kinds, loaded, count=12, k=3, seed=3, no_gold_share=0.25)
+    assert report["records"] == 12 and report["without_gold"] == 3
+    assert report["gold_found_by"]["answer"] == 9 and report["skipped"]["no_gold_chunk"] == 0
+    by_fact = {r["fact"]: r for r in kinds}
+    for rec in built:
+        answer = by_fact[rec["fact"]]["answer"]
+        blocks = rec["input"].split("Pergunta:")[0].split("\n\n[")
+        word = re.compile(rf"(?<!\w){re.escape(answer)}(?!\w)")
+        holding = [i for i, b in enumerate(blocks, 1) if word.search(b)]
+        if rec["gold"]:
+            n = rec["gold_position"]
+            assert holding == [n] and rec["output"].endswith(f"[{n}]")
+        else:
+            assert holding == [] and rec["output"] == RagTemplate.load().abstain
+    # without the value, such a fact has nothing to find its passage by
+    bare = [{k: v for k, v in r.items() if k != "answer"} for r in kinds]
+    _, report = build_reading_records(bare, loaded, count=12, k=3, seed=3)
+    assert report["records"] == 0 and report["skipped"]["no_gold_chunk"] > 0

@@ -86,6 +86,7 @@ def test_fact_questions_name_the_subject_in_several_phrasings(prose_records):
         assert r["source_title"].split(" (")[0].casefold() in q.casefold(), q
         assert q[-1] in "?." and len(q) <= 220 and "  " not in q, q
         assert r["output"] and r["output"][-1] in ".!?…»”)\"", r["output"]
+        assert r["answer"] in r["output"] and r["answer"] in r["fact"]  # the span asked about
 
 
 def test_date_quantity_and_place_questions_ask_the_span():

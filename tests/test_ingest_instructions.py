@@ -55,6 +55,9 @@ def test_every_task_type_with_paraphrases(fixtures_dir):
     born = [r for r in recs if r.get("fact") == "infobox:Ana Lúcia Prado:nascimento_local"]
     assert len({r["instruction"] for r in born}) == 3 and len({r["output"] for r in born}) == 1
     assert "Recife" in born[0]["output"]
+    # the value travels with the record, as the article writes it (reading tasks look for it)
+    assert all(r["answer"] in r["output"] for r in recs if r["task"] == "infobox")
+    assert "Recife" in born[0]["answer"] and "Ana Lúcia Prado" not in born[0]["answer"]
     assert any(r["instruction"] == "Quem foi Ana Lúcia Prado?" for r in recs)
     for r in recs:
         assert r["source_title"] == "Ana Lúcia Prado" and r["output"].strip()
@@ -75,6 +78,7 @@ def test_tables_become_fact_questions(fixtures_dir):
     answers = {r["output"] for r in recs}
     assert "Córrego Fundo — Comprimento: 42 km." in answers
     assert "Ribeirão das Pedras — Margem: direita." in answers
+    assert {r["answer"] for r in recs if r["output"] == "Córrego Fundo — Comprimento: 42 km."} == {"42 km"}
 
 
 def test_lengths_are_bounded_at_sentence_ends(sample_articles):
