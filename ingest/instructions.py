@@ -443,6 +443,39 @@ def _infobox(b: _Builder) -> None:
                         fact=f"infobox:{title}:{key}", answer=value)
 
 
+def _table_blocks(text: str) -> list[list[list[tuple[str, str]]]]:
+    """The tables of a section's text: runs of consecutive "Col: value; Col: value" lines, each
+    row a list of (column, value) pairs."""
+    blocks: list[list[list[tuple[str, str]]]] = []
+    current: list[list[tuple[str, str]]] = []
+    for line in text.split("\n"):
+        m = _TABLE_LINE.match(line)
+        if not m:
+            if current:
+                blocks.append(current)
+                current = []
+            continue
+        pairs = [(m.group(1).strip(), m.group(2).strip())]
+        for pair in m.group(3).split("; ")[1:]:
+            col, _, val = pair.partition(": ")
+            pairs.append((col.strip(), val.strip()))
+        current.append(pairs)
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _key_column(rows: list[list[tuple[str, str]]]) -> str:
+    """The column that names a table's rows: the one with the most distinct values, the first
+    of those on a tie (so the first column whenever its values are distinct). A medal table's
+    first column repeats "Bronze"; keyed by it, every bronze row after the first would be asked
+    the same questions and dropped; its athletes repeat less. Rows whose key value repeats an
+    earlier row's are still asked once (the first)."""
+    columns = [col for col, _ in rows[0]]
+    distinct = [len({v for v in (dict(row).get(col, "") for row in rows) if v}) for col in columns]
+    return columns[distinct.index(max(distinct))]
+
+
 def _tables(b: _Builder) -> None:
     title = b.title
     for section in (b.article.get("sections") or []):
@@ -450,23 +483,25 @@ def _tables(b: _Builder) -> None:
         if not _may_hold_table_rows(text):
             continue
         rows = 0
-        for line in text.split("\n"):
-            m = _TABLE_LINE.match(line)
-            if not m or rows >= b.cfg.max_table_rows:
-                continue
-            rows += 1
-            key_col, key_val = m.group(1).strip(), m.group(2).strip()
-            for pair in m.group(3).split("; ")[1:]:
-                col, _, val = pair.partition(": ")
-                col, val = col.strip(), val.strip()
-                if not col or not val:
+        for table in _table_blocks(text):
+            key_col = _key_column(table)
+            for row in table:
+                if rows >= b.cfg.max_table_rows:
+                    break
+                rows += 1
+                cells = dict(row)
+                key_val = cells.get(key_col, "")
+                if not key_val:
                     continue
-                options = [f"No artigo sobre {title}, qual é o valor de \"{col}\" para {key_val}?",
-                           f"Segundo a tabela de {title}, o que consta em \"{col}\" para {key_val}?",
-                           f'Em {title}, qual é "{col}" quando "{key_col}" é {key_val}?']
-                output = f"{key_val} — {col}: {val}."
-                b.add_phrasings("table", b.phrasings(options), output,
-                                fact=f"table:{title}:{key_val}:{col}", answer=val)
+                for col, val in row:
+                    if col == key_col or not col or not val:
+                        continue
+                    options = [f"No artigo sobre {title}, qual é o valor de \"{col}\" para {key_val}?",
+                               f"Segundo a tabela de {title}, o que consta em \"{col}\" para {key_val}?",
+                               f'Em {title}, qual é "{col}" quando "{key_col}" é {key_val}?']
+                    output = f"{key_val} — {col}: {val}."
+                    b.add_phrasings("table", b.phrasings(options), output,
+                                    fact=f"table:{title}:{key_val}:{col}", answer=val)
 
 
 @functools.lru_cache(maxsize=256)

@@ -81,6 +81,35 @@ def test_tables_become_fact_questions(fixtures_dir):
     assert {r["answer"] for r in recs if r["output"] == "Córrego Fundo — Comprimento: 42 km."} == {"42 km"}
 
 
+def test_a_table_whose_first_column_repeats_is_keyed_by_a_column_that_names_its_rows(fixtures_dir):
+    """A medal table's first column repeats ("Bronze" twice): keyed by it, the second bronze
+    row's questions would be the first's and be dropped as duplicates. Its rows are named by
+    the column with the most distinct values (the athlete), and the medal is asked too."""
+    art = dict(read_jsonl(fixtures_dir / "articles.jsonl")[0])
+    rows = ["Medalha: Ouro; Atleta: Ana Reis; Prova: 100 m; Data: 3 de agosto",
+            "Medalha: Bronze; Atleta: Caio Lima; Prova: Salto em altura; Data: 4 de agosto",
+            "Medalha: Bronze; Atleta: Rui Nunes; Prova: Acima de 80 kg; Data: 9 de agosto",
+            "Medalha: Prata; Atleta: Ana Reis; Prova: Salto em altura; Data: 9 de agosto",
+            "Medalha: Bronze; Atleta: Léo Dias; Prova: Maratona; Data: 10 de agosto",
+            "Medalha: Ouro; Atleta: Bia Costa; Prova: Remo; Data: 12 de agosto"]
+    art["sections"] = [*art["sections"], {"heading": "Medalhas", "level": 2,
+                                          "text": "As medalhas do clube.\n" + "\n".join(rows)}]
+    recs = [r for r in article_instructions(art, InstructionConfig()) if r["task"] == "table"]
+    outputs = {r["output"] for r in recs}
+    assert {"Rui Nunes — Prova: Acima de 80 kg.", "Caio Lima — Prova: Salto em altura.",
+            "Rui Nunes — Medalha: Bronze.", "Ana Reis — Data: 3 de agosto."} <= outputs
+    assert not any(o.startswith("Bronze —") for o in outputs)
+    # no column is distinct here (Ana Reis won twice; the high jump and the 9th gave two
+    # medals): athletes, events and dates tie, the first of them names the rows, and her first
+    # row is the one asked
+    assert "Ana Reis — Prova: 100 m." in outputs and "Ana Reis — Prova: Salto em altura." not in outputs
+    asked = [r for r in recs if r["output"] == "Rui Nunes — Prova: Acima de 80 kg."]
+    assert len(asked) == 3 and all("Rui Nunes" in r["instruction"] for r in asked)
+    assert {r["answer"] for r in asked} == {"Acima de 80 kg"}
+    # the article's other table, keyed by its first column as before
+    assert "Córrego Fundo — Comprimento: 42 km." in outputs
+
+
 def test_lengths_are_bounded_at_sentence_ends(sample_articles):
     cfg = InstructionConfig(max_output_chars=300)
     for art in sample_articles[:10]:
