@@ -63,11 +63,14 @@ def _holds(text: str, answer: str) -> bool:
     return False
 
 
-def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Sequence[Any]) -> int | None:
+def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Sequence[Any],
+                words_of: dict[int, set[str]] | None = None) -> int | None:
     """The chunk of the record's article that holds its answer, or None: the one holding the
     output itself (a prose fact's sentence), else, for a record that carries its ``answer``
     (an infobox or table value, a prose span: the output is then a sentence of ours), the one
-    holding that value that shares the most words with the output."""
+    holding that value that shares the most words with the output. ``words_of``: a cache of
+    each chunk's words, kept across the calls of one build (an article's chunks are read once
+    for all its facts)."""
     from core.text import tokenize
 
     output = rec["output"].strip()
@@ -80,11 +83,14 @@ def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Seq
     if not answer:
         return None
     words = set(tokenize(output))
+    cache = {} if words_of is None else words_of
     best, best_shared = None, -1
     for pos in mine:
         body = chunks[pos].body
         if _holds(body, answer):
-            shared = len(words.intersection(tokenize(body)))
+            if pos not in cache:
+                cache[pos] = set(tokenize(body))
+            shared = len(words & cache[pos])
             if shared > best_shared:
                 best, best_shared = pos, shared
     return best
@@ -130,12 +136,13 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
     used_facts: set[str] = set()
     skipped = {"no_gold_chunk": 0, "no_distractors": 0}
     found_by = {"sentence": 0, "answer": 0}
+    words_of: dict[int, set[str]] = {}
 
     def build(rec: dict[str, Any], with_gold: bool) -> dict[str, Any] | None:
         fact = rec.get("fact") or rec["instruction"]
         if fact in used_facts:
             return None  # one reading record per fact: the budget covers more facts
-        gold = _gold_chunk(rec, by_title, chunks)
+        gold = _gold_chunk(rec, by_title, chunks, words_of)
         if gold is None:
             skipped["no_gold_chunk"] += 1
             return None
