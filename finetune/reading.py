@@ -51,49 +51,38 @@ def load_index_bm25(index_dir: str | Path) -> Any | None:
     return BM25Index.load(folder) if folder.is_dir() else None
 
 
-def _holds(text: str, answer: str) -> bool:
-    """``answer`` occurs in ``text`` as whole words ("1" is not found inside "1896")."""
-    start = text.find(answer)
-    while start >= 0:
-        end = start + len(answer)
-        if ((start == 0 or not text[start - 1].isalnum())
-                and (end == len(text) or not text[end].isalnum())):
-            return True
-        start = text.find(answer, start + 1)
-    return False
-
-
 def _gold_chunk(rec: dict[str, Any], by_title: dict[str, list[int]], chunks: Sequence[Any],
-                words_of: dict[int, set[str]] | None = None) -> int | None:
-    """The chunk of the record's article that holds its answer, or None: the one holding the
-    output itself (a prose fact's sentence), else, for a record that carries its ``answer``
-    (an infobox or table value, a prose span: the output is then a sentence of ours), the one
-    holding that value that shares the most words with the output. ``words_of``: a cache of
+                words_of: dict[int, set[str]] | None = None) -> tuple[int | None, str]:
+    """The chunk of the record's article that holds its answer (None if none), and how it was
+    found: by the output itself ("sentence": a prose fact's sentence), else, for a record that
+    carries its ``answer`` (an infobox or table value, a prose span: the output is then a
+    sentence of ours), by that value ("answer": the chunk holding it, as the metrics' ``contains``
+    finds an answer, that shares the most words with the output). ``words_of``: a cache of
     each chunk's words, kept across the calls of one build (an article's chunks are read once
     for all its facts)."""
-    from core.text import tokenize
+    from core.text import contains_answer, tokenize
 
     output = rec["output"].strip()
     probe = output.rstrip(".")[:160]
     mine = by_title.get(rec.get("source_title", ""), ())
     for pos in mine:
         if probe and probe in chunks[pos].body:
-            return pos
+            return pos, "sentence"
     answer = str(rec.get("answer") or "").strip()
     if not answer:
-        return None
+        return None, "answer"
     words = set(tokenize(output))
     cache = {} if words_of is None else words_of
     best, best_shared = None, -1
     for pos in mine:
         body = chunks[pos].body
-        if _holds(body, answer):
+        if contains_answer(body, answer):
             if pos not in cache:
                 cache[pos] = set(tokenize(body))
             shared = len(words & cache[pos])
             if shared > best_shared:
                 best, best_shared = pos, shared
-    return best
+    return best, "answer"
 
 
 def _no_gold_slots(count: int, share: float) -> set[int]:
@@ -120,6 +109,7 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
     drawn by the seed's hash, so that a file grouped by article does not give every reading
     record to its first articles."""
     from core.prompts import RagTemplate
+    from core.text import contains_answer
     from rag.bm25 import BM25Index
 
     tpl = RagTemplate.load(rag_template) if rag_template else RagTemplate.load()
@@ -142,7 +132,7 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
         fact = rec.get("fact") or rec["instruction"]
         if fact in used_facts:
             return None  # one reading record per fact: the budget covers more facts
-        gold = _gold_chunk(rec, by_title, chunks, words_of)
+        gold, found = _gold_chunk(rec, by_title, chunks, words_of)
         if gold is None:
             skipped["no_gold_chunk"] += 1
             return None
@@ -152,14 +142,13 @@ def build_reading_records(records: Sequence[dict[str, Any]], chunks: Sequence[An
         # distractors: other articles' passages, none of which holds the answer (so that the
         # abstention is true and the gold passage the only one to cite)
         distractors = [int(p) for p in positions if chunks[int(p)].title != title
-                       and not (answer and _holds(chunks[int(p)].body, answer))][:k]
+                       and not (answer and contains_answer(chunks[int(p)].body, answer))][:k]
         if len(distractors) < (k - 1 if with_gold else k):
             skipped["no_distractors"] += 1
             return None
         used_facts.add(fact)
         if with_gold:
-            found_by["sentence" if rec["output"].strip().rstrip(".")[:160] in chunks[gold].body
-                     else "answer"] += 1
+            found_by[found] += 1
             picked = distractors[: k - 1]
             slot = rng.randrange(k)
             picked.insert(slot, gold)

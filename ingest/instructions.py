@@ -471,8 +471,9 @@ def _key_column(rows: list[list[tuple[str, str]]]) -> str:
     first column repeats "Bronze"; keyed by it, every bronze row after the first would be asked
     the same questions and dropped; its athletes repeat less. Rows whose key value repeats an
     earlier row's are still asked once (the first)."""
+    cells = [dict(row) for row in rows]
     columns = [col for col, _ in rows[0]]
-    distinct = [len({v for v in (dict(row).get(col, "") for row in rows) if v}) for col in columns]
+    distinct = [len({c[col] for c in cells if c.get(col)}) for col in columns]
     return columns[distinct.index(max(distinct))]
 
 
